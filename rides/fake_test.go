@@ -1,0 +1,230 @@
+package rides
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/shardfn/shardfn/engine"
+)
+
+// sim is a single-threaded reference runner of the RS-1 functions: a FIFO
+// of messages, a list of delayed messages fired on demand, captured replies
+// and egress. It implements engine.Context for the invocation in progress.
+type sim struct {
+	fns     map[string]engine.Function // by function type
+	specs   map[string][]engine.ValueSpec
+	state   map[engine.Address]map[string][]byte
+	queue   []envelope
+	timers  []timer
+	replies []reply
+	egress  []engine.Message
+	invoked map[string]int // by message type
+	now     time.Time
+
+	cur envelope
+}
+
+type envelope struct {
+	to, from engine.Address
+	msg      engine.Message
+	req      int // request id, 0 for none
+}
+
+type timer struct {
+	delay time.Duration
+	env   envelope
+}
+
+type reply struct {
+	req int
+	msg engine.Message
+}
+
+func newSim(cfg Config) *sim {
+	specs, err := NewSpecs(cfg)
+	if err != nil {
+		panic(err)
+	}
+	s := &sim{fns: map[string]engine.Function{}, specs: map[string][]engine.ValueSpec{},
+		state: map[engine.Address]map[string][]byte{}, invoked: map[string]int{}, now: time.Unix(0, 0)}
+	for _, sp := range specs {
+		s.fns[sp.Namespace+"/"+sp.Type] = sp.Function
+		s.specs[sp.Namespace+"/"+sp.Type] = sp.States
+	}
+	return s
+}
+
+func (s *sim) send(to engine.Address, msg engine.Message, req int) {
+	s.queue = append(s.queue, envelope{to: to, msg: msg, req: req})
+}
+
+// run processes queued messages until none is left; it returns the first
+// function error.
+func (s *sim) run() error {
+	for len(s.queue) > 0 {
+		e := s.queue[0]
+		s.queue = s.queue[1:]
+		fn := s.fns[e.to.FunctionType()]
+		if fn == nil {
+			return fmt.Errorf("no function %s", e.to.FunctionType())
+		}
+		s.cur = e
+		s.invoked[e.msg.Type]++
+		// Effects are applied directly; a failing function would leave
+		// partial state, so tests treat any error as fatal.
+		if err := fn.Invoke(s, e.msg); err != nil {
+			return fmt.Errorf("%s <- %s: %w", e.to, e.msg.Type, err)
+		}
+	}
+	return nil
+}
+
+// fire moves all delayed messages into the queue (in delay order) and runs.
+func (s *sim) fire() error {
+	sort.SliceStable(s.timers, func(i, j int) bool { return s.timers[i].delay < s.timers[j].delay })
+	for _, t := range s.timers {
+		s.queue = append(s.queue, t.env)
+	}
+	s.timers = nil
+	return s.run()
+}
+
+func (s *sim) Self() engine.Address { return s.cur.to }
+func (s *sim) Caller() (engine.Address, bool) {
+	return s.cur.from, !s.cur.from.IsZero()
+}
+func (s *sim) Now() time.Time { return s.now }
+func (s *sim) Send(to engine.Address, msg engine.Message) {
+	s.queue = append(s.queue, envelope{to: to, from: s.cur.to, msg: msg, req: s.cur.req})
+}
+func (s *sim) SendAfter(d time.Duration, to engine.Address, msg engine.Message, token string) {
+	s.timers = append(s.timers, timer{delay: d, env: envelope{to: to, from: s.cur.to, msg: msg, req: s.cur.req}})
+}
+func (s *sim) Cancel(string) {}
+func (s *sim) Egress(name string, msg engine.Message) {
+	if name != EgressName {
+		panic("unexpected egress " + name)
+	}
+	s.egress = append(s.egress, msg)
+}
+func (s *sim) Reply(msg engine.Message) {
+	if s.cur.req == 0 {
+		return
+	}
+	for _, r := range s.replies {
+		if r.req == s.cur.req {
+			return // first reply wins
+		}
+	}
+	s.replies = append(s.replies, reply{req: s.cur.req, msg: msg})
+}
+
+func (s *sim) spec(spec engine.ValueSpec) {
+	for _, sp := range s.specs[s.cur.to.FunctionType()] {
+		if sp == spec {
+			return
+		}
+	}
+	panic(fmt.Sprintf("undeclared state %q of %s", spec.Name, s.cur.to.FunctionType()))
+}
+
+func (s *sim) Get(spec engine.ValueSpec) ([]byte, bool) {
+	s.spec(spec)
+	v, ok := s.state[s.cur.to][spec.Name]
+	return v, ok
+}
+func (s *sim) Set(spec engine.ValueSpec, v []byte) error {
+	s.spec(spec)
+	m := s.state[s.cur.to]
+	if m == nil {
+		m = map[string][]byte{}
+		s.state[s.cur.to] = m
+	}
+	m[spec.Name] = append([]byte(nil), v...)
+	return nil
+}
+func (s *sim) Remove(spec engine.ValueSpec) error {
+	s.spec(spec)
+	delete(s.state[s.cur.to], spec.Name)
+	return nil
+}
+func (s *sim) GetString(spec engine.ValueSpec) (string, bool, error) {
+	v, ok := s.Get(spec)
+	str, err := engine.DecodeStringWrapper(v)
+	return str, ok, err
+}
+func (s *sim) SetString(spec engine.ValueSpec, v string) error {
+	return s.Set(spec, engine.AppendStringWrapper(nil, v))
+}
+func (s *sim) GetInt64(spec engine.ValueSpec) (int64, bool, error) {
+	if spec.Type != engine.TypeLong {
+		return 0, false, engine.ErrStateType
+	}
+	v, ok := s.Get(spec)
+	n, err := engine.DecodeLongWrapper(v)
+	return n, ok, err
+}
+func (s *sim) SetInt64(spec engine.ValueSpec, v int64) error {
+	if spec.Type != engine.TypeLong {
+		return engine.ErrStateType
+	}
+	return s.Set(spec, engine.AppendLongWrapper(nil, v))
+}
+func (s *sim) GetJSON(spec engine.ValueSpec, v any) (bool, error) {
+	b, ok := s.Get(spec)
+	if !ok {
+		return false, nil
+	}
+	return true, json.Unmarshal(b, v)
+}
+func (s *sim) SetJSON(spec engine.ValueSpec, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return s.Set(spec, b)
+}
+
+// values returns an instance's state in engine.State's shape.
+func (s *sim) values(a engine.Address) []engine.StateValue {
+	var out []engine.StateValue
+	for _, sp := range s.specs[a.FunctionType()] {
+		v, ok := s.state[a][sp.Name]
+		out = append(out, engine.StateValue{Spec: sp, Value: v, Present: ok})
+	}
+	return out
+}
+
+func (s *sim) driver(id string) DriverState {
+	d, err := DecodeDriver(s.values(DriverAddr(id)))
+	if err != nil {
+		panic(err)
+	}
+	return d
+}
+
+func (s *sim) cell(id string) []string {
+	c, err := DecodeCell(s.values(CellAddr(id)))
+	if err != nil {
+		panic(err)
+	}
+	return c.Free
+}
+
+func (s *sim) ride(id string) RideState {
+	r, err := DecodeRide(s.values(RideAddr(id)))
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
+
+func (s *sim) passenger(id string) PassengerState {
+	p, err := DecodePassenger(s.values(PassengerAddr(id)))
+	if err != nil {
+		panic(err)
+	}
+	return p
+}

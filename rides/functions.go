@@ -1,0 +1,426 @@
+package rides
+
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/shardfn/shardfn/engine"
+)
+
+// TypeSet is the state type of a geocell's free set: a sequence of driver
+// ids, each uvarint(len) bytes, in join order.
+const TypeSet = "rides/set"
+
+// State specs, by function type. Strings are raw bytes (engine.TypeBytes);
+// counters are engine.TypeLong.
+var (
+	driverCell   = engine.ValueSpec{Name: "cell", Type: engine.TypeBytes}
+	driverJoined = engine.ValueSpec{Name: "joined", Type: engine.TypeBytes}
+	driverStatus = engine.ValueSpec{Name: "status", Type: engine.TypeBytes}
+	driverRide   = engine.ValueSpec{Name: "ride", Type: engine.TypeBytes}
+
+	passengerRide  = engine.ValueSpec{Name: "ride", Type: engine.TypeBytes}
+	passengerRides = engine.ValueSpec{Name: "rides", Type: engine.TypeLong}
+	passengerSeq   = engine.ValueSpec{Name: "seq", Type: engine.TypeLong}
+	passengerSeen  = engine.ValueSpec{Name: "seen", Type: engine.TypeBytes}
+
+	cellFree = engine.ValueSpec{Name: "free", Type: TypeSet}
+
+	ridepassenger = engine.ValueSpec{Name: "passenger", Type: engine.TypeBytes}
+	rideDriver    = engine.ValueSpec{Name: "driver", Type: engine.TypeBytes}
+	rideCell      = engine.ValueSpec{Name: "cell", Type: engine.TypeBytes}
+	rideStatus    = engine.ValueSpec{Name: "status", Type: engine.TypeBytes}
+	rideReply     = engine.ValueSpec{Name: "reply", Type: engine.TypeBytes}
+	rideTries     = engine.ValueSpec{Name: "tries", Type: engine.TypeLong}
+)
+
+// Specs returns the four RS-1 function types with the default Config.
+func Specs() []engine.FunctionSpec {
+	s, err := NewSpecs(DefaultConfig())
+	if err != nil {
+		panic(err) // the defaults are valid
+	}
+	return s
+}
+
+// NewSpecs returns the four RS-1 function types with cfg (defaults filled
+// in), or an error if cfg is invalid.
+func NewSpecs(cfg Config) ([]engine.FunctionSpec, error) {
+	cfg.EnsureDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	f := &funcs{cfg: cfg}
+	return []engine.FunctionSpec{
+		{Namespace: Namespace, Type: TypeDriver, States: []engine.ValueSpec{driverCell, driverJoined, driverStatus, driverRide},
+			Function: engine.FunctionFunc(f.driver)},
+		{Namespace: Namespace, Type: TypePassenger, States: []engine.ValueSpec{passengerRide, passengerRides, passengerSeq, passengerSeen},
+			Function: engine.FunctionFunc(f.passenger)},
+		{Namespace: Namespace, Type: TypeGeocell, States: []engine.ValueSpec{cellFree},
+			Function: engine.FunctionFunc(f.geocell)},
+		{Namespace: Namespace, Type: TypeRide, States: []engine.ValueSpec{ridepassenger, rideDriver, rideCell, rideStatus, rideReply, rideTries},
+			Function: engine.FunctionFunc(f.ride)},
+	}, nil
+}
+
+type funcs struct{ cfg Config }
+
+func fields(vs ...string) []byte {
+	n := 0
+	for _, v := range vs {
+		n += len(v) + 2
+	}
+	b := make([]byte, 0, n)
+	for _, v := range vs {
+		b = appendField(b, v)
+	}
+	return b
+}
+
+func msgOf(typ string, vs ...string) engine.Message {
+	return engine.Message{Type: typ, Value: fields(vs...)}
+}
+
+func setStr(ctx engine.Context, spec engine.ValueSpec, v string) error {
+	if v == "" {
+		return ctx.Remove(spec)
+	}
+	return ctx.Set(spec, []byte(v))
+}
+
+func getInt(ctx engine.Context, spec engine.ValueSpec) (int64, error) {
+	v, _, err := ctx.GetInt64(spec)
+	return v, err
+}
+
+func unexpected(fn string, msg engine.Message) error {
+	return fmt.Errorf("%w: %s does not take %q", ErrBadBody, fn, msg.Type)
+}
+
+// driver: state cell, joined, status, ride.
+func (f *funcs) driver(ctx engine.Context, msg engine.Message) error {
+	self := ctx.Self()
+	switch msg.Type {
+	case MsgLocation:
+		cell, err := DecodeCellBody(msg.Value)
+		if err != nil {
+			return err
+		}
+		if old, _ := ctx.Get(driverCell); string(old) != cell {
+			if err := ctx.Set(driverCell, []byte(cell)); err != nil {
+				return err
+			}
+		}
+		status, _ := ctx.Get(driverStatus)
+		if len(status) == 0 {
+			if err := ctx.Set(driverStatus, []byte(StatusFree)); err != nil {
+				return err
+			}
+			status = []byte(StatusFree)
+		}
+		if string(status) != StatusFree {
+			return nil
+		}
+		joined, _ := ctx.Get(driverJoined)
+		if string(joined) == cell {
+			return nil
+		}
+		if len(joined) > 0 {
+			ctx.Send(CellAddr(string(joined)), msgOf(msgLeave, self.ID))
+		}
+		ctx.Send(CellAddr(cell), msgOf(msgJoin, self.ID))
+		return ctx.Set(driverJoined, []byte(cell))
+
+	case msgOffer:
+		r := fieldReader{b: msg.Value}
+		ride, _ := r.str(), r.str()
+		if r.err != nil {
+			return r.err
+		}
+		status, _ := ctx.Get(driverStatus)
+		if string(status) != StatusFree {
+			ctx.Send(RideAddr(ride), msgOf(msgDecline, self.ID))
+			return nil
+		}
+		if err := ctx.Set(driverStatus, []byte(StatusOnRide)); err != nil {
+			return err
+		}
+		if err := ctx.Set(driverRide, []byte(ride)); err != nil {
+			return err
+		}
+		// Always leave the joined cell, even when it is the offering one:
+		// the driver may have left and re-joined it while the offer was in
+		// flight, and leave is a no-op for a driver not in the set.
+		if joined, _ := ctx.Get(driverJoined); len(joined) > 0 {
+			ctx.Send(CellAddr(string(joined)), msgOf(msgLeave, self.ID))
+			if err := ctx.Remove(driverJoined); err != nil {
+				return err
+			}
+		}
+		ctx.Send(RideAddr(ride), msgOf(msgAccept, self.ID))
+		ctx.SendAfter(f.cfg.finishDelay(ride), self, msgOf(msgFinish, ride), "")
+		return nil
+
+	case msgFinish:
+		r := fieldReader{b: msg.Value}
+		ride := r.next()
+		if r.err != nil {
+			return r.err
+		}
+		status, _ := ctx.Get(driverStatus)
+		cur, _ := ctx.Get(driverRide)
+		if string(status) != StatusOnRide || string(cur) != string(ride) {
+			return nil // stale
+		}
+		rideID := string(ride)
+		if err := ctx.Set(driverStatus, []byte(StatusFree)); err != nil {
+			return err
+		}
+		if err := ctx.Remove(driverRide); err != nil {
+			return err
+		}
+		if cell, _ := ctx.Get(driverCell); len(cell) > 0 {
+			ctx.Send(CellAddr(string(cell)), msgOf(msgJoin, self.ID))
+			if err := ctx.Set(driverJoined, cell); err != nil {
+				return err
+			}
+		}
+		ctx.Send(RideAddr(rideID), msgOf(msgCompleted, self.ID))
+		return nil
+	}
+	return unexpected("rides/driver", msg)
+}
+
+// passenger: state ride, rides, seq, seen.
+func (f *funcs) passenger(ctx engine.Context, msg engine.Message) error {
+	self := ctx.Self()
+	switch msg.Type {
+	case MsgRequest:
+		cell, err := DecodeCellBody(msg.Value)
+		if err != nil {
+			return err
+		}
+		if cur, _ := ctx.Get(passengerRide); len(cur) > 0 {
+			ctx.Reply(engine.Message{Type: MsgOutcome, Value: AppendOutcome(nil, Outcome{Failed: true})})
+			return nil
+		}
+		seq, err := getInt(ctx, passengerSeq)
+		if err != nil {
+			return err
+		}
+		seq++
+		if err := ctx.SetInt64(passengerSeq, seq); err != nil {
+			return err
+		}
+		id := self.ID + "-" + strconv.FormatInt(seq, 10)
+		if err := ctx.Set(passengerRide, []byte(id)); err != nil {
+			return err
+		}
+		ctx.Send(RideAddr(id), msgOf(msgInit, self.ID, cell, self.String()))
+		return nil
+
+	case msgFailed, msgCompleted:
+		r := fieldReader{b: msg.Value}
+		ride := r.next()
+		if r.err != nil {
+			return r.err
+		}
+		if cur, _ := ctx.Get(passengerRide); string(cur) != string(ride) {
+			return nil
+		}
+		if err := ctx.Remove(passengerRide); err != nil {
+			return err
+		}
+		if msg.Type == msgCompleted {
+			n, err := getInt(ctx, passengerRides)
+			if err != nil {
+				return err
+			}
+			return ctx.SetInt64(passengerRides, n+1)
+		}
+		return nil
+
+	case MsgTouch:
+		cell, err := DecodeCellBody(msg.Value)
+		if err != nil {
+			return err
+		}
+		return ctx.Set(passengerSeen, []byte(cell))
+	}
+	return unexpected("rides/passenger", msg)
+}
+
+// geocell: state free.
+func (f *funcs) geocell(ctx engine.Context, msg engine.Message) error {
+	switch msg.Type {
+	case msgJoin, msgLeave:
+		r := fieldReader{b: msg.Value}
+		d := r.next()
+		if r.err != nil {
+			return r.err
+		}
+		set, _ := ctx.Get(cellFree)
+		start, end, found, err := setFind(set, d)
+		if err != nil {
+			return err
+		}
+		switch {
+		case msg.Type == msgJoin && !found:
+			n := make([]byte, 0, len(set)+len(d)+1)
+			n = append(n, set...)
+			return ctx.Set(cellFree, appendField(n, string(d)))
+		case msg.Type == msgLeave && found:
+			if start == 0 && end == len(set) {
+				return ctx.Remove(cellFree)
+			}
+			n := make([]byte, 0, len(set)-(end-start))
+			n = append(append(n, set[:start]...), set[end:]...)
+			return ctx.Set(cellFree, n)
+		}
+		return nil
+
+	case msgFind:
+		r := fieldReader{b: msg.Value}
+		ride, origin, hop := r.str(), r.str(), r.int()
+		if r.err != nil {
+			return r.err
+		}
+		set, _ := ctx.Get(cellFree)
+		if len(set) > 0 {
+			start, d, err := setLast(set)
+			if err != nil {
+				return err
+			}
+			driver := string(d)
+			if start == 0 {
+				err = ctx.Remove(cellFree)
+			} else {
+				err = ctx.Set(cellFree, set[:start])
+			}
+			if err != nil {
+				return err
+			}
+			ctx.Send(DriverAddr(driver), msgOf(msgOffer, ride, ctx.Self().ID))
+			return nil
+		}
+		for h := hop + 1; h <= 8; h++ {
+			if n, ok := f.cfg.neighbour(origin, h); ok {
+				b := fields(ride, origin)
+				b = appendUvarint(b, h)
+				ctx.Send(CellAddr(n), engine.Message{Type: msgFind, Value: b})
+				return nil
+			}
+		}
+		ctx.Send(RideAddr(ride), engine.Message{Type: msgNone})
+		return nil
+	}
+	return unexpected("rides/geocell", msg)
+}
+
+// ride: state passenger, driver, cell, status, reply, tries.
+func (f *funcs) ride(ctx engine.Context, msg engine.Message) error {
+	self := ctx.Self()
+	status, _ := ctx.Get(rideStatus)
+	switch msg.Type {
+	case msgInit:
+		r := fieldReader{b: msg.Value}
+		passenger, cell, reply := r.str(), r.str(), r.str()
+		if r.err != nil {
+			return r.err
+		}
+		if len(status) > 0 {
+			return nil // a ride is initialised once
+		}
+		for _, kv := range []struct {
+			spec engine.ValueSpec
+			v    string
+		}{{ridepassenger, passenger}, {rideCell, cell}, {rideReply, reply}, {rideStatus, StatusSearching}} {
+			if err := setStr(ctx, kv.spec, kv.v); err != nil {
+				return err
+			}
+		}
+		ctx.Send(CellAddr(cell), f.find(self.ID, cell))
+		return nil
+
+	case msgAccept:
+		r := fieldReader{b: msg.Value}
+		driver := r.str()
+		if r.err != nil {
+			return r.err
+		}
+		if string(status) != StatusSearching {
+			return nil // cannot happen: one offer is in flight at a time
+		}
+		if err := ctx.Set(rideDriver, []byte(driver)); err != nil {
+			return err
+		}
+		if err := ctx.Set(rideStatus, []byte(StatusStarted)); err != nil {
+			return err
+		}
+		ctx.Reply(engine.Message{Type: MsgOutcome, Value: AppendOutcome(nil, Outcome{Ride: self.ID, Driver: driver})})
+		p, _ := ctx.Get(ridepassenger)
+		ctx.Egress(EgressName, engine.Message{Type: MsgEvent, Value: AppendEvent(nil, Event{
+			Kind: KindStarted, Ride: self.ID, Driver: driver, Passenger: string(p)})})
+		return nil
+
+	case msgDecline:
+		if string(status) != StatusSearching {
+			return nil
+		}
+		tries, err := getInt(ctx, rideTries)
+		if err != nil {
+			return err
+		}
+		tries++
+		if tries > int64(f.cfg.MaxRetries) {
+			return f.fail(ctx)
+		}
+		if err := ctx.SetInt64(rideTries, tries); err != nil {
+			return err
+		}
+		cell, _ := ctx.Get(rideCell)
+		ctx.Send(CellAddr(string(cell)), f.find(self.ID, string(cell)))
+		return nil
+
+	case msgNone:
+		if string(status) != StatusSearching {
+			return nil
+		}
+		return f.fail(ctx)
+
+	case msgCompleted:
+		r := fieldReader{b: msg.Value}
+		driver := r.next()
+		if r.err != nil {
+			return r.err
+		}
+		cur, _ := ctx.Get(rideDriver)
+		if string(status) != StatusStarted || string(cur) != string(driver) {
+			return nil
+		}
+		if err := ctx.Set(rideStatus, []byte(StatusCompleted)); err != nil {
+			return err
+		}
+		p, _ := ctx.Get(ridepassenger)
+		ctx.Send(PassengerAddr(string(p)), msgOf(msgCompleted, self.ID))
+		ctx.Egress(EgressName, engine.Message{Type: MsgEvent, Value: AppendEvent(nil, Event{
+			Kind: KindCompleted, Ride: self.ID, Driver: string(driver), Passenger: string(p)})})
+		return nil
+	}
+	return unexpected("rides/ride", msg)
+}
+
+func (f *funcs) find(ride, cell string) engine.Message {
+	return engine.Message{Type: msgFind, Value: appendUvarint(fields(ride, cell), 0)}
+}
+
+func (f *funcs) fail(ctx engine.Context) error {
+	if err := ctx.Set(rideStatus, []byte(StatusFailed)); err != nil {
+		return err
+	}
+	id := ctx.Self().ID
+	ctx.Reply(engine.Message{Type: MsgOutcome, Value: AppendOutcome(nil, Outcome{Ride: id, Failed: true})})
+	p, _ := ctx.Get(ridepassenger)
+	ctx.Send(PassengerAddr(string(p)), msgOf(msgFailed, id))
+	return nil
+}

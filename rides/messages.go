@@ -1,0 +1,246 @@
+package rides
+
+import (
+	"fmt"
+
+	"github.com/shardfn/shardfn/engine"
+)
+
+// Namespace is the namespace of every RS-1 function type.
+const Namespace = "rides"
+
+// Function type names (the Type part of an address).
+const (
+	TypeDriver    = "driver"
+	TypePassenger = "passenger"
+	TypeGeocell   = "geocell"
+	TypeRide      = "ride"
+)
+
+// Wire type names of the workload (fixed by workload-rides.md).
+const (
+	MsgLocation = "rides/location"
+	MsgRequest  = "rides/request"
+	MsgOutcome  = "rides/outcome"
+	MsgEvent    = "rides/event"
+	// MsgTouch is the memory scenario's cheap message to a passenger: body
+	// {"cell":"x-y"}, it writes the passenger's "seen" state and nothing
+	// else.
+	MsgTouch = "rides/touch"
+)
+
+// Internal message type names. Their bodies are fields in the compact
+// encoding of codec.go (uvarint length + bytes each), in the order listed.
+const (
+	msgJoin      = "rides/join"      // driver -> geocell: driver
+	msgLeave     = "rides/leave"     // driver -> geocell: driver
+	msgFind      = "rides/find"      // ride/geocell -> geocell: ride, origin cell, hop (uvarint)
+	msgOffer     = "rides/offer"     // geocell -> driver: ride, cell
+	msgAccept    = "rides/accept"    // driver -> ride: driver
+	msgDecline   = "rides/decline"   // driver -> ride: driver
+	msgNone      = "rides/none"      // geocell -> ride: (empty)
+	msgInit      = "rides/init"      // passenger -> ride: passenger, cell, reply
+	msgFinish    = "rides/finish"    // driver -> driver (delayed): ride
+	msgCompleted = "rides/completed" // driver -> ride: driver; ride -> passenger: ride
+	msgFailed    = "rides/failed"    // ride -> passenger: ride
+)
+
+// EgressName is the egress that rides write their events to.
+const EgressName = "ride-events"
+
+// Event kinds of the ride-events egress.
+const (
+	KindStarted   = "ride-started"
+	KindCompleted = "ride-completed"
+)
+
+// Driver statuses and ride statuses as stored in state.
+const (
+	StatusFree      = "free"
+	StatusOnRide    = "on_ride"
+	StatusSearching = "searching"
+	StatusStarted   = "started"
+	StatusFailed    = "failed"
+	StatusCompleted = "completed"
+)
+
+// DriverAddr, PassengerAddr, CellAddr and RideAddr build addresses.
+func DriverAddr(id string) engine.Address {
+	return engine.Address{Namespace: Namespace, Type: TypeDriver, ID: id}
+}
+
+// PassengerAddr is the address of passenger id.
+func PassengerAddr(id string) engine.Address {
+	return engine.Address{Namespace: Namespace, Type: TypePassenger, ID: id}
+}
+
+// CellAddr is the address of geocell id.
+func CellAddr(id string) engine.Address {
+	return engine.Address{Namespace: Namespace, Type: TypeGeocell, ID: id}
+}
+
+// RideAddr is the address of ride id.
+func RideAddr(id string) engine.Address {
+	return engine.Address{Namespace: Namespace, Type: TypeRide, ID: id}
+}
+
+// CellID returns the id of grid cell (x, y): "x-y".
+func CellID(x, y int) string {
+	b := make([]byte, 0, 8)
+	b = appendInt(b, x)
+	b = append(b, '-')
+	return string(appendInt(b, y))
+}
+
+func appendInt(b []byte, v int) []byte {
+	if v < 0 {
+		b = append(b, '-')
+		v = -v
+	}
+	var tmp [20]byte
+	i := len(tmp)
+	for {
+		i--
+		tmp[i] = byte('0' + v%10)
+		v /= 10
+		if v == 0 {
+			break
+		}
+	}
+	return append(b, tmp[i:]...)
+}
+
+// AppendCellBody appends the body {"cell":"<cell>"} of rides/location,
+// rides/request and rides/touch.
+func AppendCellBody(dst []byte, cell string) []byte {
+	dst = append(dst, `{"cell":`...)
+	dst = appendJSONString(dst, cell)
+	return append(dst, '}')
+}
+
+// LocationMessage builds a rides/location message.
+func LocationMessage(cell string) engine.Message {
+	return engine.Message{Type: MsgLocation, Value: AppendCellBody(make([]byte, 0, 12+len(cell)), cell)}
+}
+
+// RequestMessage builds a rides/request message.
+func RequestMessage(cell string) engine.Message {
+	return engine.Message{Type: MsgRequest, Value: AppendCellBody(make([]byte, 0, 12+len(cell)), cell)}
+}
+
+// TouchMessage builds a rides/touch message.
+func TouchMessage(cell string) engine.Message {
+	return engine.Message{Type: MsgTouch, Value: AppendCellBody(make([]byte, 0, 12+len(cell)), cell)}
+}
+
+// DecodeCellBody decodes {"cell":"x-y"}; the cell must be present and not
+// empty.
+func DecodeCellBody(b []byte) (string, error) {
+	var cell []byte
+	found := false
+	isStr := false
+	err := jsonFields(b, func(k string, v []byte, str bool) {
+		if k == "cell" {
+			cell, found, isStr = v, true, str
+		}
+	})
+	if err != nil {
+		return "", err
+	}
+	if !found || len(cell) == 0 || !isStr {
+		return "", fmt.Errorf("%w: want a non-empty string \"cell\"", ErrBadBody)
+	}
+	return string(cell), nil
+}
+
+// Outcome is the reply to a rides/request: the ride and its driver, or
+// Failed. A refused request (the passenger already had an active ride) is
+// Failed with an empty Ride.
+type Outcome struct {
+	Ride   string
+	Driver string
+	Failed bool
+}
+
+// AppendOutcome appends the JSON body of o:
+// {"ride":"<id>","driver":"d-17"} or {"ride":"<id>","failed":true}.
+func AppendOutcome(dst []byte, o Outcome) []byte {
+	dst = append(dst, `{"ride":`...)
+	dst = appendJSONString(dst, o.Ride)
+	if o.Driver != "" {
+		dst = append(dst, `,"driver":`...)
+		dst = appendJSONString(dst, o.Driver)
+	}
+	if o.Failed {
+		dst = append(dst, `,"failed":true`...)
+	}
+	return append(dst, '}')
+}
+
+// DecodeOutcome decodes a rides/outcome body.
+func DecodeOutcome(b []byte) (Outcome, error) {
+	var o Outcome
+	err := jsonFields(b, func(k string, v []byte, _ bool) {
+		switch k {
+		case "ride":
+			o.Ride = string(v)
+		case "driver":
+			o.Driver = string(v)
+		case "failed":
+			o.Failed = string(v) == "true"
+		}
+	})
+	if err != nil {
+		return Outcome{}, err
+	}
+	if !o.Failed && (o.Ride == "" || o.Driver == "") {
+		return Outcome{}, fmt.Errorf("%w: outcome without ride/driver and not failed", ErrBadBody)
+	}
+	return o, nil
+}
+
+// Event is one record of the ride-events egress.
+type Event struct {
+	Kind      string
+	Ride      string
+	Driver    string
+	Passenger string
+}
+
+// AppendEvent appends the JSON body of e:
+// {"kind":"ride-started","ride":"<id>","driver":"d-17","passenger":"p-9"}.
+func AppendEvent(dst []byte, e Event) []byte {
+	dst = append(dst, `{"kind":`...)
+	dst = appendJSONString(dst, e.Kind)
+	dst = append(dst, `,"ride":`...)
+	dst = appendJSONString(dst, e.Ride)
+	dst = append(dst, `,"driver":`...)
+	dst = appendJSONString(dst, e.Driver)
+	dst = append(dst, `,"passenger":`...)
+	dst = appendJSONString(dst, e.Passenger)
+	return append(dst, '}')
+}
+
+// DecodeEvent decodes a rides/event body.
+func DecodeEvent(b []byte) (Event, error) {
+	var e Event
+	err := jsonFields(b, func(k string, v []byte, _ bool) {
+		switch k {
+		case "kind":
+			e.Kind = string(v)
+		case "ride":
+			e.Ride = string(v)
+		case "driver":
+			e.Driver = string(v)
+		case "passenger":
+			e.Passenger = string(v)
+		}
+	})
+	if err != nil {
+		return Event{}, err
+	}
+	if e.Kind == "" || e.Ride == "" {
+		return Event{}, fmt.Errorf("%w: event without kind or ride", ErrBadBody)
+	}
+	return e, nil
+}
