@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -204,6 +205,9 @@ func (f *Function) exchange(ctx context.Context, u string, body []byte, states [
 		if attempt >= f.ep.MaxRetries {
 			return nil, fmt.Errorf("remote: %s: giving up after %d attempts: %w", f.label, attempt+1, err)
 		}
+		if f.c.ctx.Err() != nil {
+			return nil, fmt.Errorf("remote: %s: aborted by Close after %d attempts: %w", f.label, attempt+1, err)
+		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("remote: %s: call timeout %v exhausted after %d attempts: %w", f.label, f.ep.CallTimeout, attempt+1, err)
 		}
@@ -242,7 +246,7 @@ func (f *Function) attempt(ctx context.Context, u string, body []byte, states []
 	hr, err := f.http.Do(req)
 	if err != nil {
 		outcome := "network"
-		if actx.Err() != nil {
+		if isTimeout(err) || actx.Err() != nil {
 			outcome = "timeout"
 		}
 		m.requests.WithLabelValues(f.label, outcome).Inc()
@@ -254,7 +258,7 @@ func (f *Function) attempt(ctx context.Context, u string, body []byte, states []
 	m.latency.WithLabelValues(f.label).Observe(time.Since(start).Seconds())
 	if err != nil {
 		outcome := "network"
-		if actx.Err() != nil {
+		if isTimeout(err) || actx.Err() != nil {
 			outcome = "timeout"
 		}
 		m.requests.WithLabelValues(f.label, outcome).Inc()
@@ -290,6 +294,11 @@ func (f *Function) attempt(ctx context.Context, u string, body []byte, states []
 	}
 	m.requests.WithLabelValues(f.label, "ok").Inc()
 	return resp, nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // retryableStatus: 408, 429 and every 5xx are retried; other statuses fail
