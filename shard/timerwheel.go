@@ -46,7 +46,8 @@ type TimerWheel[T any] struct {
 	cur     int64 // tick of now: slots hold ticks [cur, cur+wheelSlots)
 	slots   [wheelSlots]int32
 	bitmap  [wheelSlots / 64]uint64
-	heap    []int32 // overflow: entry indexes, min-heap by (at, seq)
+	heap    []heapItem // overflow: min-heap by (at, seq)
+	stale   int        // heap items of cancelled timers, not yet removed
 	entries []timerEntry[T]
 	free    int32 // head of the free list, -1 if empty
 	seq     uint64
@@ -57,6 +58,17 @@ type TimerWheel[T any] struct {
 
 	nextAt    int64 // cached result of Next when nextValid
 	nextValid bool
+}
+
+// heapItem is an overflow timer. It carries its ordering key so that heap
+// operations touch only the contiguous heap slice, and the entry's
+// generation so that a cancelled timer's item (left in place: lazy
+// deletion) is recognised as stale.
+type heapItem struct {
+	at  int64
+	seq uint64
+	idx int32
+	gen uint32
 }
 
 type timerState uint8
@@ -76,7 +88,7 @@ type timerEntry[T any] struct {
 	gen   uint32
 	state timerState
 	// next and prev link the entry in its slot list (or next links the
-	// free list); for a heap entry prev is its index in the heap.
+	// free list).
 	next, prev int32
 	slot       int32 // slot of a wheel entry
 }
@@ -149,7 +161,9 @@ func (w *TimerWheel[T]) Cancel(h TimerHandle) (T, bool) {
 	case timerWheel:
 		w.unlink(i)
 	case timerHeap:
-		w.heapRemove(int(e.prev))
+		// Lazy deletion: the heap item goes stale with the generation bump
+		// in release; rebuild once stale items are the majority.
+		w.stale++
 	case timerDue:
 		// Advance holds i in its batch; it frees the entry when it gets there.
 		e.state = timerCancelled
@@ -165,6 +179,9 @@ func (w *TimerWheel[T]) Cancel(h TimerHandle) (T, bool) {
 	}
 	w.release(i)
 	w.n--
+	if w.stale > 64 && 2*w.stale > len(w.heap) {
+		w.heapCompact()
+	}
 	return v, true
 }
 
@@ -191,8 +208,9 @@ func (w *TimerWheel[T]) Next() (at int64, ok bool) {
 	}
 	// Heap timers are all beyond the wheel's slots, but check anyway: it is
 	// cheap and keeps Next right should placement ever change.
+	w.heapDropStale()
 	if len(w.heap) > 0 {
-		if at := w.entries[w.heap[0]].at; !found || at < best {
+		if at := w.heap[0].at; !found || at < best {
 			best, found = at, true
 		}
 	}
@@ -251,13 +269,14 @@ func (w *TimerWheel[T]) Advance(now int64, fire func(at int64, v T)) {
 	}
 	// Overflow timers that the wheel now reaches move into their slots (or
 	// fire, if already due).
-	for len(w.heap) > 0 {
-		i := w.heap[0]
-		e := &w.entries[i]
-		if w.tickOf(e.at) >= w.cur+wheelSlots {
+	for w.heapDropStale(); len(w.heap) > 0; w.heapDropStale() {
+		it := w.heap[0]
+		if w.tickOf(it.at) >= w.cur+wheelSlots {
 			break
 		}
-		w.heapRemove(0)
+		w.heapPop()
+		i := it.idx
+		e := &w.entries[i]
 		if e.at <= now {
 			e.state = timerDue
 			due = append(due, i)
@@ -405,32 +424,49 @@ func (w *TimerWheel[T]) slotTick(s int32) int64 {
 }
 
 func (w *TimerWheel[T]) heapLess(a, b int) bool {
-	return w.cmpEntries(w.heap[a], w.heap[b]) < 0
-}
-
-func (w *TimerWheel[T]) heapSwap(a, b int) {
-	w.heap[a], w.heap[b] = w.heap[b], w.heap[a]
-	w.entries[w.heap[a]].prev = int32(a)
-	w.entries[w.heap[b]].prev = int32(b)
+	x, y := &w.heap[a], &w.heap[b]
+	return x.at < y.at || (x.at == y.at && x.seq < y.seq)
 }
 
 func (w *TimerWheel[T]) heapPush(i int32) {
-	w.heap = append(w.heap, i)
-	k := len(w.heap) - 1
-	w.entries[i].prev = int32(k)
-	w.heapUp(k)
+	e := &w.entries[i]
+	w.heap = append(w.heap, heapItem{at: e.at, seq: e.seq, idx: i, gen: e.gen})
+	w.heapUp(len(w.heap) - 1)
 }
 
-func (w *TimerWheel[T]) heapRemove(k int) {
+func (w *TimerWheel[T]) heapPop() {
 	last := len(w.heap) - 1
-	if k != last {
-		w.heapSwap(k, last)
-	}
+	w.heap[0] = w.heap[last]
 	w.heap = w.heap[:last]
-	if k != last {
-		if !w.heapDown(k) {
-			w.heapUp(k)
+	w.heapDown(0)
+}
+
+func (w *TimerWheel[T]) isStale(it *heapItem) bool {
+	e := &w.entries[it.idx]
+	return e.gen != it.gen || e.state != timerHeap
+}
+
+// heapDropStale pops cancelled timers off the top of the heap.
+func (w *TimerWheel[T]) heapDropStale() {
+	for len(w.heap) > 0 && w.isStale(&w.heap[0]) {
+		w.heapPop()
+		w.stale--
+	}
+}
+
+// heapCompact removes every stale item and re-heapifies, in place.
+func (w *TimerWheel[T]) heapCompact() {
+	live := w.heap[:0]
+	for k := range w.heap {
+		if !w.isStale(&w.heap[k]) {
+			live = append(live, w.heap[k])
 		}
+	}
+	clear(w.heap[len(live):])
+	w.heap = live
+	w.stale = 0
+	for k := len(w.heap)/2 - 1; k >= 0; k-- {
+		w.heapDown(k)
 	}
 }
 
@@ -440,28 +476,26 @@ func (w *TimerWheel[T]) heapUp(k int) {
 		if !w.heapLess(k, p) {
 			break
 		}
-		w.heapSwap(k, p)
+		w.heap[k], w.heap[p] = w.heap[p], w.heap[k]
 		k = p
 	}
 }
 
-func (w *TimerWheel[T]) heapDown(k int) bool {
-	k0 := k
+func (w *TimerWheel[T]) heapDown(k int) {
 	n := len(w.heap)
 	for {
 		l := 2*k + 1
 		if l >= n {
-			break
+			return
 		}
 		c := l
 		if r := l + 1; r < n && w.heapLess(r, l) {
 			c = r
 		}
 		if !w.heapLess(c, k) {
-			break
+			return
 		}
-		w.heapSwap(k, c)
+		w.heap[k], w.heap[c] = w.heap[c], w.heap[k]
 		k = c
 	}
-	return k > k0
 }

@@ -197,6 +197,43 @@ func TestTimerWheelFarFuture(t *testing.T) {
 	}
 }
 
+// TestTimerWheelCancelManyFarTimers cancels most overflow timers, which
+// compacts the overflow heap, and checks the rest still fire in order.
+func TestTimerWheelCancelManyFarTimers(t *testing.T) {
+	w := NewTimerWheel[int](time.Millisecond, t0)
+	rng := rand.New(rand.NewPCG(3, 4))
+	hs := make([]TimerHandle, 1000)
+	ats := make([]int64, 1000)
+	for i := range hs {
+		ats[i] = t0 + int64(time.Hour) + rng.Int64N(int64(time.Hour))
+		hs[i] = w.Add(ats[i], i)
+	}
+	var want []int64
+	for i := range hs {
+		if i%10 == 0 {
+			want = append(want, ats[i])
+			continue
+		}
+		if _, ok := w.Cancel(hs[i]); !ok {
+			t.Fatalf("cancel %d failed", i)
+		}
+	}
+	if len(w.heap) >= 1000 {
+		t.Fatalf("overflow heap still holds %d items after 900 cancels", len(w.heap))
+	}
+	slices.Sort(want)
+	if at, ok := w.Next(); !ok || at != want[0] {
+		t.Fatalf("Next = %d, %v; want %d", at, ok, want[0])
+	}
+	var got []int64
+	for _, f := range collect(w, t0+3*int64(time.Hour)) {
+		got = append(got, f.at)
+	}
+	if !slices.Equal(got, want) || w.Len() != 0 {
+		t.Fatalf("fired %d timers (Len %d), want %d in order", len(got), w.Len(), len(want))
+	}
+}
+
 // TestTimerWheelRandomVsModel runs random Add/Cancel/Advance/Next against a
 // sorted-slice reference model.
 func TestTimerWheelRandomVsModel(t *testing.T) {
