@@ -1,0 +1,129 @@
+package httpapi
+
+import (
+	"net/http"
+	"net/http/pprof"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/shardfn/shardfn/engine"
+)
+
+// adminHandler builds the admin routes (see the package documentation).
+func (s *Server) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", s.health)
+	mux.HandleFunc("GET /ready", s.ready)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{
+		ErrorLog:      slogPrintln{s},
+		ErrorHandling: promhttp.ContinueOnError,
+	}))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /state/{namespace}/{type}/{id}", s.state)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSONError(w, http.StatusNotFound, "no such admin route; use /health, /ready, /metrics, /debug/pprof/ or /state/{namespace}/{type}/{id}", false)
+	})
+	return mux
+}
+
+type slogPrintln struct{ s *Server }
+
+func (l slogPrintln) Println(v ...any) { l.s.opts.Logger.Warn("metrics", "detail", v) }
+
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", contentTypeJSON)
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+func writeJSONError(w http.ResponseWriter, status int, msg string, retry bool) {
+	if retry {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, status, appendErrorBody(nil, msg))
+}
+
+// health is 200 while the process lives (recovering included) and 503 once
+// the engine is in failed-stop.
+func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
+	e := s.engine()
+	switch {
+	case e == nil:
+		writeJSON(w, http.StatusOK, []byte(`{"status":"recovering"}`+"\n"))
+	case e.Err() != nil:
+		b := append([]byte(`{"status":"failed","error":`), appendJSONString(nil, e.Err().Error())...)
+		writeJSON(w, http.StatusServiceUnavailable, append(b, '}', '\n'))
+	default:
+		writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`+"\n"))
+	}
+}
+
+// ready is 200 once the engine has recovered and until it closes or fails.
+func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
+	e := s.engine()
+	switch {
+	case e == nil:
+		writeJSONError(w, http.StatusServiceUnavailable, "not ready: the engine is recovering", true)
+	case e.Err() != nil:
+		writeJSONError(w, http.StatusServiceUnavailable, "not ready: failed-stop: "+e.Err().Error(), false)
+	case !e.Ready():
+		writeJSONError(w, http.StatusServiceUnavailable, "not ready: the engine is recovering or closing", true)
+	default:
+		writeJSON(w, http.StatusOK, []byte(`{"ready":true}`+"\n"))
+	}
+}
+
+// state answers GET /state/{namespace}/{type}/{id}:
+//
+//	{"address":"ns/type/id","state":{"<name>":{"type":"...","value":<JSON>},...}}
+//
+// A value is "value" (a built-in type decoded, or bytes that are JSON),
+// "text" (other printable UTF-8) or "value_b64"; an unset value is
+// {"type":"...","present":false}.
+func (s *Server) state(w http.ResponseWriter, r *http.Request) {
+	if s.opts.DisableStateAPI {
+		writeJSONError(w, http.StatusNotFound, "the state API is disabled (start the server with --state-api=true to enable it)", false)
+		return
+	}
+	e := s.engine()
+	if e == nil {
+		writeJSONError(w, http.StatusServiceUnavailable, "engine is recovering; retry after a second", true)
+		return
+	}
+	addr := engine.Address{Namespace: r.PathValue("namespace"), Type: r.PathValue("type"), ID: r.PathValue("id")}
+	for _, p := range []string{addr.Namespace, addr.Type, addr.ID} {
+		if p == "" || len(p) > MaxSegmentBytes || !printableUTF8([]byte(p)) {
+			writeJSONError(w, http.StatusBadRequest, "address must be /state/{namespace}/{type}/{id}, each non-empty UTF-8 text", false)
+			return
+		}
+	}
+	vals, err := e.State(r.Context(), addr)
+	if err != nil {
+		status, msg, retry := engineError(err)
+		writeJSONError(w, status, msg, retry)
+		return
+	}
+	b := append([]byte(`{"address":`), appendJSONString(nil, addr.String())...)
+	b = append(b, `,"state":{`...)
+	for i, v := range vals {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, v.Spec.Name)
+		b = append(b, `:{"type":`...)
+		b = appendJSONString(b, v.Spec.Type)
+		if v.Present {
+			b = append(b, ',')
+			b = appendValue(b, "value", v.Spec.Type, v.Value)
+		} else {
+			b = append(b, `,"present":false`...)
+		}
+		b = append(b, '}')
+	}
+	b = append(b, '}', '}', '\n')
+	writeJSON(w, http.StatusOK, b)
+}

@@ -1,0 +1,155 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	"github.com/shardfn/shardfn/engine"
+)
+
+// batchLine is one line of a newline-delimited JSON batch.
+type batchLine struct {
+	To      string          `json:"to"`
+	Type    string          `json:"type"`
+	Body    json.RawMessage `json:"body"`
+	BodyB64 *string         `json:"body_b64"`
+}
+
+// ParseBatch parses a /batch body (see the package documentation for both
+// forms) into messages. The messages do not alias body. At most
+// maxMessages are accepted. Errors are *Error with status 400 (413 for too
+// many messages) and name the line or record at fault.
+func ParseBatch(contentType, body []byte, maxMessages int) ([]engine.Outgoing, error) {
+	ct := trimSpace(contentType)
+	if j := indexByte(ct, ';'); j >= 0 {
+		ct = trimSpace(ct[:j])
+	}
+	if equalFoldASCII(ct, contentTypeBatch) {
+		return parseBinaryBatch(body, maxMessages)
+	}
+	return parseJSONBatch(body, maxMessages)
+}
+
+func tooMany(max int) error {
+	return &Error{Status: http.StatusRequestEntityTooLarge,
+		Msg: fmt.Sprintf("batch has more than %d messages; split it", max)}
+}
+
+func parseJSONBatch(body []byte, maxMessages int) ([]engine.Outgoing, error) {
+	var out []engine.Outgoing
+	for lineNo := 1; len(body) > 0; lineNo++ {
+		var line []byte
+		if j := indexByte(body, '\n'); j >= 0 {
+			line, body = body[:j], body[j+1:]
+		} else {
+			line, body = body, nil
+		}
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
+		}
+		if len(out) == maxMessages {
+			return nil, tooMany(maxMessages)
+		}
+		var l batchLine
+		dec := json.NewDecoder(bytes.NewReader(line))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&l); err != nil {
+			return nil, badRequest("batch line %d: %v; want {\"to\":\"ns/type/id\",\"type\":\"ns/name\",\"body\":<JSON>} or \"body_b64\" in place of body", lineNo, err)
+		}
+		if dec.More() {
+			return nil, badRequest("batch line %d: more than one JSON value on the line", lineNo)
+		}
+		to, err := parseAddress(l.To)
+		if err != nil {
+			return nil, badRequest("batch line %d: %v", lineNo, err)
+		}
+		if err := checkTypeName([]byte(l.Type)); err != nil {
+			return nil, badRequest("batch line %d: %v", lineNo, err)
+		}
+		var value []byte
+		switch {
+		case l.BodyB64 != nil && l.Body != nil:
+			return nil, badRequest("batch line %d: give body or body_b64, not both", lineNo)
+		case l.BodyB64 != nil:
+			value, err = base64.StdEncoding.DecodeString(*l.BodyB64)
+			if err != nil {
+				return nil, badRequest("batch line %d: body_b64 is not standard base64: %v", lineNo, err)
+			}
+		case l.Type == engine.TypeString && l.Body != nil:
+			var s string
+			if err := json.Unmarshal(l.Body, &s); err != nil {
+				return nil, badRequest("batch line %d: the body of a %s message must be a JSON string", lineNo, engine.TypeString)
+			}
+			value = engine.AppendStringWrapper(nil, s)
+		default:
+			value = []byte(l.Body) // json.Unmarshal copied it
+		}
+		out = append(out, engine.Outgoing{To: to, Message: engine.Message{Type: l.Type, Value: value}})
+	}
+	return out, nil
+}
+
+func parseBinaryBatch(body []byte, maxMessages int) ([]engine.Outgoing, error) {
+	body = bytes.Clone(body) // the messages keep slices of it
+	var out []engine.Outgoing
+	field := func(rec int, what string) ([]byte, error) {
+		n, k := binary.Uvarint(body)
+		if k <= 0 || n > uint64(len(body)-k) {
+			return nil, badRequest("binary batch record %d: bad or truncated %s length (framing: uvarint(len) bytes, for address, type and body)", rec, what)
+		}
+		f := body[k : k+int(n) : k+int(n)]
+		body = body[k+int(n):]
+		return f, nil
+	}
+	for rec := 1; len(body) > 0; rec++ {
+		if len(out) == maxMessages {
+			return nil, tooMany(maxMessages)
+		}
+		addr, err := field(rec, "address")
+		if err != nil {
+			return nil, err
+		}
+		typ, err := field(rec, "type")
+		if err != nil {
+			return nil, err
+		}
+		val, err := field(rec, "body")
+		if err != nil {
+			return nil, err
+		}
+		to, err := parseAddress(string(addr))
+		if err != nil {
+			return nil, badRequest("binary batch record %d: %v", rec, err)
+		}
+		if err := checkTypeName(typ); err != nil {
+			return nil, badRequest("binary batch record %d: %v", rec, err)
+		}
+		out = append(out, engine.Outgoing{To: to, Message: engine.Message{Type: string(typ), Value: val}})
+	}
+	return out, nil
+}
+
+// parseAddress parses "ns/type/id"; the id is everything after the second
+// '/' and may contain '/'.
+func parseAddress(s string) (engine.Address, error) {
+	i := bytes.IndexByte([]byte(s), '/')
+	if i < 0 {
+		return engine.Address{}, fmt.Errorf("address %q must be ns/type/id", clip([]byte(s)))
+	}
+	j := bytes.IndexByte([]byte(s[i+1:]), '/')
+	if j < 0 {
+		return engine.Address{}, fmt.Errorf("address %q must be ns/type/id", clip([]byte(s)))
+	}
+	a := engine.Address{Namespace: s[:i], Type: s[i+1 : i+1+j], ID: s[i+2+j:]}
+	for _, p := range []string{a.Namespace, a.Type, a.ID} {
+		if p == "" || len(p) > MaxSegmentBytes || !printableUTF8([]byte(p)) {
+			return engine.Address{}, fmt.Errorf("address %q must be ns/type/id, each part non-empty UTF-8 text without control characters, at most %d bytes", clip([]byte(s)), MaxSegmentBytes)
+		}
+	}
+	return a, nil
+}

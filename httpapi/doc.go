@@ -1,0 +1,70 @@
+// Package httpapi is shardfn's HTTP interface: the ingress listener (served
+// with fasthttp) that turns requests into engine messages, and the admin
+// listener (served with net/http) for health, readiness, Prometheus metrics,
+// pprof and state inspection.
+//
+// # Ingress routes
+//
+//	POST|PUT /{namespace}/{type}/{id}            one message, 202 {"id":"<n>"} once durable
+//	POST|PUT /{namespace}/{type}/{id}?wait=5s    request-reply: 200 with the reply, or 504
+//	POST     /batch                              many messages, 202 {"count":N} once all are durable
+//	GET      /egress/{name}?from=0&max=100&wait=5s  long-poll read of an egress log
+//
+// A message's type is taken from its Content-Type, "application/vnd.<type
+// name>" (StateFun's playground form), e.g. "application/vnd.rides/location".
+// Parameters after ';' are ignored. A request without Content-Type is a
+// io.statefun.types/string message, as in the playground.
+//
+// String bodies: for the type io.statefun.types/string (named or defaulted)
+// the body is taken as the text itself (raw UTF-8, e.g. from curl -d) and
+// wrapped into StateFun's StringWrapper encoding, so functions read it with
+// the typed string accessors. Every other type's body is passed through as
+// is. A client that already holds an encoded StringWrapper sends it with
+// another type name or decodes it first.
+//
+// Batch bodies come in two forms. Newline-delimited JSON (any Content-Type
+// other than the binary one): one object per line,
+//
+//	{"to":"ns/type/id","type":"rides/location","body":{"cell":"1-2"}}
+//	{"to":"ns/type/id","type":"shardfn/bytes","body_b64":"AAEC"}
+//
+// where "body" is any JSON value whose bytes become the message verbatim
+// (for io.statefun.types/string it must be a JSON string, whose text is
+// wrapped as above) and "body_b64" is standard base64 for binary bodies;
+// blank lines are skipped. The binary form, Content-Type
+// application/x-shardfn-batch, is a sequence of records, each
+//
+//	uvarint(len(address)) address  uvarint(len(type)) type  uvarint(len(body)) body
+//
+// with address "ns/type/id" (id may contain '/') and uvarint as in
+// encoding/binary. A batch is answered only once every message is durable;
+// on an error some of its messages may have been accepted (each at most
+// once).
+//
+// Egress answers {"records":[{"offset":N,"type":"...","body":<JSON>,
+// "source":"ns/type/id"}],"next":N}, with "body_b64" (base64) in place of
+// "body" when the record's bytes are not JSON. Only durable records are
+// returned.
+//
+// Errors are JSON {"error":"..."}: 400 malformed address, content type,
+// query or body; 404 unknown function type or route; 405 wrong method; 413
+// body over the limit; 503 overloaded (with Retry-After: 1), not yet ready
+// (with Retry-After: 1), closing or failed-stop; 504 no reply before ?wait.
+//
+// # Admin routes
+//
+//	GET /health   200 while the process is alive (also while recovering); 503 with the cause after a failed stop
+//	GET /ready    200 once the engine has recovered and until it closes, else 503
+//	GET /metrics  Prometheus text format: engine, Go, process and ingress metrics
+//	GET /debug/pprof/...  net/http/pprof
+//	GET /state/{namespace}/{type}/{id}  the instance's state as JSON (Options.DisableStateAPI turns it off)
+//
+// What it relies on: an Engine (normally *engine.Engine) handed over with
+// SetEngine once it has opened; until then ingress answers 503 and /health
+// reports "recovering". The engine is responsible for durability; this
+// package acknowledges only what the engine's calls acknowledged.
+//
+// Concurrency: a Server is safe for concurrent use; ParseIngress is a pure
+// function of its arguments and the IngressRequest it fills, which must not
+// be shared between goroutines.
+package httpapi

@@ -1,0 +1,277 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+const (
+	contentTypeJSON  = "application/json"
+	contentTypeBatch = "application/x-shardfn-batch"
+	defaultEgressMax = 100
+)
+
+// serveIngress routes one ingress request and records its metrics.
+func (s *Server) serveIngress(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	s.metrics.inFlight.Inc()
+	route, code := s.route(ctx)
+	s.metrics.inFlight.Dec()
+	s.metrics.observe(route, code, time.Since(start))
+}
+
+func (s *Server) route(ctx *fasthttp.RequestCtx) (route string, code int) {
+	path := ctx.URI().PathOriginal()
+	e := s.engine()
+	switch {
+	case string(path) == "/batch":
+		if !ctx.IsPost() {
+			return routeBatch, s.methodNotAllowed(ctx, "POST")
+		}
+		if e == nil {
+			return routeBatch, s.notReady(ctx)
+		}
+		return routeBatch, s.handleBatch(ctx, e)
+	case len(path) > len("/egress/") && string(path[:len("/egress/")]) == "/egress/":
+		if !ctx.IsGet() {
+			return routeEgress, s.methodNotAllowed(ctx, "GET")
+		}
+		if e == nil {
+			return routeEgress, s.notReady(ctx)
+		}
+		return routeEgress, s.handleEgress(ctx, e, path[len("/egress/"):])
+	}
+	if !ctx.IsPost() && !ctx.IsPut() {
+		if ctx.IsGet() && (string(path) == "/" || string(path) == "/health" || string(path) == "/ready" || string(path) == "/metrics") {
+			return routeOther, s.writeError(ctx, http.StatusNotFound,
+				"this is the ingress listener; health, readiness, metrics and state are on the admin listener (--admin-addr)", false)
+		}
+		return routeOther, s.methodNotAllowed(ctx, "POST, PUT")
+	}
+	return s.handleMessage(ctx, e)
+}
+
+// handleMessage serves POST|PUT /{ns}/{type}/{id}[?wait=].
+func (s *Server) handleMessage(ctx *fasthttp.RequestCtx, e Engine) (string, int) {
+	r := s.reqPool.Get().(*IngressRequest)
+	defer s.reqPool.Put(r)
+	err := ParseIngress(r, ctx.URI().PathOriginal(), ctx.Request.Header.ContentType(),
+		ctx.URI().QueryString(), ctx.PostBody(), s.opts.MaxBodyBytes)
+	route := routeSend
+	if r.HasWait {
+		route = routeRequest
+	}
+	if err != nil {
+		return route, s.writeErr(ctx, err)
+	}
+	if e == nil {
+		return route, s.notReady(ctx)
+	}
+	if r.HasWait && r.Wait > s.opts.MaxWait {
+		return route, s.writeError(ctx, http.StatusBadRequest,
+			"wait="+r.Wait.String()+" is longer than the server's limit of "+s.opts.MaxWait.String(), false)
+	}
+	to, msg := s.message(r)
+	if !r.HasWait {
+		id, err := e.Send(s.baseCtx, to, msg)
+		if err != nil {
+			return route, s.writeErr(ctx, err)
+		}
+		var a [48]byte
+		b := append(a[:0], `{"id":"`...)
+		b = strconv.AppendUint(b, id, 10)
+		b = append(b, '"', '}', '\n')
+		ctx.SetStatusCode(http.StatusAccepted)
+		ctx.SetContentType(contentTypeJSON)
+		ctx.SetBody(b)
+		return route, http.StatusAccepted
+	}
+	rctx, cancel := context.WithTimeout(s.baseCtx, r.Wait)
+	reply, err := e.Request(rctx, to, msg)
+	cancel()
+	if err != nil {
+		return route, s.writeErr(ctx, err)
+	}
+	ctx.SetStatusCode(http.StatusOK)
+	ctx.Response.Header.SetContentType("application/vnd." + reply.Type)
+	ctx.SetBody(reply.Value)
+	return route, http.StatusOK
+}
+
+// handleBatch serves POST /batch.
+func (s *Server) handleBatch(ctx *fasthttp.RequestCtx, e Engine) int {
+	msgs, err := ParseBatch(ctx.Request.Header.ContentType(), ctx.PostBody(), s.opts.MaxBatchMessages)
+	if err != nil {
+		return s.writeErr(ctx, err)
+	}
+	for i := range msgs {
+		// Share the strings of known types across requests.
+		msgs[i].To.Namespace = s.types.get(stringBytes(msgs[i].To.Namespace))
+		msgs[i].To.Type = s.types.get(stringBytes(msgs[i].To.Type))
+		msgs[i].Message.Type = s.types.get(stringBytes(msgs[i].Message.Type))
+	}
+	if len(msgs) > 0 {
+		if err := e.SendBatch(s.baseCtx, msgs); err != nil {
+			return s.writeErr(ctx, err)
+		}
+	}
+	b := append([]byte(nil), `{"count":`...)
+	b = strconv.AppendInt(b, int64(len(msgs)), 10)
+	b = append(b, '}', '\n')
+	ctx.SetStatusCode(http.StatusAccepted)
+	ctx.SetContentType(contentTypeJSON)
+	ctx.SetBody(b)
+	return http.StatusAccepted
+}
+
+// handleEgress serves GET /egress/{name}?from=&max=&wait=.
+func (s *Server) handleEgress(ctx *fasthttp.RequestCtx, e Engine, rawName []byte) int {
+	nameB, err := appendUnescaped(nil, rawName)
+	if err != nil {
+		return s.writeErr(ctx, err)
+	}
+	if len(nameB) > MaxSegmentBytes || !printableUTF8(nameB) || indexByte(nameB, '/') >= 0 {
+		return s.writeError(ctx, http.StatusBadRequest, "egress name must be UTF-8 text without '/' or control characters, at most 1024 bytes", false)
+	}
+	var (
+		from uint64
+		max  = defaultEgressMax
+		wait time.Duration
+		perr error
+	)
+	ctx.QueryArgs().VisitAll(func(k, v []byte) {
+		if perr != nil {
+			return
+		}
+		switch string(k) {
+		case "from":
+			n, err := strconv.ParseUint(string(v), 10, 64)
+			if err != nil {
+				perr = badRequest("from=%q is not an offset; use a non-negative integer (the previous answer's next)", clip(v))
+			}
+			from = n
+		case "max":
+			n, err := strconv.Atoi(string(v))
+			if err != nil || n < 1 || n > s.opts.MaxEgressRecords {
+				perr = badRequest("max=%q must be an integer from 1 to %d", clip(v), s.opts.MaxEgressRecords)
+			}
+			max = n
+		case "wait":
+			d, err := parseDuration(v)
+			if err != nil {
+				perr = err
+			} else if d > s.opts.MaxWait {
+				perr = badRequest("wait=%s is longer than the server's limit of %s", d, s.opts.MaxWait)
+			}
+			wait = d
+		default:
+			perr = badRequest("unknown query parameter %q; use from, max and wait", clip(k))
+		}
+	})
+	if perr != nil {
+		return s.writeErr(ctx, perr)
+	}
+	recs, err := e.ReadEgress(s.pollCtx, string(nameB), from, max, wait)
+	if err != nil && !(errors.Is(err, context.Canceled) && s.pollCtx.Err() != nil) {
+		return s.writeErr(ctx, err)
+	}
+	next := from
+	b := append(make([]byte, 0, 256), `{"records":[`...)
+	for i, r := range recs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"offset":`...)
+		b = strconv.AppendUint(b, r.Offset, 10)
+		b = append(b, `,"type":`...)
+		b = appendJSONString(b, r.Message.Type)
+		b = append(b, ',')
+		b = appendEgressBody(b, r.Message.Value)
+		b = append(b, `,"source":`...)
+		b = appendJSONString(b, r.Source.String())
+		b = append(b, '}')
+		next = r.Offset + 1
+	}
+	b = append(b, `],"next":`...)
+	b = strconv.AppendUint(b, next, 10)
+	b = append(b, '}', '\n')
+	ctx.SetStatusCode(http.StatusOK)
+	ctx.SetContentType(contentTypeJSON)
+	ctx.SetBody(b)
+	return http.StatusOK
+}
+
+// appendEgressBody appends "body":<JSON> or "body_b64":"...".
+func appendEgressBody(b, v []byte) []byte {
+	if len(v) > 0 && jsonValid(v) {
+		b = append(b, `"body":`...)
+		return appendCompactJSON(b, v)
+	}
+	b = append(b, `"body_b64":"`...)
+	b = appendBase64(b, v)
+	return append(b, '"')
+}
+
+// writeErr answers err (a request *Error or an engine error).
+func (s *Server) writeErr(ctx *fasthttp.RequestCtx, err error) int {
+	status, msg, retry := engineError(err)
+	if status == http.StatusInternalServerError {
+		s.opts.Logger.Error("ingress request failed", "path", string(ctx.Path()), "err", err)
+	}
+	return s.writeError(ctx, status, msg, retry)
+}
+
+// writeError answers status with {"error":msg}.
+func (s *Server) writeError(ctx *fasthttp.RequestCtx, status int, msg string, retry bool) int {
+	ctx.Response.Reset()
+	ctx.SetStatusCode(status)
+	ctx.SetContentType(contentTypeJSON)
+	if retry {
+		ctx.Response.Header.Set("Retry-After", "1")
+	}
+	ctx.SetBody(appendErrorBody(make([]byte, 0, 64+len(msg)), msg))
+	return status
+}
+
+func (s *Server) notReady(ctx *fasthttp.RequestCtx) int {
+	return s.writeError(ctx, http.StatusServiceUnavailable, "engine is recovering; retry after a second", true)
+}
+
+func (s *Server) methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) int {
+	st := s.writeError(ctx, http.StatusMethodNotAllowed, "method "+string(ctx.Method())+" is not allowed here; use "+allow, false)
+	ctx.Response.Header.Set("Allow", allow)
+	return st
+}
+
+// ingressError answers requests fasthttp could not read (fasthttp's
+// ErrorHandler).
+func (s *Server) ingressError(ctx *fasthttp.RequestCtx, err error) {
+	status, msg := http.StatusBadRequest, "cannot read the request: "+err.Error()
+	var small *fasthttp.ErrSmallBuffer
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		status = http.StatusRequestEntityTooLarge
+		msg = "body is over the limit of " + strconv.Itoa(s.opts.MaxBodyBytes) + " bytes; send a smaller message or batch (the server's --max-body)"
+	case errors.As(err, &small):
+		status = http.StatusRequestHeaderFieldsTooLarge
+		msg = "request line and headers are over the limit of " + strconv.Itoa(s.opts.MaxHeaderBytes) + " bytes"
+	default:
+		var te interface{ Timeout() bool }
+		if errors.As(err, &te) && te.Timeout() {
+			status, msg = http.StatusRequestTimeout, "the request was not read within the server's read timeout"
+		}
+	}
+	s.writeError(ctx, status, msg, false)
+	s.metrics.observe(routeOther, status, 0)
+}
+
+// stringBytes returns the bytes of s without copying; callers must not
+// modify them.
+func stringBytes(s string) []byte {
+	return unsafeStringBytes(s)
+}

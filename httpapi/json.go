@@ -1,0 +1,144 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"unicode/utf8"
+
+	"github.com/shardfn/shardfn/engine"
+)
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string; invalid UTF-8 becomes U+FFFD.
+func appendJSONString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				dst = append(dst, '\\', c)
+			case c == '\n':
+				dst = append(dst, '\\', 'n')
+			case c == '\r':
+				dst = append(dst, '\\', 'r')
+			case c == '\t':
+				dst = append(dst, '\\', 't')
+			case c < 0x20 || c == 0x7f:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			default:
+				dst = append(dst, c)
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			dst = append(dst, `\ufffd`...)
+		} else {
+			dst = append(dst, s[i:i+n]...)
+		}
+		i += n
+	}
+	return append(dst, '"')
+}
+
+// appendErrorBody appends {"error":"msg"}.
+func appendErrorBody(dst []byte, msg string) []byte {
+	dst = append(dst, `{"error":`...)
+	dst = appendJSONString(dst, msg)
+	return append(dst, '}', '\n')
+}
+
+// appendValue appends a message or state value for humans: "value" with
+// the decoded built-in type or the bytes themselves when they are JSON,
+// "text" for other printable UTF-8, else "value_b64". key is the JSON key to
+// use for the JSON form ("value" or "body").
+func appendValue(dst []byte, key, typ string, b []byte) []byte {
+	switch typ {
+	case engine.TypeString:
+		if s, err := engine.DecodeStringWrapper(b); err == nil {
+			dst = append(dst, '"')
+			dst = append(dst, key...)
+			dst = append(dst, `":`...)
+			return appendJSONString(dst, s)
+		}
+	case engine.TypeLong, engine.TypeInt:
+		if v, err := (engine.Message{Type: typ, Value: b}).AsInt64(); err == nil {
+			dst = append(dst, '"')
+			dst = append(dst, key...)
+			dst = append(dst, `":`...)
+			return fmt.Appendf(dst, "%d", v)
+		}
+	case engine.TypeBool:
+		if v, err := engine.DecodeBoolWrapper(b); err == nil {
+			dst = append(dst, '"')
+			dst = append(dst, key...)
+			dst = append(dst, `":`...)
+			return fmt.Appendf(dst, "%t", v)
+		}
+	}
+	if len(b) > 0 && json.Valid(b) {
+		dst = append(dst, '"')
+		dst = append(dst, key...)
+		dst = append(dst, `":`...)
+		return appendCompactJSON(dst, b)
+	}
+	if len(b) > 0 && printableUTF8(b) {
+		dst = append(dst, `"text":`...)
+		return appendJSONString(dst, string(b))
+	}
+	dst = append(dst, '"')
+	dst = append(dst, key...)
+	dst = append(dst, `_b64":"`...)
+	dst = base64.StdEncoding.AppendEncode(dst, b)
+	return append(dst, '"')
+}
+
+// appendCompactJSON appends valid JSON b without insignificant whitespace.
+func appendCompactJSON(dst, b []byte) []byte {
+	n := len(dst)
+	buf := bytes.NewBuffer(dst)
+	if err := json.Compact(buf, b); err != nil {
+		return append(dst[:n], b...)
+	}
+	return buf.Bytes()
+}
+
+// engineError maps an engine error to a status, a message for the client
+// and whether to add Retry-After.
+func engineError(err error) (status int, msg string, retry bool) {
+	var he *Error
+	switch {
+	case errors.As(err, &he):
+		return he.Status, he.Msg, false
+	case errors.Is(err, engine.ErrUnknownType):
+		return http.StatusNotFound, err.Error() + "; send to a registered function type", false
+	case errors.Is(err, engine.ErrBadAddress), errors.Is(err, engine.ErrBadMessage),
+		errors.Is(err, engine.ErrStateType), errors.Is(err, engine.ErrUndeclared):
+		return http.StatusBadRequest, err.Error(), false
+	case errors.Is(err, engine.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge, err.Error() + "; send a smaller message", false
+	case errors.Is(err, engine.ErrOverloaded):
+		return http.StatusServiceUnavailable, err.Error() + "; retry after a second", true
+	case errors.Is(err, engine.ErrNotRecovered):
+		return http.StatusServiceUnavailable, "engine is recovering; retry after a second", true
+	case errors.Is(err, engine.ErrFailed):
+		return http.StatusServiceUnavailable, err.Error(), false
+	case errors.Is(err, engine.ErrClosed), errors.Is(err, context.Canceled):
+		return http.StatusServiceUnavailable, "engine is shutting down; retry against the restarted server", true
+	case errors.Is(err, engine.ErrNoReply), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout, "no reply before the wait passed; the message was accepted and is processed exactly once (use a longer wait=)", false
+	}
+	return http.StatusInternalServerError, "internal error: " + err.Error(), false
+}
+
+func jsonValid(b []byte) bool { return json.Valid(b) }
+
+func appendBase64(dst, b []byte) []byte { return base64.StdEncoding.AppendEncode(dst, b) }

@@ -1,0 +1,336 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/valyala/fasthttp"
+
+	"github.com/shardfn/shardfn/engine"
+)
+
+// Engine is what the server needs of the engine; *engine.Engine implements
+// it. Every method must be safe for concurrent use.
+type Engine interface {
+	Send(ctx context.Context, to engine.Address, msg engine.Message) (uint64, error)
+	SendBatch(ctx context.Context, msgs []engine.Outgoing) error
+	Request(ctx context.Context, to engine.Address, msg engine.Message) (engine.Message, error)
+	ReadEgress(ctx context.Context, name string, from uint64, max int, wait time.Duration) ([]engine.EgressRecord, error)
+	State(ctx context.Context, addr engine.Address) ([]engine.StateValue, error)
+	Ready() bool
+	Err() error
+}
+
+var _ Engine = (*engine.Engine)(nil)
+
+// Options configure a Server. The zero value is usable: EnsureDefaults fills
+// it in.
+type Options struct {
+	// MaxBodyBytes bounds a request body (one message, or a whole batch);
+	// larger bodies are answered 413 without being read. Default 4 MiB.
+	MaxBodyBytes int
+	// MaxWait bounds ?wait= of request-reply and of egress long-polls.
+	// Default 60s.
+	MaxWait time.Duration
+	// MaxBatchMessages bounds the messages of one /batch request. Default
+	// 10000.
+	MaxBatchMessages int
+	// MaxEgressRecords bounds max= of an egress read. Default 10000; a read
+	// without max= returns at most 100.
+	MaxEgressRecords int
+	// ReadTimeout bounds reading one request, headers and body (slow
+	// clients are cut off). Default 30s.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing one response. Default 30s.
+	WriteTimeout time.Duration
+	// IdleTimeout closes keep-alive connections idle this long. Default 60s.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds the request line plus headers; larger ones are
+	// answered 431. Default 8 KiB.
+	MaxHeaderBytes int
+	// Concurrency bounds the connections served at once by the ingress.
+	// Default 65536.
+	Concurrency int
+	// DisableStateAPI turns GET /state/... on the admin listener off.
+	DisableStateAPI bool
+	// Logger receives the server's logs. Default slog.Default().
+	Logger *slog.Logger
+	// Registry receives the server's metrics, the Go and process
+	// collectors, and the engine's collectors (at SetEngine); /metrics
+	// serves it. Default: a new registry.
+	Registry *prometheus.Registry
+}
+
+// EnsureDefaults fills in zero fields.
+func (o *Options) EnsureDefaults() {
+	if o.MaxBodyBytes == 0 {
+		o.MaxBodyBytes = 4 << 20
+	}
+	if o.MaxWait == 0 {
+		o.MaxWait = 60 * time.Second
+	}
+	if o.MaxBatchMessages == 0 {
+		o.MaxBatchMessages = 10000
+	}
+	if o.MaxEgressRecords == 0 {
+		o.MaxEgressRecords = 10000
+	}
+	if o.ReadTimeout == 0 {
+		o.ReadTimeout = 30 * time.Second
+	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = 30 * time.Second
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = 60 * time.Second
+	}
+	if o.MaxHeaderBytes == 0 {
+		o.MaxHeaderBytes = 8 << 10
+	}
+	if o.Concurrency == 0 {
+		o.Concurrency = 65536
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+}
+
+// Validate reports a bad option.
+func (o *Options) Validate() error {
+	switch {
+	case o.MaxBodyBytes < 1:
+		return fmt.Errorf("httpapi: MaxBodyBytes %d must be positive", o.MaxBodyBytes)
+	case o.MaxWait < 0, o.ReadTimeout < 0, o.WriteTimeout < 0, o.IdleTimeout < 0:
+		return errors.New("httpapi: durations must not be negative")
+	case o.MaxBatchMessages < 1, o.MaxEgressRecords < 1:
+		return errors.New("httpapi: MaxBatchMessages and MaxEgressRecords must be positive")
+	case o.MaxHeaderBytes < 1024:
+		return fmt.Errorf("httpapi: MaxHeaderBytes %d is below 1024", o.MaxHeaderBytes)
+	case o.Concurrency < 1:
+		return fmt.Errorf("httpapi: Concurrency %d must be positive", o.Concurrency)
+	}
+	return nil
+}
+
+// Server serves the ingress and admin listeners for one engine. It is safe
+// for concurrent use. Make it with New, hand it the engine with SetEngine
+// once the engine has opened, serve with ServeIngress and ServeAdmin, stop
+// with ShutdownIngress and ShutdownAdmin.
+type Server struct {
+	opts    Options
+	eng     atomic.Pointer[engineBox]
+	metrics *metrics
+	ingress *fasthttp.Server
+	admin   *http.Server
+
+	// baseCtx is the context of engine calls; it is cancelled when a
+	// shutdown's drain deadline passes. pollCtx is the context of egress
+	// long-polls; it is cancelled as soon as shutdown starts.
+	baseCtx, pollCtx       context.Context
+	cancelBase, cancelPoll context.CancelFunc
+
+	reqPool sync.Pool // *IngressRequest
+	types   interner  // namespaces, function types, message types
+}
+
+type engineBox struct{ e Engine }
+
+// New makes a Server. It registers its metrics and the Go and process
+// collectors in opts.Registry.
+func New(opts Options) (*Server, error) {
+	opts.EnsureDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{opts: opts}
+	s.types.m = make(map[string]string)
+	s.reqPool.New = func() any { return new(IngressRequest) }
+	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
+	s.pollCtx, s.cancelPoll = context.WithCancel(s.baseCtx)
+	s.metrics = newMetrics()
+	if err := s.metrics.register(opts.Registry); err != nil {
+		return nil, err
+	}
+	for _, c := range []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		if err := opts.Registry.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return nil, fmt.Errorf("httpapi: registering metrics: %w", err)
+			}
+		}
+	}
+	s.ingress = &fasthttp.Server{
+		Handler:                       s.serveIngress,
+		ErrorHandler:                  s.ingressError,
+		Name:                          "shardfn",
+		ReadTimeout:                   opts.ReadTimeout,
+		WriteTimeout:                  opts.WriteTimeout,
+		IdleTimeout:                   opts.IdleTimeout,
+		MaxRequestBodySize:            opts.MaxBodyBytes,
+		ReadBufferSize:                opts.MaxHeaderBytes,
+		Concurrency:                   opts.Concurrency,
+		DisablePreParseMultipartForm:  true,
+		DisableHeaderNamesNormalizing: false,
+		CloseOnShutdown:               true,
+		Logger:                        fasthttpLogger{opts.Logger},
+	}
+	s.admin = &http.Server{
+		Handler:           s.adminHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       opts.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+// SetEngine hands the opened engine to the server: ingress starts accepting
+// messages and /metrics gains the engine's collectors (when e has a
+// Collectors() []prometheus.Collector method). Call it once.
+func (s *Server) SetEngine(e Engine) error {
+	if c, ok := e.(interface{ Collectors() []prometheus.Collector }); ok {
+		for _, col := range c.Collectors() {
+			if err := s.opts.Registry.Register(col); err != nil {
+				return fmt.Errorf("httpapi: registering engine metrics: %w", err)
+			}
+		}
+	}
+	s.eng.Store(&engineBox{e: e})
+	return nil
+}
+
+func (s *Server) engine() Engine {
+	if b := s.eng.Load(); b != nil {
+		return b.e
+	}
+	return nil
+}
+
+// Options returns the effective options.
+func (s *Server) Options() Options { return s.opts }
+
+// Registry returns the metrics registry that /metrics serves.
+func (s *Server) Registry() *prometheus.Registry { return s.opts.Registry }
+
+// IngressHandler returns the ingress request handler (for tests and for
+// serving on a listener of the caller's choice).
+func (s *Server) IngressHandler() fasthttp.RequestHandler { return s.serveIngress }
+
+// AdminHandler returns the admin handler.
+func (s *Server) AdminHandler() http.Handler { return s.admin.Handler }
+
+// ServeIngress serves the ingress on ln until ShutdownIngress; it returns nil
+// after a shutdown.
+func (s *Server) ServeIngress(ln net.Listener) error { return s.ingress.Serve(ln) }
+
+// ServeAdmin serves the admin routes on ln until ShutdownAdmin; it returns
+// nil after a shutdown.
+func (s *Server) ServeAdmin(ln net.Listener) error {
+	err := s.admin.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// ShutdownIngress stops accepting connections, ends egress long-polls,
+// closes idle connections and waits for requests in flight to be answered.
+// If ctx ends first, engine calls still in flight are cancelled (their
+// requests are answered 503) and ctx's error is returned.
+func (s *Server) ShutdownIngress(ctx context.Context) error {
+	s.cancelPoll()
+	err := s.ingress.ShutdownWithContext(ctx)
+	if err != nil {
+		s.cancelBase()
+		// Give cancelled handlers a moment to answer.
+		c2, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = s.ingress.ShutdownWithContext(c2)
+	}
+	return err
+}
+
+// ShutdownAdmin stops the admin listener, waiting for its requests until
+// ctx ends.
+func (s *Server) ShutdownAdmin(ctx context.Context) error {
+	err := s.admin.Shutdown(ctx)
+	s.cancelBase()
+	return err
+}
+
+// interner keeps one string per distinct namespace, function type and
+// message type name seen, so that building an engine message from a request
+// does not allocate them again. It holds at most maxInterned names; past
+// that, names are allocated per request.
+type interner struct {
+	mu sync.RWMutex
+	m  map[string]string
+}
+
+const maxInterned = 4096
+
+func (in *interner) get(b []byte) string {
+	in.mu.RLock()
+	s, ok := in.m[string(b)]
+	in.mu.RUnlock()
+	if ok {
+		return s
+	}
+	s = string(b)
+	in.mu.Lock()
+	if len(in.m) < maxInterned {
+		in.m[s] = s
+	}
+	in.mu.Unlock()
+	return s
+}
+
+// message builds the engine address and message of a parsed request. Its
+// only allocation in steady state is one buffer holding the id and a copy of
+// the body (the engine keeps both; the request's buffers are reused).
+func (s *Server) message(r *IngressRequest) (engine.Address, engine.Message) {
+	n := len(r.Body)
+	if r.WrapString {
+		n += 1 + 10 // tag + uvarint length
+	}
+	buf := make([]byte, len(r.ID), len(r.ID)+n)
+	copy(buf, r.ID)
+	var body []byte
+	if r.WrapString {
+		// StringWrapper{value: body}, as engine.AppendStringWrapper writes it.
+		body = buf[len(r.ID):len(r.ID)]
+		if len(r.Body) > 0 {
+			body = append(body, 0x0a)
+			body = binary.AppendUvarint(body, uint64(len(r.Body)))
+			body = append(body, r.Body...)
+		}
+	} else {
+		body = append(buf[len(r.ID):len(r.ID)], r.Body...)
+	}
+	body = body[:len(body):len(body)]
+	id := bytesToString(buf[:len(r.ID)])
+	to := engine.Address{Namespace: s.types.get(r.Namespace), Type: s.types.get(r.Type), ID: id}
+	return to, engine.Message{Type: s.types.get(r.MessageType), Value: body}
+}
+
+// fasthttpLogger adapts slog to fasthttp's Logger.
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Warn("ingress server", "detail", fmt.Sprintf(format, args...))
+}
