@@ -1,0 +1,217 @@
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/shardfn/shardfn/engine"
+	"github.com/shardfn/shardfn/rides"
+)
+
+// InprocOptions configure the in-process engine target.
+type InprocOptions struct {
+	// Engine are the engine options. An empty DataDir gets a fresh
+	// temporary directory (durable, real WAL) that Close removes; set
+	// Memory to run without a data directory.
+	Engine engine.Options
+	// Memory runs the engine with no data directory (nothing durable).
+	Memory bool
+	// Rides configures the RS-1 functions.
+	Rides rides.Config
+}
+
+// Inproc is the in-process target: a shardfn engine opened inside the load
+// generator with rides.Specs. Safe for concurrent use.
+type Inproc struct {
+	e       *engine.Engine
+	tmpDir  string
+	reg     *prometheus.Registry
+	dataDir string
+}
+
+var (
+	_ Target            = (*Inproc)(nil)
+	_ InvocationCounter = (*Inproc)(nil)
+	_ MemoryReporter    = (*Inproc)(nil)
+)
+
+// NewInproc opens an engine with the RS-1 functions.
+func NewInproc(o InprocOptions) (*Inproc, error) {
+	specs, err := rides.NewSpecs(o.Rides)
+	if err != nil {
+		return nil, err
+	}
+	t := &Inproc{}
+	if !o.Memory && o.Engine.DataDir == "" {
+		dir, err := os.MkdirTemp("", "shardfn-loadgen-")
+		if err != nil {
+			return nil, fmt.Errorf("loadgen: temporary data directory: %w", err)
+		}
+		t.tmpDir = dir
+		o.Engine.DataDir = dir
+	}
+	t.dataDir = o.Engine.DataDir
+	e, err := engine.Open(o.Engine, specs...)
+	if err != nil {
+		t.removeTmp()
+		return nil, fmt.Errorf("loadgen: opening the engine: %w", err)
+	}
+	t.e = e
+	t.reg = prometheus.NewRegistry()
+	for _, c := range e.Collectors() {
+		if err := t.reg.Register(c); err != nil {
+			// A metric the engine exposes twice is the engine's bug, not a
+			// reason to refuse a benchmark run; invocations then read 0.
+			break
+		}
+	}
+	return t, nil
+}
+
+func (t *Inproc) removeTmp() {
+	if t.tmpDir != "" {
+		os.RemoveAll(t.tmpDir)
+	}
+}
+
+// Engine returns the engine (for scenarios that drive it directly).
+func (t *Inproc) Engine() *engine.Engine { return t.e }
+
+// DataDir returns the engine's data directory ("" in memory).
+func (t *Inproc) DataDir() string { return t.dataDir }
+
+// Name implements Target.
+func (t *Inproc) Name() string { return "inproc" }
+
+// Location implements Target.
+func (t *Inproc) Location(ctx context.Context, driver, cell string) error {
+	_, err := t.e.Send(ctx, rides.DriverAddr(driver), rides.LocationMessage(cell))
+	return err
+}
+
+// Request implements Target.
+func (t *Inproc) Request(ctx context.Context, passenger, cell string) (Outcome, error) {
+	m, err := t.e.Request(ctx, rides.PassengerAddr(passenger), rides.RequestMessage(cell))
+	if err != nil {
+		return Outcome{}, err
+	}
+	if m.Type != rides.MsgOutcome {
+		return Outcome{}, fmt.Errorf("loadgen: reply of type %q, want %s", m.Type, rides.MsgOutcome)
+	}
+	o, err := rides.DecodeOutcome(m.Value)
+	return Outcome{Ride: o.Ride, Driver: o.Driver, Failed: o.Failed}, err
+}
+
+// Events implements Target.
+func (t *Inproc) Events(ctx context.Context) ([]RideEvent, error) {
+	var out []RideEvent
+	from := uint64(0)
+	for {
+		recs, err := t.e.ReadEgress(ctx, rides.EgressName, from, 10000, 0)
+		if err != nil {
+			return nil, err
+		}
+		if len(recs) == 0 {
+			return out, nil
+		}
+		for _, r := range recs {
+			e, err := rides.DecodeEvent(r.Message.Value)
+			if err != nil {
+				return nil, fmt.Errorf("loadgen: egress record %d: %w", r.Offset, err)
+			}
+			out = append(out, RideEvent(e))
+			from = r.Offset + 1
+		}
+	}
+}
+
+// Driver implements Target.
+func (t *Inproc) Driver(ctx context.Context, id string) (DriverState, error) {
+	vs, err := t.e.State(ctx, rides.DriverAddr(id))
+	if err != nil {
+		return DriverState{}, err
+	}
+	s, err := rides.DecodeDriver(vs)
+	return DriverState(s), err
+}
+
+// Passenger implements Target.
+func (t *Inproc) Passenger(ctx context.Context, id string) (PassengerState, error) {
+	vs, err := t.e.State(ctx, rides.PassengerAddr(id))
+	if err != nil {
+		return PassengerState{}, err
+	}
+	s, err := rides.DecodePassenger(vs)
+	return PassengerState{Ride: s.Ride, Rides: s.Rides}, err
+}
+
+// Ride implements Target.
+func (t *Inproc) Ride(ctx context.Context, id string) (RideState, error) {
+	vs, err := t.e.State(ctx, rides.RideAddr(id))
+	if err != nil {
+		return RideState{}, err
+	}
+	s, err := rides.DecodeRide(vs)
+	return RideState{Passenger: s.Passenger, Driver: s.Driver, Cell: s.Cell, Status: s.Status}, err
+}
+
+// Cell implements Target.
+func (t *Inproc) Cell(ctx context.Context, id string) (CellState, error) {
+	vs, err := t.e.State(ctx, rides.CellAddr(id))
+	if err != nil {
+		return CellState{}, err
+	}
+	s, err := rides.DecodeCell(vs)
+	return CellState(s), err
+}
+
+// Invocations implements InvocationCounter: the sum of the engine's
+// shardfn_invocations_total counter.
+func (t *Inproc) Invocations(ctx context.Context) (uint64, error) {
+	mfs, err := t.reg.Gather()
+	if err != nil {
+		return 0, err
+	}
+	var sum float64
+	found := false
+	for _, mf := range mfs {
+		if mf.GetName() != "shardfn_invocations_total" {
+			continue
+		}
+		found = true
+		for _, m := range mf.GetMetric() {
+			if c := m.GetCounter(); c != nil {
+				sum += c.GetValue()
+			} else if u := m.GetUntyped(); u != nil {
+				sum += u.GetValue()
+			}
+		}
+	}
+	if !found {
+		return 0, errors.New("loadgen: engine exposes no shardfn_invocations_total")
+	}
+	return uint64(sum), nil
+}
+
+// RSS implements MemoryReporter: this process's VmRSS (engine and load
+// generator together).
+func (t *Inproc) RSS(ctx context.Context) (int64, error) { return SelfRSS() }
+
+// Close implements Target: closes the engine and removes a temporary data
+// directory.
+func (t *Inproc) Close() error {
+	done := make(chan error, 1)
+	go func() { done <- t.e.Close() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(time.Minute):
+		err = errors.New("loadgen: engine Close did not return within a minute")
+	}
+	t.removeTmp()
+	return err
+}
