@@ -1,0 +1,387 @@
+// Command engine is the standalone shardfn server: the engine with the RS-1
+// ride-sharing functions built in (and optionally remote functions named by
+// a StateFun module.yaml), an HTTP ingress and an admin listener. See
+// README.md in this directory for curl examples and `engine -h` for flags.
+//
+// Lifecycle: it listens on both addresses at once (so /health answers while
+// the engine recovers), opens and recovers the engine, then serves. On
+// SIGTERM or SIGINT it stops accepting, drains requests in flight, closes
+// the engine (which checkpoints) and exits 0; a second signal exits at once
+// with status 130. Startup failures exit 1.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shardfn/shardfn/engine"
+	"github.com/shardfn/shardfn/httpapi"
+	"github.com/shardfn/shardfn/remote"
+	"github.com/shardfn/shardfn/rides"
+)
+
+// config is the parsed command line.
+type config struct {
+	dataDir            string
+	ingressAddr        string
+	adminAddr          string
+	shards             int
+	memoryBudget       byteSize
+	maxBatchDelay      time.Duration
+	checkpointInterval time.Duration
+	maxBody            byteSize
+	module             string
+	stateAPI           bool
+	logLevel           string
+	logFormat          string
+	noRides            bool
+	shutdownTimeout    time.Duration
+	maxWait            time.Duration
+}
+
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	c := &config{memoryBudget: 256 << 20, maxBody: 4 << 20}
+	fs := flag.NewFlagSet("engine", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: engine [flags]\n\nRuns the shardfn server with the RS-1 ride-sharing functions built in.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&c.dataDir, "data-dir", "./data", "directory of the write-ahead log and the state store (created if missing)")
+	fs.StringVar(&c.ingressAddr, "ingress-addr", "127.0.0.1:8080", "listen address of the HTTP ingress (messages, batches, egress reads); port 0 picks a free port")
+	fs.StringVar(&c.adminAddr, "admin-addr", "127.0.0.1:9090", "listen address of the admin endpoints (/health, /ready, /metrics, /debug/pprof/, /state/); keep it on loopback")
+	fs.IntVar(&c.shards, "shards", 0, "number of shards; 0 means one per available core")
+	fs.Var(&c.memoryBudget, "memory-budget", "state cache size in bytes; suffixes KB, MB, GB (powers of 1000) and KiB, MiB, GiB (powers of 1024) are accepted")
+	fs.DurationVar(&c.maxBatchDelay, "max-batch-delay", 0, "longest the group commit waits to batch more records before syncing; 0 syncs as soon as the previous sync returns")
+	fs.DurationVar(&c.checkpointInterval, "checkpoint-interval", 10*time.Second, "period of checkpoints (shorter: faster recovery, more writes)")
+	fs.Var(&c.maxBody, "max-body", "largest request body (one message or one batch), in bytes with optional suffix; larger ones get 413")
+	fs.StringVar(&c.module, "module", "", "StateFun module.yaml naming remote function endpoints to serve beside the built-in functions")
+	fs.BoolVar(&c.stateAPI, "state-api", true, "serve GET /state/{namespace}/{type}/{id} on the admin listener")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format on stderr: text or json")
+	fs.BoolVar(&c.noRides, "no-rides", false, "do not register the built-in RS-1 ride-sharing functions")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, longest wait for requests in flight before they are cut off")
+	fs.DurationVar(&c.maxWait, "max-wait", 60*time.Second, "longest ?wait= accepted for request-reply and egress long-polls")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q (flags only; see -h)", fs.Args())
+	}
+	if c.shards < 0 {
+		return nil, fmt.Errorf("--shards %d: must be 0 (one per core) or positive", c.shards)
+	}
+	if c.maxBody <= 0 || c.maxBody > 1<<30 {
+		return nil, fmt.Errorf("--max-body %d: must be between 1 byte and 1GiB", c.maxBody)
+	}
+	if c.checkpointInterval <= 0 {
+		return nil, fmt.Errorf("--checkpoint-interval must be positive")
+	}
+	if c.maxBatchDelay < 0 {
+		return nil, fmt.Errorf("--max-batch-delay must not be negative")
+	}
+	if c.dataDir == "" {
+		return nil, fmt.Errorf("--data-dir must not be empty")
+	}
+	return c, nil
+}
+
+// byteSize is a flag.Value for byte counts with an optional unit suffix.
+type byteSize int64
+
+func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+
+func (b *byteSize) Set(s string) error {
+	v, err := parseByteSize(s)
+	if err != nil {
+		return err
+	}
+	*b = byteSize(v)
+	return nil
+}
+
+// parseByteSize parses "4194304", "4MiB", "256MB", "1.5GiB", "512k".
+func parseByteSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := 0
+	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
+		i++
+	}
+	num, unit := t[:i], strings.ToLower(strings.TrimSpace(t[i:]))
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || f < 0 {
+		return 0, fmt.Errorf("%q is not a byte size; use e.g. 4194304, 4MiB or 256MB", s)
+	}
+	mult := map[string]float64{
+		"": 1, "b": 1,
+		"k": 1 << 10, "kib": 1 << 10, "kb": 1e3,
+		"m": 1 << 20, "mib": 1 << 20, "mb": 1e6,
+		"g": 1 << 30, "gib": 1 << 30, "gb": 1e9,
+		"t": 1 << 40, "tib": 1 << 40, "tb": 1e12,
+	}[unit]
+	if mult == 0 {
+		return 0, fmt.Errorf("%q has an unknown unit %q; use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB", s, unit)
+	}
+	v := f * mult
+	if v >= 1<<62 {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return int64(v), nil
+}
+
+func newLogger(c *config, w io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", c.logLevel)
+	}
+	o := &slog.HandlerOptions{Level: lvl}
+	switch c.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, o)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: use text or json", c.logFormat)
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+// run is main without os.Exit; it returns the exit status.
+func run(args []string, stderr io.Writer) int {
+	c, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "engine:", err)
+		return 2
+	}
+	log, err := newLogger(c, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "engine:", err)
+		return 2
+	}
+	slog.SetDefault(log)
+
+	// Signals are caught from the start: the first asks for a graceful
+	// stop, a second one exits at once.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	stop := make(chan os.Signal, 1)
+	go func() {
+		s := <-sigs
+		log.Info("shutdown requested", "signal", s.String())
+		stop <- s
+		s = <-sigs
+		log.Warn("second signal: exiting at once", "signal", s.String())
+		os.Exit(130)
+	}()
+
+	reg := prometheus.NewRegistry()
+	srv, err := httpapi.New(httpapi.Options{
+		MaxBodyBytes:    int(c.maxBody),
+		MaxWait:         c.maxWait,
+		DisableStateAPI: !c.stateAPI,
+		Logger:          log,
+		Registry:        reg,
+	})
+	if err != nil {
+		log.Error("bad server options", "err", err)
+		return 1
+	}
+	ingLn, err := net.Listen("tcp", c.ingressAddr)
+	if err != nil {
+		log.Error("cannot listen on the ingress address", "addr", c.ingressAddr, "err", err)
+		return 1
+	}
+	admLn, err := net.Listen("tcp", c.adminAddr)
+	if err != nil {
+		ingLn.Close()
+		log.Error("cannot listen on the admin address", "addr", c.adminAddr, "err", err)
+		return 1
+	}
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- srv.ServeIngress(ingLn) }()
+	go func() { serveErr <- srv.ServeAdmin(admLn) }()
+	log.Info("listening", "ingress", ingLn.Addr().String(), "admin", admLn.Addr().String())
+
+	// Function specs: RS-1 built in, plus remote functions.
+	var specs []engine.FunctionSpec
+	if !c.noRides {
+		specs = append(specs, rides.Specs()...)
+	}
+	var rc *remote.Client
+	if c.module != "" {
+		mod, err := remote.LoadModule(c.module)
+		if err != nil {
+			log.Error("cannot load the module", "module", c.module, "err", err)
+			return 1
+		}
+		for _, w := range mod.Warnings {
+			log.Warn("module", "detail", w)
+		}
+		rc, err = remote.NewClient(remote.Options{Logger: log})
+		if err != nil {
+			log.Error("cannot start the remote function client", "err", err)
+			return 1
+		}
+		rs, err := mod.Specs(rc)
+		if err != nil {
+			log.Error("bad remote function", "module", c.module, "err", err)
+			return 1
+		}
+		for _, col := range rc.Collectors() {
+			if err := reg.Register(col); err != nil {
+				log.Error("registering remote metrics", "err", err)
+				return 1
+			}
+		}
+		for _, s := range rs {
+			log.Info("remote function", "type", s.Namespace+"/"+s.Type)
+		}
+		specs = append(specs, rs...)
+	}
+	if len(specs) == 0 {
+		log.Error("no function types: --no-rides without --module leaves nothing to serve")
+		return 1
+	}
+
+	opts := engine.Options{
+		DataDir:            c.dataDir,
+		Shards:             c.shards,
+		MemoryBudget:       int64(c.memoryBudget),
+		MaxMessageBytes:    int(c.maxBody),
+		MaxBatchDelay:      c.maxBatchDelay,
+		CheckpointInterval: c.checkpointInterval,
+		Logger:             log,
+	}
+	if opts.Shards == 0 {
+		opts.Shards = runtime.GOMAXPROCS(0)
+	}
+	log.Info("starting", "data_dir", opts.DataDir, "shards", opts.Shards, "memory_budget", opts.MemoryBudget,
+		"max_batch_delay", opts.MaxBatchDelay, "checkpoint_interval", opts.CheckpointInterval,
+		"max_body", int64(c.maxBody), "module", c.module, "state_api", c.stateAPI, "rides", !c.noRides,
+		"function_types", len(specs), "go", runtime.Version(), "pid", os.Getpid())
+
+	type opened struct {
+		e   *engine.Engine
+		err error
+	}
+	openStart := time.Now()
+	openc := make(chan opened, 1)
+	go func() {
+		e, err := engine.Open(opts, specs...)
+		openc <- opened{e, err}
+	}()
+	var eng *engine.Engine
+	select {
+	case o := <-openc:
+		if o.err != nil {
+			log.Error("engine failed to open", "data_dir", opts.DataDir, "err", o.err)
+			shutdownServer(srv, log, time.Second)
+			closeRemote(rc, log)
+			return 1
+		}
+		eng = o.e
+	case s := <-stop:
+		log.Info("stopping during recovery", "signal", s.String())
+		shutdownServer(srv, log, time.Second)
+		o := <-openc // a second signal exits at once
+		if o.err == nil {
+			_ = o.e.Close()
+		}
+		closeRemote(rc, log)
+		return 0
+	}
+	if err := srv.SetEngine(eng); err != nil {
+		log.Error("cannot serve the engine", "err", err)
+		_ = eng.Close()
+		closeRemote(rc, log)
+		return 1
+	}
+	eff := eng.Options()
+	log.Info("ready", "recovery_seconds", time.Since(openStart).Seconds(), "shards", eff.Shards,
+		"memory_budget", eff.MemoryBudget, "checkpoint_interval", eff.CheckpointInterval,
+		"ingress", ingLn.Addr().String(), "admin", admLn.Addr().String())
+
+	// Watch for a failed stop: log it once; /health then answers 503.
+	watchDone := make(chan struct{})
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-watchDone:
+				return
+			case <-t.C:
+				if err := eng.Err(); err != nil {
+					log.Error("failed stop: the engine stopped after a storage error; restart the server", "err", err)
+					return
+				}
+			}
+		}
+	}()
+
+	status := 0
+	select {
+	case <-stop:
+	case err := <-serveErr:
+		log.Error("listener failed", "err", err)
+		status = 1
+	}
+	close(watchDone)
+	log.Info("shutting down", "draining_for_at_most", c.shutdownTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
+	if err := srv.ShutdownIngress(ctx); err != nil {
+		log.Warn("ingress did not drain in time; requests in flight were cut off", "err", err)
+	}
+	cancel()
+	closeStart := time.Now()
+	if err := eng.Close(); err != nil {
+		log.Error("engine close failed", "err", err)
+		status = 1
+	} else {
+		log.Info("engine closed", "close_seconds", time.Since(closeStart).Seconds())
+	}
+	closeRemote(rc, log)
+	shutdownServer(srv, log, 2*time.Second)
+	log.Info("shutdown complete", "exit_status", status)
+	return status
+}
+
+// shutdownServer stops both listeners.
+func shutdownServer(srv *httpapi.Server, log *slog.Logger, d time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	if err := srv.ShutdownIngress(ctx); err != nil {
+		log.Warn("ingress shutdown", "err", err)
+	}
+	if err := srv.ShutdownAdmin(ctx); err != nil {
+		log.Warn("admin shutdown", "err", err)
+	}
+}
+
+func closeRemote(rc *remote.Client, log *slog.Logger) {
+	if rc == nil {
+		return
+	}
+	if err := rc.Close(); err != nil {
+		log.Warn("remote client close", "err", err)
+	}
+}
