@@ -40,10 +40,6 @@ type cut struct {
 	base LSN
 }
 
-// generation is closed when the flush that was in progress (or next) when it
-// was installed completes, or when the log stops.
-type generation struct{ done chan struct{} }
-
 // Log is a segmented write-ahead log with group commit. Append, WaitDurable,
 // DurableLSN, EndLSN, FirstLSN, NewReader, RemoveBefore and Err are safe for
 // concurrent use; Close must be called once, after the last Append. A Log
@@ -55,7 +51,6 @@ type Log struct {
 	segCap  int64 // bytes of frames a segment holds
 
 	durable atomic.Uint64
-	gen     atomic.Pointer[generation]
 	failErr atomic.Pointer[error]
 	stopped atomic.Bool // the flusher has exited
 
@@ -72,6 +67,11 @@ type Log struct {
 		closed  bool
 		failed  error
 	}
+
+	// waitMu and waitCond release WaitDurable callers: the flusher
+	// broadcasts once per batch (and when it stops).
+	waitMu   sync.Mutex
+	waitCond sync.Cond
 
 	wake    chan struct{} // buffer went from empty to non-empty, or closing
 	full    chan struct{} // buffer reached BufferSize/2 (MaxBatchDelay only)
@@ -119,6 +119,7 @@ func Open(opts Options) (*Log, error) {
 		done:    make(chan struct{}),
 	}
 	l.mu.space.L = &l.mu.Mutex
+	l.waitCond.L = &l.waitMu
 	if err := l.fs.MkdirAll(opts.Dir); err != nil {
 		return nil, fmt.Errorf("wal: create %s: %w", opts.Dir, err)
 	}
@@ -133,7 +134,6 @@ func Open(opts Options) (*Log, error) {
 		return nil, err
 	}
 	l.durable.Store(uint64(end))
-	l.gen.Store(&generation{done: make(chan struct{})})
 	l.w.next = end
 	if err := l.rollover(nextNum, end); err == nil {
 		err = l.w.f.Sync()
@@ -465,8 +465,12 @@ func (l *Log) stateErrLocked() error {
 // the log stops. It waits without a timeout, also for an lsn not yet
 // appended.
 func (l *Log) WaitDurable(lsn LSN) error {
+	if LSN(l.durable.Load()) >= lsn {
+		return nil
+	}
+	l.waitMu.Lock()
+	defer l.waitMu.Unlock()
 	for {
-		g := l.gen.Load()
 		if LSN(l.durable.Load()) >= lsn {
 			return nil
 		}
@@ -476,7 +480,7 @@ func (l *Log) WaitDurable(lsn LSN) error {
 		if l.stopped.Load() {
 			return ErrClosed
 		}
-		<-g.done
+		l.waitCond.Wait()
 	}
 }
 
@@ -514,14 +518,14 @@ func (l *Log) Err() error {
 // flushLoop is the single flusher goroutine. Each round it takes the whole
 // pending buffer (appenders continue into the spare one), writes it with one
 // write per segment it touches, syncs once per segment, then publishes the
-// new durable end and wakes every waiter of that round at once by closing
-// the round's generation channel.
+// new durable end and wakes every waiter at once with one broadcast.
 //
 // Ordering argument: the end published after a round is the mu.end read
-// when the buffer was taken, so it never covers bytes of a later round;
-// DurableLSN is stored before the generation channel is swapped and closed,
-// so a waiter that loads the channel and then sees an old DurableLSN is
-// guaranteed to be woken. A segment is synced before the next segment's
+// when the buffer was taken, so it never covers bytes of a later round.
+// DurableLSN is stored, and the broadcast made, while holding waitMu; a
+// waiter checks DurableLSN and goes to sleep under waitMu, so it either sees
+// the new value or is asleep before the broadcast. (A channel per round
+// was tried first; it allocates once per round, which this design avoids.) A segment is synced before the next segment's
 // header is written, which is what the recovery rule relies on.
 func (l *Log) flushLoop() {
 	defer close(l.done)
@@ -575,9 +579,10 @@ func (l *Log) flushLoop() {
 }
 
 func (l *Log) publish(end LSN) {
+	l.waitMu.Lock()
 	l.durable.Store(uint64(end))
-	old := l.gen.Swap(&generation{done: make(chan struct{})})
-	close(old.done)
+	l.waitCond.Broadcast()
+	l.waitMu.Unlock()
 	if l.opts.OnDurable != nil {
 		l.opts.OnDurable(end)
 	}
@@ -585,8 +590,10 @@ func (l *Log) publish(end LSN) {
 
 // stop marks the flusher as gone and wakes every waiter for good.
 func (l *Log) stop() {
+	l.waitMu.Lock()
 	l.stopped.Store(true)
-	close(l.gen.Load().done)
+	l.waitCond.Broadcast()
+	l.waitMu.Unlock()
 }
 
 func (l *Log) fail(cause error) {

@@ -194,7 +194,8 @@ func (m *MemFS) WriteFile(name string, data []byte) error {
 // moment: each directory's entries as of its last Sync, and in each surviving
 // file its synced bytes plus, sector by sector, a random choice between the
 // synced and the unsynced content (and a random choice between the synced
-// and the current size). The receiver is left untouched, so goroutines still
+// and the current size). With a nil rng nothing unsynced survives. The
+// receiver is left untouched, so goroutines still
 // using it do not affect the clone.
 func (m *MemFS) CrashClone(rng *rand.Rand) *MemFS {
 	m.mu.Lock()
@@ -225,6 +226,9 @@ func (m *MemFS) CrashClone(rng *rand.Rand) *MemFS {
 
 func crashContent(rng *rand.Rand, n *memNode) []byte {
 	size := len(n.durable)
+	if rng == nil {
+		return append([]byte(nil), n.durable...)
+	}
 	if len(n.data) != size && rng.IntN(2) == 0 {
 		size = len(n.data)
 	}
