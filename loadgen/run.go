@@ -128,6 +128,7 @@ func (c Config) Validate() error {
 // Result is what a run measured.
 type Result struct {
 	Target string    `json:"target"`
+	Shards int       `json:"shards"`
 	Start  time.Time `json:"start"`
 	Config Config    `json:"-"`
 	// Window is the measured window's actual length.

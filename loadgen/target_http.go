@@ -23,13 +23,12 @@ import (
 //
 // Formats it expects beyond workload-rides.md (tolerant decoders accept
 // several shapes):
-//   - GET /egress/ride-events?from=N&max=M answers a JSON array of records,
-//     or an object with a "records" array, or newline-separated JSON; a
-//     record is either the event object itself or {"offset", "type",
-//     "value"} with value the event object, its JSON text, or base64.
-//   - GET <admin>/state/<ns>/<type>/<id> answers a JSON array (or an object
-//     with "states"/"values") of {"name"|"spec":{"name"}, "value" (base64 or
-//     text), "present"}.
+//   - GET /egress/ride-events?from=N&max=M answers {"records":[{"offset",
+//     "type", "body":<JSON> | "body_b64"}], "next"} (package httpapi); a
+//     bare array, newline-separated JSON and records that are the event
+//     object itself are accepted too.
+//   - GET <admin>/state/rides/<type>/<id> answers {"address", "state":
+//     {"<name>": {"type", "value":<JSON> | "text" | "value_b64"}}}.
 //   - GET <admin>/metrics is Prometheus text with shardfn_invocations_total
 //     and process_resident_memory_bytes.
 type HTTP struct {
@@ -204,8 +203,10 @@ func decodeEgress(body []byte) ([]RideEvent, error) {
 
 func decodeEgressRecord(r json.RawMessage) (RideEvent, error) {
 	var rec struct {
-		Kind  string          `json:"kind"`
-		Value json.RawMessage `json:"value"`
+		Kind    string          `json:"kind"`
+		Value   json.RawMessage `json:"value"`
+		Body    json.RawMessage `json:"body"`
+		BodyB64 *string         `json:"body_b64"`
 	}
 	if err := json.Unmarshal(r, &rec); err != nil {
 		return RideEvent{}, err
@@ -216,6 +217,16 @@ func decodeEgressRecord(r json.RawMessage) (RideEvent, error) {
 		return e, err
 	}
 	v := bytes.TrimSpace(rec.Value)
+	switch {
+	case len(rec.Body) > 0:
+		v = rec.Body
+	case rec.BodyB64 != nil:
+		b, err := base64.StdEncoding.DecodeString(*rec.BodyB64)
+		if err != nil {
+			return RideEvent{}, fmt.Errorf("egress record body_b64: %w", err)
+		}
+		v = b
+	}
 	if len(v) > 0 && v[0] == '"' {
 		var s string
 		if err := json.Unmarshal(v, &s); err != nil {
@@ -256,46 +267,40 @@ func (h *HTTP) stateValues(ctx context.Context, typ, id string) (map[string][]by
 }
 
 func decodeStateBody(body []byte) (map[string][]byte, error) {
-	type value struct {
-		Name string `json:"name"`
-		Spec struct {
-			Name string `json:"name"`
-		} `json:"spec"`
-		Value   json.RawMessage `json:"value"`
-		Present *bool           `json:"present"`
+	// The shardfn admin form:
+	// {"address":"...","state":{"<name>":{"type":"...","value":<JSON>|"text":"..."|"value_b64":"..."}}}
+	var obj struct {
+		State map[string]struct {
+			Type     string          `json:"type"`
+			Value    json.RawMessage `json:"value"`
+			Text     *string         `json:"text"`
+			ValueB64 *string         `json:"value_b64"`
+			Present  *bool           `json:"present"`
+		} `json:"state"`
 	}
-	body = bytes.TrimSpace(body)
-	var vals []value
-	if len(body) > 0 && body[0] == '{' {
-		var obj struct {
-			States []value `json:"states"`
-			Values []value `json:"values"`
-		}
-		if err := json.Unmarshal(body, &obj); err != nil {
-			return nil, err
-		}
-		vals = append(obj.States, obj.Values...)
-	} else if err := json.Unmarshal(body, &vals); err != nil {
+	if err := json.Unmarshal(body, &obj); err != nil {
 		return nil, err
 	}
 	out := map[string][]byte{}
-	for _, v := range vals {
-		name := v.Name
-		if name == "" {
-			name = v.Spec.Name
+	for name, v := range obj.State {
+		switch {
+		case v.Present != nil && !*v.Present:
+		case v.Text != nil:
+			out[name] = []byte(*v.Text)
+		case v.ValueB64 != nil:
+			b, err := base64.StdEncoding.DecodeString(*v.ValueB64)
+			if err != nil {
+				return nil, fmt.Errorf("state %q: value_b64: %w", name, err)
+			}
+			out[name] = b
+		case len(v.Value) > 0 && string(v.Value) != "null":
+			var s string
+			if json.Unmarshal(v.Value, &s) == nil && v.Type == engine.TypeString {
+				out[name] = []byte(s)
+			} else {
+				out[name] = []byte(v.Value) // JSON bytes, or a number for long/int
+			}
 		}
-		if (v.Present != nil && !*v.Present) || len(v.Value) == 0 || string(v.Value) == "null" {
-			continue
-		}
-		var s string
-		if err := json.Unmarshal(v.Value, &s); err != nil {
-			return nil, fmt.Errorf("state %q: value is not a string: %w", name, err)
-		}
-		b, err := base64.StdEncoding.DecodeString(s)
-		if err != nil {
-			b = []byte(s)
-		}
-		out[name] = b
 	}
 	return out, nil
 }
