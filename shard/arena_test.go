@@ -409,3 +409,33 @@ func BenchmarkArenaMemory(b *testing.B) {
 		})
 	})
 }
+
+// TestArenaStatsConcurrent reads Stats from another goroutine while the
+// owner writes (run with -race).
+func TestArenaStatsConcurrent(t *testing.T) {
+	a := NewArena(8192, 1024)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 5000; i++ {
+			a.Put([]byte(strconv.Itoa(i%300)), []byte("value"), 0)
+			a.Get([]byte(strconv.Itoa(i % 500)))
+		}
+	}()
+	var last ArenaStats
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		st := a.Stats()
+		if st.Hits < last.Hits || st.Misses < last.Misses || st.Evictions < last.Evictions {
+			t.Fatalf("counters went back: %+v after %+v", st, last)
+		}
+		last = st
+	}
+	if st := a.Stats(); st.Hits+st.Misses != 5000 {
+		t.Fatalf("Hits+Misses = %d, want 5000", st.Hits+st.Misses)
+	}
+}
