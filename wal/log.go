@@ -135,7 +135,7 @@ func Open(opts Options) (*Log, error) {
 	}
 	l.durable.Store(uint64(end))
 	l.w.next = end
-	if err := l.rollover(nextNum, end); err == nil {
+	if err = l.rollover(nextNum, end); err == nil {
 		err = l.w.f.Sync()
 		if err != nil {
 			err = fmt.Errorf("wal: sync %s: %w", l.path(segmentName(nextNum)), err)
