@@ -82,3 +82,30 @@ func ParseTypeName(s string) (ns, name string, ok bool) {
 	}
 	return s[:i], s[i+1:], true
 }
+
+// HashRaw returns Address.Hash of an address given in its AppendAddress
+// encoding, without decoding it. ok is false for a malformed encoding.
+func HashRaw(raw []byte) (h uint64, ok bool) {
+	h = fnvOffset
+	d := decoder{b: raw}
+	for i := 0; i < 3; i++ {
+		f := d.bytes()
+		if d.err != nil {
+			return 0, false
+		}
+		if i > 0 {
+			h ^= 0
+			h *= fnvPrime
+		}
+		for _, c := range f {
+			h ^= uint64(c)
+			h *= fnvPrime
+		}
+	}
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return h, true
+}

@@ -1,0 +1,269 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"github.com/shardfn/shardfn/shard"
+	"github.com/shardfn/shardfn/store"
+)
+
+// applier turns the durable log into the store's materialised view. It is
+// one goroutine; it reads records in log order (so its writes are ordered
+// exactly as on replay), applies their effects to a store batch, commits,
+// and publishes how far it got. It also owns checkpoints: between two
+// batches it writes the in-flight messages and the egress offsets with the
+// position they cover, flushes the store, and lets the log drop what is
+// covered.
+//
+// In-flight messages (sent, not yet consumed) live in a pointer-free map
+// into one byte buffer; delayed messages are written to the store at once
+// (they may wait for hours) and deleted when consumed or cancelled.
+type applier struct {
+	e     *Engine
+	st    store.Store
+	batch store.Batch
+	rd    logReader
+	pos   uint64 // every record before pos is applied
+
+	pending  map[uint64][2]uint32 // id -> (offset, length) in pendBuf
+	pendBuf  []byte
+	pendLive int
+	timers   map[uint64]struct{}
+	egress   map[string]*uint64 // next offset per egress log
+	egressW  bool
+	rec      shard.Record
+	msgBuf   []byte
+
+	lastCheckpoint time.Time
+	records        atomic.Uint64
+	applied        atomic.Uint64
+}
+
+func newApplier(e *Engine, st store.Store) *applier {
+	return &applier{
+		e:       e,
+		st:      st,
+		batch:   st.NewBatch(),
+		pending: map[uint64][2]uint32{},
+		timers:  map[uint64]struct{}{},
+		egress:  map[string]*uint64{},
+	}
+}
+
+// load reads the checkpoint: position, egress offsets, in-flight messages
+// and delayed-message ids.
+func (a *applier) load() error {
+	mb, err := a.st.Get(store.MetaKey)
+	if err != nil {
+		return err
+	}
+	if mb != nil {
+		m, err := store.DecodeMeta(mb)
+		if err != nil {
+			return err
+		}
+		a.pos = m.LSN
+		for k, v := range m.Egress {
+			v := v
+			a.egress[k] = &v
+		}
+	}
+	if err := a.st.Scan('m', func(k, v []byte) error {
+		if len(k) != 9 {
+			return fmt.Errorf("%w: pending message key", store.ErrCorrupt)
+		}
+		id := beUint64(k[1:])
+		a.addPending(id, v)
+		return nil
+	}); err != nil {
+		return err
+	}
+	return a.st.Scan('t', func(k, v []byte) error {
+		if len(k) != 9 {
+			return fmt.Errorf("%w: timer key", store.ErrCorrupt)
+		}
+		a.timers[beUint64(k[1:])] = struct{}{}
+		return nil
+	})
+}
+
+func beUint64(b []byte) uint64 {
+	return uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 |
+		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
+}
+
+func (a *applier) addPending(id uint64, enc []byte) {
+	off := len(a.pendBuf)
+	a.pendBuf = append(a.pendBuf, enc...)
+	a.pending[id] = [2]uint32{uint32(off), uint32(len(enc))}
+	a.pendLive += len(enc)
+}
+
+func (a *applier) dropPending(id uint64) bool {
+	loc, ok := a.pending[id]
+	if !ok {
+		return false
+	}
+	delete(a.pending, id)
+	a.pendLive -= int(loc[1])
+	if len(a.pending) == 0 {
+		a.pendBuf = a.pendBuf[:0]
+		a.pendLive = 0
+	} else if len(a.pendBuf) > 1<<20 && a.pendLive*4 < len(a.pendBuf) {
+		a.compactPending()
+	}
+	return true
+}
+
+func (a *applier) compactPending() {
+	nb := make([]byte, 0, a.pendLive*2)
+	for id, loc := range a.pending {
+		off := len(nb)
+		nb = append(nb, a.pendBuf[loc[0]:loc[0]+loc[1]]...)
+		a.pending[id] = [2]uint32{uint32(off), loc[1]}
+	}
+	a.pendBuf = nb
+}
+
+// catchUp applies every durable record from a.pos on and commits. It
+// returns how many records it applied.
+func (a *applier) catchUp() (int, error) {
+	if a.rd == nil {
+		rd, err := a.e.log.NewReader(a.pos)
+		if err != nil {
+			return 0, err
+		}
+		a.rd = rd
+	}
+	n := 0
+	a.egressW = false
+	for {
+		_, end, rec, err := a.rd.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return n, err
+		}
+		if err := a.apply(rec); err != nil {
+			return n, fmt.Errorf("engine: apply record ending at log position %d: %w", end, err)
+		}
+		a.pos = end
+		n++
+		if a.batch.Len() >= 4096 {
+			if err := a.commit(); err != nil {
+				return n, err
+			}
+		}
+	}
+	if err := a.commit(); err != nil {
+		return n, err
+	}
+	a.records.Add(uint64(n))
+	return n, nil
+}
+
+func (a *applier) commit() error {
+	if a.batch.Len() > 0 {
+		if err := a.batch.Commit(); err != nil {
+			return fmt.Errorf("engine: store commit: %w", err)
+		}
+		a.batch.Reset()
+	}
+	a.applied.Store(a.pos)
+	return nil
+}
+
+func (a *applier) apply(rec []byte) error {
+	r := &a.rec
+	if err := shard.DecodeRecord(rec, r); err != nil {
+		return err
+	}
+	h, ok := shard.HashRaw(r.TargetRaw)
+	if !ok {
+		return fmt.Errorf("%w: record target", shard.ErrCorrupt)
+	}
+	kg := shard.KeyGroup(h)
+	b := a.batch
+	for _, id := range r.Consumed {
+		if a.dropPending(id) {
+			continue
+		}
+		if _, ok := a.timers[id]; ok {
+			delete(a.timers, id)
+			b.DeleteTimer(id)
+		}
+	}
+	for i := range r.States {
+		s := &r.States[i]
+		if s.Op == shard.OpSet {
+			b.SetState(kg, r.TargetRaw, s.Name, s.WrittenAt, s.Value)
+		} else {
+			b.DeleteState(kg, r.TargetRaw, s.Name)
+		}
+	}
+	for i := range r.Messages {
+		m := &r.Messages[i]
+		a.msgBuf = shard.AppendStoredMessage(a.msgBuf[:0], m.ID, m.FireAt, r.TargetRaw, m.TargetRaw, m.Type, m.Payload, m.ReplyTo, m.Token)
+		if m.FireAt == 0 {
+			a.addPending(m.ID, a.msgBuf)
+		} else {
+			a.timers[m.ID] = struct{}{}
+			b.PutTimer(m.ID, a.msgBuf)
+		}
+	}
+	for _, id := range r.Cancels {
+		if _, ok := a.timers[id]; ok {
+			delete(a.timers, id)
+			b.DeleteTimer(id)
+		}
+	}
+	for i := range r.Egress {
+		eg := &r.Egress[i]
+		next := a.egress[string(eg.Name)] // no allocation for a known name
+		if next == nil {
+			next = new(uint64)
+			a.egress[string(eg.Name)] = next
+		}
+		b.PutEgress(eg.Name, *next, r.TargetRaw, eg.Type, eg.Payload)
+		*next++
+		a.egressW = true
+	}
+	return nil
+}
+
+// checkpoint records the in-flight messages and egress offsets at a.pos,
+// makes the store durable, and lets the log drop what it covers. Call only
+// between catchUp calls (everything read is committed).
+func (a *applier) checkpoint() error {
+	start := time.Now()
+	b := a.batch
+	b.ReplacePending()
+	for id, loc := range a.pending {
+		b.PutPending(id, a.pendBuf[loc[0]:loc[0]+loc[1]])
+	}
+	eg := make(map[string]uint64, len(a.egress))
+	for k, v := range a.egress {
+		eg[k] = *v
+	}
+	b.Set(store.MetaKey, store.EncodeMeta(store.Meta{LSN: a.pos, Egress: eg}))
+	if err := b.Commit(); err != nil {
+		return fmt.Errorf("engine: checkpoint commit: %w", err)
+	}
+	b.Reset()
+	if err := a.st.Flush(); err != nil {
+		return fmt.Errorf("engine: checkpoint flush: %w", err)
+	}
+	if err := a.e.log.RemoveBefore(a.pos); err != nil {
+		return fmt.Errorf("engine: checkpoint log truncation: %w", err)
+	}
+	a.lastCheckpoint = time.Now()
+	d := time.Since(start)
+	a.e.metrics.checkpoint(d)
+	a.e.logger.Info("checkpoint", "log_position", a.pos, "in_flight", len(a.pending), "timers", len(a.timers), "duration", d.String())
+	return nil
+}

@@ -1,0 +1,137 @@
+package engine
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics holds the engine's Prometheus metrics. Hot-path counters live in
+// per-shard padded atomics (funcEntry.counts, shard.Stats) and are summed
+// at scrape time by the collector below; only sampled latencies and rare
+// events touch Prometheus objects directly.
+type metrics struct {
+	e           *Engine
+	invokeDur   *prometheus.HistogramVec
+	remoteDur   *prometheus.HistogramVec
+	checkpoints prometheus.Histogram
+	deadLetters prometheus.Counter
+	overloaded  prometheus.Counter
+}
+
+func newMetrics(e *Engine) *metrics {
+	return &metrics{
+		e: e,
+		invokeDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "shardfn_invocation_duration_seconds",
+			Help:    "Duration of embedded invocations (one in 32 sampled), by function type.",
+			Buckets: prometheus.ExponentialBuckets(250e-9, 4, 12),
+		}, []string{"function"}),
+		remoteDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "shardfn_remote_call_duration_seconds",
+			Help:    "Duration of remote function batch calls, retries included, by function type.",
+			Buckets: prometheus.ExponentialBuckets(100e-6, 3, 12),
+		}, []string{"function"}),
+		checkpoints: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "shardfn_checkpoint_duration_seconds",
+			Help:    "Duration of checkpoints.",
+			Buckets: prometheus.ExponentialBuckets(1e-3, 3, 10),
+		}),
+		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shardfn_dead_letters_total",
+			Help: "Messages sent to the dead-letters egress because their invocation failed for good.",
+		}),
+		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shardfn_ingress_overloaded_total",
+			Help: "Ingress messages refused because a shard mailbox was full.",
+		}),
+	}
+}
+
+func (m *metrics) observeInvoke(fe *funcEntry, d time.Duration) {
+	m.invokeDur.WithLabelValues(fe.name).Observe(d.Seconds())
+}
+
+func (m *metrics) observeRemote(fe *funcEntry, d time.Duration) {
+	m.remoteDur.WithLabelValues(fe.name).Observe(d.Seconds())
+}
+
+func (m *metrics) checkpoint(d time.Duration) { m.checkpoints.Observe(d.Seconds()) }
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.invokeDur, m.remoteDur, m.checkpoints, m.deadLetters, m.overloaded, &scrape{m: m}}
+}
+
+// scrape gathers the per-shard counters at scrape time.
+type scrape struct{ m *metrics }
+
+var (
+	descInvocations = prometheus.NewDesc("shardfn_invocations_total", "Invocations (messages processed), by function type.", []string{"function"}, nil)
+	descFailures    = prometheus.NewDesc("shardfn_invocation_failures_total", "Failed invocations (sent to dead letters), by function type.", []string{"function"}, nil)
+	descMailbox     = prometheus.NewDesc("shardfn_mailbox_depth", "Envelopes waiting in a shard's mailbox.", []string{"shard"}, nil)
+	descQueue       = prometheus.NewDesc("shardfn_queue_depth", "Messages queued at active instances of a shard.", []string{"shard"}, nil)
+	descHits        = prometheus.NewDesc("shardfn_state_cache_hits_total", "State cache hits.", []string{"shard"}, nil)
+	descMisses      = prometheus.NewDesc("shardfn_state_cache_misses_total", "State cache misses (loads from the store).", []string{"shard"}, nil)
+	descEvictions   = prometheus.NewDesc("shardfn_state_cache_evictions_total", "State cache evictions.", []string{"shard"}, nil)
+	descCacheBytes  = prometheus.NewDesc("shardfn_state_cache_bytes", "Live bytes in the state cache.", []string{"shard"}, nil)
+	descCacheCap    = prometheus.NewDesc("shardfn_state_cache_capacity_bytes", "State cache capacity.", []string{"shard"}, nil)
+	descTimers      = prometheus.NewDesc("shardfn_delayed_messages", "Pending delayed messages held by a shard.", []string{"shard"}, nil)
+	descBatches     = prometheus.NewDesc("shardfn_wal_appends_total", "Record batches appended to the log by a shard.", []string{"shard"}, nil)
+	descRecords     = prometheus.NewDesc("shardfn_wal_records_total", "Effect records appended to the log by a shard.", []string{"shard"}, nil)
+	descDurable     = prometheus.NewDesc("shardfn_wal_durable_position_bytes", "Log position up to which the log is durable (bytes written since the log began).", nil, nil)
+	descApplied     = prometheus.NewDesc("shardfn_store_applied_position_bytes", "Log position up to which the store has applied the log.", nil, nil)
+	descRecovery    = prometheus.NewDesc("shardfn_recovery_duration_seconds", "Duration of the last recovery (Open).", nil, nil)
+	descReplayed    = prometheus.NewDesc("shardfn_recovery_replayed_bytes", "Log bytes replayed by the last recovery.", nil, nil)
+	descFailed      = prometheus.NewDesc("shardfn_failed", "1 when the engine is in failed-stop.", nil, nil)
+	descStore       = prometheus.NewDesc("shardfn_store_metric", "Store (Pebble) metrics, by name.", []string{"name"}, nil)
+)
+
+func (s *scrape) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descInvocations, descFailures, descMailbox, descQueue, descHits, descMisses,
+		descEvictions, descCacheBytes, descCacheCap, descTimers, descBatches, descRecords, descDurable, descApplied,
+		descRecovery, descReplayed, descFailed, descStore} {
+		ch <- d
+	}
+}
+
+func (s *scrape) Collect(ch chan<- prometheus.Metric) {
+	e := s.m.e
+	for _, fe := range e.reg.entries() {
+		var n, f uint64
+		for i := range fe.counts {
+			n += fe.counts[i].n.Load()
+			f += fe.fails[i].n.Load()
+		}
+		ch <- prometheus.MustNewConstMetric(descInvocations, prometheus.CounterValue, float64(n), fe.name)
+		ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(f), fe.name)
+	}
+	for i, sh := range e.shards {
+		st := sh.Stats()
+		l := strconv.Itoa(i)
+		ch <- prometheus.MustNewConstMetric(descMailbox, prometheus.GaugeValue, float64(st.Mailbox), l)
+		ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(st.QueueDepth), l)
+		ch <- prometheus.MustNewConstMetric(descHits, prometheus.CounterValue, float64(st.Arena.Hits), l)
+		ch <- prometheus.MustNewConstMetric(descMisses, prometheus.CounterValue, float64(st.Arena.Misses), l)
+		ch <- prometheus.MustNewConstMetric(descEvictions, prometheus.CounterValue, float64(st.Arena.Evictions), l)
+		ch <- prometheus.MustNewConstMetric(descCacheBytes, prometheus.GaugeValue, float64(st.Arena.Bytes), l)
+		ch <- prometheus.MustNewConstMetric(descCacheCap, prometheus.GaugeValue, float64(st.Arena.Capacity), l)
+		ch <- prometheus.MustNewConstMetric(descTimers, prometheus.GaugeValue, float64(st.Timers), l)
+		ch <- prometheus.MustNewConstMetric(descBatches, prometheus.CounterValue, float64(st.Batches), l)
+		ch <- prometheus.MustNewConstMetric(descRecords, prometheus.CounterValue, float64(st.Records), l)
+	}
+	ch <- prometheus.MustNewConstMetric(descDurable, prometheus.GaugeValue, float64(e.log.Durable()))
+	ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(e.ap.applied.Load()))
+	ch <- prometheus.MustNewConstMetric(descRecovery, prometheus.GaugeValue, e.recovery.Duration.Seconds())
+	ch <- prometheus.MustNewConstMetric(descReplayed, prometheus.GaugeValue, float64(e.recovery.Bytes))
+	failed := 0.0
+	if e.Err() != nil {
+		failed = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descFailed, prometheus.GaugeValue, failed)
+	if !e.closed.Load() {
+		for k, v := range e.st.Metrics() {
+			ch <- prometheus.MustNewConstMetric(descStore, prometheus.GaugeValue, v, k)
+		}
+	}
+}

@@ -1,0 +1,290 @@
+package shard
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// Effect records. Every invocation (or remote batch) yields exactly one
+// record holding all of its effects; the shard appends it to the log, and
+// recovery and the store applier replay it. Nothing in a record depends on
+// re-running user code: replay applies effects, it never re-invokes.
+//
+// On-disk format; never change (add a new record kind instead):
+//
+//	u8       kind (RecordInvocation = 1)
+//	address  target instance (AppendAddress encoding); also the caller of every message below
+//	uvarint  n, then n × u64 LE   ids of the messages this invocation consumed
+//	uvarint  n, then n × state write:
+//	           string name, u8 op (1 set, 2 delete), u64 LE written-at (unix ns), bytes value (op=set only)
+//	uvarint  n, then n × message:
+//	           u64 LE id, i64 LE fire-at (unix ns; 0 = now), address target, string type, bytes payload,
+//	           u64 LE reply-to, string cancellation token
+//	uvarint  n, then n × u64 LE   ids of delayed messages this invocation cancelled
+//	uvarint  n, then n × egress:  string name, string type, bytes payload
+//
+// string and bytes are uvarint length + bytes.
+
+// RecordInvocation is the kind byte of an invocation effect record.
+const RecordInvocation = 1
+
+// State write operations in records (on-disk format; never change).
+const (
+	OpSet    = 1
+	OpDelete = 2
+)
+
+// RecordBuilder encodes one effect record into a reusable buffer. The
+// sections must be written in order: Begin, Consumed*, BeginStates, State*,
+// BeginMessages, Message*, BeginCancels, Cancel*, BeginEgress, Egress*, End.
+// Counts are written as fixed-width placeholders and patched by End, so a
+// record is encoded in one pass without allocation.
+type RecordBuilder struct {
+	buf      []byte
+	countPos int
+	count    int
+}
+
+// count placeholders are 5-byte non-minimal uvarints, patched in End of each
+// section; binary.Uvarint accepts them.
+func (r *RecordBuilder) openCount() {
+	r.countPos = len(r.buf)
+	r.count = 0
+	r.buf = append(r.buf, 0x80, 0x80, 0x80, 0x80, 0x00)
+}
+
+func (r *RecordBuilder) closeCount() {
+	v := uint32(r.count)
+	b := r.buf[r.countPos : r.countPos+5]
+	b[0] = byte(v) | 0x80
+	b[1] = byte(v>>7) | 0x80
+	b[2] = byte(v>>14) | 0x80
+	b[3] = byte(v>>21) | 0x80
+	b[4] = byte(v >> 28)
+}
+
+// Begin starts a record for target in dst's buffer (dst is reused).
+func (r *RecordBuilder) Begin(dst []byte, target Address) {
+	r.buf = append(dst[:0], RecordInvocation)
+	r.buf = AppendAddress(r.buf, target)
+	r.openCount()
+}
+
+// Consumed adds a consumed message id.
+func (r *RecordBuilder) Consumed(id uint64) {
+	r.buf = binary.LittleEndian.AppendUint64(r.buf, id)
+	r.count++
+}
+
+// BeginStates closes the consumed section.
+func (r *RecordBuilder) BeginStates() { r.closeCount(); r.openCount() }
+
+// State adds a state write.
+func (r *RecordBuilder) State(name string, op byte, writtenAt int64, value []byte) {
+	r.buf = appendString(r.buf, name)
+	r.buf = append(r.buf, op)
+	r.buf = binary.LittleEndian.AppendUint64(r.buf, uint64(writtenAt))
+	if op == OpSet {
+		r.buf = appendBytes(r.buf, value)
+	}
+	r.count++
+}
+
+// BeginMessages closes the state section.
+func (r *RecordBuilder) BeginMessages() { r.closeCount(); r.openCount() }
+
+// Message adds a sent (fireAt 0) or delayed message.
+func (r *RecordBuilder) Message(e *Envelope, fireAt int64, token string) {
+	r.buf = binary.LittleEndian.AppendUint64(r.buf, e.ID)
+	r.buf = binary.LittleEndian.AppendUint64(r.buf, uint64(fireAt))
+	r.buf = AppendAddress(r.buf, e.Target)
+	r.buf = appendString(r.buf, e.Type)
+	r.buf = appendBytes(r.buf, e.Payload)
+	r.buf = binary.LittleEndian.AppendUint64(r.buf, e.ReplyTo)
+	r.buf = appendString(r.buf, token)
+	r.count++
+}
+
+// BeginCancels closes the message section.
+func (r *RecordBuilder) BeginCancels() { r.closeCount(); r.openCount() }
+
+// Cancel adds a cancelled delayed message id.
+func (r *RecordBuilder) Cancel(id uint64) {
+	r.buf = binary.LittleEndian.AppendUint64(r.buf, id)
+	r.count++
+}
+
+// BeginEgress closes the cancel section.
+func (r *RecordBuilder) BeginEgress() { r.closeCount(); r.openCount() }
+
+// Egress adds an egress record.
+func (r *RecordBuilder) Egress(name, typ string, payload []byte) {
+	r.buf = appendString(r.buf, name)
+	r.buf = appendString(r.buf, typ)
+	r.buf = appendBytes(r.buf, payload)
+	r.count++
+}
+
+// End closes the record and returns its bytes (aliasing the builder's
+// buffer until the next Begin).
+func (r *RecordBuilder) End() []byte {
+	r.closeCount()
+	return r.buf
+}
+
+// Record is a decoded effect record. Byte slices alias the input; the
+// address fields are kept both decoded (Target) and raw (TargetRaw, the
+// AppendAddress encoding, for building store keys without allocation).
+type Record struct {
+	Kind      byte
+	TargetRaw []byte
+	Consumed  []uint64
+	States    []RecordState
+	Messages  []RecordMessage
+	Cancels   []uint64
+	Egress    []RecordEgress
+}
+
+// RecordState is one state write of a Record.
+type RecordState struct {
+	Name      []byte
+	Op        byte
+	WrittenAt int64
+	Value     []byte
+}
+
+// RecordMessage is one sent or delayed message of a Record.
+type RecordMessage struct {
+	ID        uint64
+	FireAt    int64
+	TargetRaw []byte
+	Type      []byte
+	Payload   []byte
+	ReplyTo   uint64
+	Token     []byte
+}
+
+// RecordEgress is one egress record of a Record.
+type RecordEgress struct {
+	Name, Type, Payload []byte
+}
+
+// rawAddress returns the raw encoding of an address at the decoder's
+// position, validating it.
+func (d *decoder) rawAddress() []byte {
+	start := d.b
+	d.bytes()
+	d.bytes()
+	d.bytes()
+	if d.err != nil {
+		return nil
+	}
+	return start[:len(start)-len(d.b)]
+}
+
+// DecodeRecord decodes rec into r, reusing r's slices. Slices alias rec.
+// A record that does not parse is an error wrapping ErrCorrupt.
+func DecodeRecord(rec []byte, r *Record) error {
+	d := decoder{b: rec}
+	r.Kind = d.byte1()
+	if d.err == nil && r.Kind != RecordInvocation {
+		return fmt.Errorf("%w: unknown record kind %d", ErrCorrupt, r.Kind)
+	}
+	r.TargetRaw = d.rawAddress()
+	n := d.count(8)
+	r.Consumed = r.Consumed[:0]
+	for i := 0; i < n && d.err == nil; i++ {
+		r.Consumed = append(r.Consumed, d.u64())
+	}
+	n = d.count(10)
+	r.States = r.States[:0]
+	for i := 0; i < n && d.err == nil; i++ {
+		var s RecordState
+		s.Name = d.bytes()
+		s.Op = d.byte1()
+		s.WrittenAt = int64(d.u64())
+		switch s.Op {
+		case OpSet:
+			s.Value = d.bytes()
+		case OpDelete:
+		default:
+			if d.err == nil {
+				d.err = fmt.Errorf("%w: bad state op %d", ErrCorrupt, s.Op)
+			}
+		}
+		r.States = append(r.States, s)
+	}
+	n = d.count(24)
+	r.Messages = r.Messages[:0]
+	for i := 0; i < n && d.err == nil; i++ {
+		var m RecordMessage
+		m.ID = d.u64()
+		m.FireAt = int64(d.u64())
+		m.TargetRaw = d.rawAddress()
+		m.Type = d.bytes()
+		m.Payload = d.bytes()
+		m.ReplyTo = d.u64()
+		m.Token = d.bytes()
+		r.Messages = append(r.Messages, m)
+	}
+	n = d.count(8)
+	r.Cancels = r.Cancels[:0]
+	for i := 0; i < n && d.err == nil; i++ {
+		r.Cancels = append(r.Cancels, d.u64())
+	}
+	n = d.count(3)
+	r.Egress = r.Egress[:0]
+	for i := 0; i < n && d.err == nil; i++ {
+		var e RecordEgress
+		e.Name = d.bytes()
+		e.Type = d.bytes()
+		e.Payload = d.bytes()
+		r.Egress = append(r.Egress, e)
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.err = fmt.Errorf("%w: %d trailing bytes in record", ErrCorrupt, len(d.b))
+	}
+	if d.err != nil {
+		if d.err == ErrCorrupt {
+			return fmt.Errorf("%w: truncated effect record", ErrCorrupt)
+		}
+		return d.err
+	}
+	return nil
+}
+
+// count reads a section count and checks it against the bytes left, given
+// the minimum encoded size of one element, so hostile counts cannot make
+// the decoder allocate without bound.
+func (d *decoder) count(minSize int) int {
+	n := d.uvarint()
+	if d.err != nil {
+		return 0
+	}
+	if n > uint64(len(d.b)/minSize) {
+		d.err = fmt.Errorf("%w: count %d exceeds record size", ErrCorrupt, n)
+		return 0
+	}
+	return int(n)
+}
+
+// DecodeAddress decodes an AppendAddress encoding.
+func DecodeAddress(b []byte) (Address, error) {
+	d := decoder{b: b}
+	a := d.address()
+	if d.err != nil {
+		return Address{}, fmt.Errorf("%w: bad address encoding", ErrCorrupt)
+	}
+	return a, nil
+}
+
+// DecodeAddressPrefix decodes an AppendAddress encoding at the start of b
+// and returns the rest.
+func DecodeAddressPrefix(b []byte) (Address, []byte, error) {
+	d := decoder{b: b}
+	a := d.address()
+	if d.err != nil {
+		return Address{}, nil, fmt.Errorf("%w: bad address encoding", ErrCorrupt)
+	}
+	return a, d.b, nil
+}

@@ -1,0 +1,252 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"sort"
+	"sync"
+)
+
+// Memory is an in-memory Store: nothing is durable. Used by the in-memory
+// engine (Options.DataDir == "") and by tests. Updates of existing keys do
+// not allocate.
+type Memory struct {
+	mu      sync.RWMutex
+	states  map[string]map[string]*memVal // instance prefix -> name -> value
+	ids     map[byte]map[uint64][]byte    // 't', 'm'
+	egress  map[string]map[uint64][]byte
+	meta    map[string][]byte
+	closed  bool
+	batches []*memBatch
+}
+
+type memVal struct {
+	writtenAt int64
+	value     []byte
+}
+
+var _ Store = (*Memory)(nil)
+
+// NewMemory makes an empty in-memory store.
+func NewMemory() *Memory {
+	return &Memory{
+		states: map[string]map[string]*memVal{},
+		ids:    map[byte]map[uint64][]byte{'t': {}, 'm': {}},
+		egress: map[string]map[uint64][]byte{},
+		meta:   map[string][]byte{},
+	}
+}
+
+// LoadInstance implements shard.StateReader.
+func (m *Memory) LoadInstance(kg uint16, addrRaw []byte, fn func(name []byte, writtenAt int64, value []byte)) error {
+	var kb [256]byte
+	prefix := InstancePrefix(kb[:0], kg, addrRaw)
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return ErrClosed
+	}
+	for name, v := range m.states[string(prefix)] {
+		fn([]byte(name), v.writtenAt, v.value)
+	}
+	return nil
+}
+
+// ReadEgress implements Store.
+func (m *Memory) ReadEgress(name string, from uint64, max int, fn func(offset uint64, rec []byte)) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return ErrClosed
+	}
+	log := m.egress[name]
+	for off := from; max > 0; off++ {
+		v, ok := log[off]
+		if !ok {
+			break
+		}
+		fn(off, v)
+		max--
+	}
+	return nil
+}
+
+// Scan implements Store.
+func (m *Memory) Scan(prefix byte, fn func(key, value []byte) error) error {
+	m.mu.RLock()
+	var keys [][]byte
+	var vals [][]byte
+	switch prefix {
+	case 't', 'm':
+		for id, v := range m.ids[prefix] {
+			keys = append(keys, IDKey(nil, prefix, id))
+			vals = append(vals, v)
+		}
+	default:
+		for k, v := range m.meta {
+			if len(k) > 0 && k[0] == prefix {
+				keys = append(keys, []byte(k))
+				vals = append(vals, v)
+			}
+		}
+	}
+	m.mu.RUnlock()
+	idx := make([]int, len(keys))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, b int) bool { return bytes.Compare(keys[idx[a]], keys[idx[b]]) < 0 })
+	for _, i := range idx {
+		if err := fn(keys[i], vals[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Get implements Store.
+func (m *Memory) Get(key []byte) ([]byte, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	v, ok := m.meta[string(key)]
+	if !ok {
+		return nil, nil
+	}
+	return append([]byte(nil), v...), nil
+}
+
+// Flush implements Store (nothing to do).
+func (m *Memory) Flush() error { return nil }
+
+// Metrics implements Store.
+func (m *Memory) Metrics() map[string]float64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return map[string]float64{"instances": float64(len(m.states))}
+}
+
+// Close implements Store.
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
+	return nil
+}
+
+// NewBatch implements Store.
+func (m *Memory) NewBatch() Batch { return &memBatch{m: m} }
+
+type memOp struct {
+	kind      byte // 's' set state, 'd' delete state, 't' put timer, 'T' delete timer, 'e' egress, 'p' put pending, 'P' replace pending, 'k' set meta
+	kg        uint16
+	a, b, c   []byte
+	id        uint64
+	writtenAt int64
+}
+
+type memBatch struct {
+	m   *Memory
+	ops []memOp
+	buf []byte
+}
+
+func (b *memBatch) keep(v []byte) []byte {
+	start := len(b.buf)
+	b.buf = append(b.buf, v...)
+	return b.buf[start:len(b.buf):len(b.buf)]
+}
+
+func (b *memBatch) SetState(kg uint16, addrRaw, name []byte, writtenAt int64, value []byte) {
+	b.ops = append(b.ops, memOp{kind: 's', kg: kg, a: b.keep(addrRaw), b: b.keep(name), c: b.keep(value), writtenAt: writtenAt})
+}
+
+func (b *memBatch) DeleteState(kg uint16, addrRaw, name []byte) {
+	b.ops = append(b.ops, memOp{kind: 'd', kg: kg, a: b.keep(addrRaw), b: b.keep(name)})
+}
+
+func (b *memBatch) PutTimer(id uint64, msg []byte) {
+	b.ops = append(b.ops, memOp{kind: 't', id: id, c: b.keep(msg)})
+}
+
+func (b *memBatch) DeleteTimer(id uint64) { b.ops = append(b.ops, memOp{kind: 'T', id: id}) }
+
+func (b *memBatch) PutEgress(name []byte, offset uint64, sourceRaw, typ, payload []byte) {
+	start := len(b.buf)
+	b.buf = AppendEgressValue(b.buf, sourceRaw, typ, payload)
+	b.ops = append(b.ops, memOp{kind: 'e', a: b.keep(name), id: offset, c: b.buf[start:len(b.buf):len(b.buf)]})
+}
+
+func (b *memBatch) ReplacePending() { b.ops = append(b.ops, memOp{kind: 'P'}) }
+
+func (b *memBatch) PutPending(id uint64, msg []byte) {
+	b.ops = append(b.ops, memOp{kind: 'p', id: id, c: b.keep(msg)})
+}
+
+func (b *memBatch) Set(key, value []byte) {
+	b.ops = append(b.ops, memOp{kind: 'k', a: b.keep(key), c: b.keep(value)})
+}
+
+func (b *memBatch) Len() int { return len(b.ops) }
+
+func (b *memBatch) Reset() {
+	clear(b.ops)
+	b.ops = b.ops[:0]
+	b.buf = b.buf[:0]
+}
+
+func (b *memBatch) Commit() error {
+	m := b.m
+	var kb [512]byte
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	for i := range b.ops {
+		op := &b.ops[i]
+		switch op.kind {
+		case 's':
+			prefix := InstancePrefix(kb[:0], op.kg, op.a)
+			inst := m.states[string(prefix)]
+			if inst == nil {
+				inst = map[string]*memVal{}
+				m.states[string(prefix)] = inst
+			}
+			if v := inst[string(op.b)]; v != nil {
+				v.writtenAt = op.writtenAt
+				v.value = append(v.value[:0], op.c...)
+			} else {
+				inst[string(op.b)] = &memVal{writtenAt: op.writtenAt, value: append([]byte(nil), op.c...)}
+			}
+		case 'd':
+			prefix := InstancePrefix(kb[:0], op.kg, op.a)
+			if inst := m.states[string(prefix)]; inst != nil {
+				delete(inst, string(op.b))
+				if len(inst) == 0 {
+					delete(m.states, string(prefix))
+				}
+			}
+		case 't':
+			m.ids['t'][op.id] = append([]byte(nil), op.c...)
+		case 'T':
+			delete(m.ids['t'], op.id)
+		case 'p':
+			m.ids['m'][op.id] = append([]byte(nil), op.c...)
+		case 'P':
+			clear(m.ids['m'])
+		case 'e':
+			log := m.egress[string(op.a)]
+			if log == nil {
+				log = map[uint64][]byte{}
+				m.egress[string(op.a)] = log
+			}
+			log[op.id] = append([]byte(nil), op.c...)
+		case 'k':
+			m.meta[string(op.a)] = append([]byte(nil), op.c...)
+		}
+	}
+	return nil
+}
+
+// putUint16 is a small helper for the boot number.
+func putUint16(v uint16) []byte { return binary.LittleEndian.AppendUint16(nil, v) }
