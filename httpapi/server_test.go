@@ -108,8 +108,12 @@ func (f *fakeEngine) State(_ context.Context, addr engine.Address) ([]engine.Sta
 	}, nil
 }
 
-func (f *fakeEngine) Ready() bool { f.mu.Lock(); defer f.mu.Unlock(); return !f.notRdy && f.failed == nil }
-func (f *fakeEngine) Err() error  { f.mu.Lock(); defer f.mu.Unlock(); return f.failed }
+func (f *fakeEngine) Ready() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.notRdy && f.failed == nil
+}
+func (f *fakeEngine) Err() error { f.mu.Lock(); defer f.mu.Unlock(); return f.failed }
 
 func (f *fakeEngine) set(fn func(f *fakeEngine)) { f.mu.Lock(); fn(f); f.mu.Unlock() }
 
