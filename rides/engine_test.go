@@ -8,14 +8,20 @@ import (
 	"github.com/shardfn/shardfn/engine"
 )
 
-// TestOnEngine runs a ride through the real engine in memory: locations,
-// a request answered by the ride, the delayed finish, egress and state.
+// TestOnEngine runs a ride through the real engine, in memory and durable:
+// locations, a request answered by the ride, the delayed finish, egress and
+// state.
 func TestOnEngine(t *testing.T) {
+	t.Run("memory", func(t *testing.T) { onEngine(t, engine.Options{Shards: 2}) })
+	t.Run("durable", func(t *testing.T) { onEngine(t, engine.Options{Shards: 2, DataDir: t.TempDir()}) })
+}
+
+func onEngine(t *testing.T, opts engine.Options) {
 	specs, err := NewSpecs(Config{FinishDelay: 20 * time.Millisecond, FinishJitter: -1, Grid: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := engine.Open(engine.Options{Shards: 2}, specs...)
+	e, err := engine.Open(opts, specs...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +76,7 @@ func TestOnEngine(t *testing.T) {
 		for _, r := range recs {
 			ev, err := DecodeEvent(r.Message.Value)
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("record %d %q: %v", r.Offset, r.Message.Value, err)
 			}
 			evs = append(evs, ev)
 		}
