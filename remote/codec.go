@@ -15,6 +15,21 @@ import (
 // without a type; a MODIFY of such a state may carry any type name.
 const TypeUnset = "io.statefun.types/unset"
 
+// Addresses and names with a meaning to shardfn. StateFun's protocol has no
+// reply and only namespace/type egress names, so remote functions use these:
+const (
+	// EgressNamespace: an egress message to "shardfn/<name>" goes to the
+	// engine's egress log <name> (e.g. shardfn/ride-events -> ride-events).
+	// Any other egress keeps its full "namespace/type" name.
+	EgressNamespace = "shardfn"
+	// ReplyNamespace and ReplyType: a request that waits for a reply reaches
+	// the function with caller address shardfn/reply/<token>; a message sent
+	// to that address answers it. The engine (not this package) implements
+	// the reply side.
+	ReplyNamespace = "shardfn"
+	ReplyType      = "reply"
+)
+
 // Reasons a response is rejected (the "reason" label of the
 // shardfn_remote_bad_responses_total counter).
 const (
@@ -272,7 +287,11 @@ func convertResult(r *pb.FromFunction_InvocationResponse, states []engine.StateV
 		if e.Argument == nil {
 			return badf(reasonMissingValue, "outgoing_egresses[%d] to %s/%s has no argument", i, e.EgressNamespace, e.EgressType)
 		}
-		out.Egress = append(out.Egress, engine.EgressOut{Name: e.EgressNamespace + "/" + e.EgressType, Message: message(e.Argument)})
+		name := e.EgressNamespace + "/" + e.EgressType
+		if e.EgressNamespace == EgressNamespace {
+			name = e.EgressType
+		}
+		out.Egress = append(out.Egress, engine.EgressOut{Name: name, Message: message(e.Argument)})
 	}
 	return nil
 }

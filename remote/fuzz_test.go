@@ -86,7 +86,7 @@ func FuzzDecodeResponse(f *testing.F) {
 			}
 		}
 		for _, e := range r.Egress {
-			if i := strings.LastIndexByte(e.Name, '/'); i <= 0 || i == len(e.Name)-1 {
+			if i := strings.LastIndexByte(e.Name, '/'); e.Name == "" || i == 0 || i == len(e.Name)-1 {
 				t.Fatalf("egress name %q accepted", e.Name)
 			}
 		}
