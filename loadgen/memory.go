@@ -112,7 +112,9 @@ func memoryRun(ctx context.Context, c MemoryConfig, label string, budget int64) 
 		return res, err
 	}
 	defer t.Close()
-	res.Options = fmt.Sprintf("%+v", t.Engine().Options())
+	o := t.Engine().Options()
+	o.Logger = nil
+	res.Options = fmt.Sprintf("%+v", o)
 	res.RSSBefore, _ = settledRSS()
 	start := time.Now()
 	var next atomic.Int64
