@@ -328,9 +328,18 @@ func (s *Server) message(r *IngressRequest) (engine.Address, engine.Message) {
 	return to, engine.Message{Type: s.types.get(r.MessageType), Value: body}
 }
 
-// fasthttpLogger adapts slog to fasthttp's Logger.
+// fasthttpLogger adapts slog to fasthttp's Logger. fasthttp reports
+// connection-level errors through it (garbage, resets, timeouts): they are
+// the clients' problem, so they go to Debug, clipped.
 type fasthttpLogger struct{ l *slog.Logger }
 
 func (f fasthttpLogger) Printf(format string, args ...any) {
-	f.l.Warn("ingress server", "detail", fmt.Sprintf(format, args...))
+	if !f.l.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	msg := fmt.Sprintf(format, args...)
+	if len(msg) > 300 {
+		msg = msg[:300] + "..."
+	}
+	f.l.Debug("ingress connection error", "detail", msg)
 }

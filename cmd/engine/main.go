@@ -316,7 +316,9 @@ func run(args []string, stderr io.Writer) int {
 		return 1
 	}
 	eff := eng.Options()
-	log.Info("ready", "recovery_seconds", time.Since(openStart).Seconds(), "shards", eff.Shards,
+	rec := eng.Recovery()
+	log.Info("ready", "open_seconds", time.Since(openStart).Seconds(), "replayed_records", rec.Records,
+		"replayed_bytes", rec.Bytes, "pending_restored", rec.Pending, "timers_restored", rec.Timers, "shards", eff.Shards,
 		"memory_budget", eff.MemoryBudget, "checkpoint_interval", eff.CheckpointInterval,
 		"ingress", ingLn.Addr().String(), "admin", admLn.Addr().String())
 
