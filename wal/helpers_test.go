@@ -76,4 +76,6 @@ func appendOne(t testing.TB, l *Log, data string) (lsn, end LSN) {
 	return end - LSN(b.Bytes()), end
 }
 
-func payload(i int) string { return fmt.Sprintf("record-%04d-%s", i, "abcdefghijklmnopqrstuvwxyz"[:i%27]) }
+func payload(i int) string {
+	return fmt.Sprintf("record-%04d-%s", i, "abcdefghijklmnopqrstuvwxyz"[:i%27])
+}

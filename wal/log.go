@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -575,6 +576,10 @@ func (l *Log) flushLoop() {
 			return
 		}
 		l.publish(end)
+		// Let the appenders just woken by publish run before the next
+		// batch is taken: with few cores they otherwise miss it and the
+		// next sync carries only a few records.
+		runtime.Gosched()
 	}
 }
 
