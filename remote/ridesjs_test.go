@@ -210,6 +210,13 @@ func TestRidesJS(t *testing.T) {
 		t.Fatalf("busy passenger answer %s", o.Value)
 	}
 
+	// Without a shardfn/reply caller the answer goes to shardfn/reply/chain.
+	rt.send(pas("p-5"), engine.RemoteInvocation{Message: jsonMsg(t, "rides/request", map[string]string{"cell": "3-3"})})
+	rt.run()
+	if o := rt.replies["chain"]; string(o.Value) != `{"ride":"p-5-1","failed":true}` {
+		t.Fatalf("chain reply %s", o.Value)
+	}
+
 	rt.releaseDelayed()
 	rt.run()
 	completed := 0

@@ -15,11 +15,13 @@
 //     rides/outcome replies and rides/event egress records out, as JSON.
 //
 // Two shardfn conventions stand in for what StateFun lacks:
-//   - Reply: a request-reply ingress message reaches the passenger with the
-//     caller address shardfn/reply/<token>. The passenger hands the token to
-//     the ride (init's "reply" field, kept in the ride's reply state), and the
-//     ride answers by sending the outcome to shardfn/reply/<token>; the engine
-//     turns that send into the reply of the waiting request.
+//   - Reply: the ride answers a request by sending the outcome to
+//     shardfn/reply/<token>; the engine turns that send into the reply of the
+//     waiting request. When the request reaches the passenger with caller
+//     shardfn/reply/<token>, that token is used (handed to the ride in init's
+//     "reply" field and kept in the ride's reply state); otherwise the token
+//     is "chain", for an engine that answers the request that started the
+//     chain of messages.
 //   - Egress: StateFun egress names are namespace/type; an egress in
 //     namespace "shardfn" is delivered to the bare-named egress, so
 //     shardfn/ride-events writes to the engine's ride-events log.
@@ -285,7 +287,10 @@ statefun.bind({
     if (message.is(T.request)) {
       const cell = cellBody(message, T.request);
       const caller = context.caller;
-      const token = caller !== null && caller.namespace === "shardfn" && caller.name === "reply" ? caller.id : "";
+      // With no shardfn/reply caller (an engine that routes replies by the
+      // chain of messages rather than by token), answer shardfn/reply/chain:
+      // such an engine treats any id as "the request that started this chain".
+      const token = caller !== null && caller.namespace === "shardfn" && caller.name === "reply" ? caller.id : "chain";
       if (s.ride) {
         reply(context, token, { ride: "", failed: true });
         return;
