@@ -358,12 +358,11 @@ func run(args []string, stderr io.Writer) int {
 	if err := eng.Close(); err != nil {
 		log.Error("engine close failed", "err", err)
 		status = 1
-	} else {
-		log.Info("engine closed", "close_seconds", time.Since(closeStart).Seconds())
 	}
+	closeSeconds := time.Since(closeStart).Seconds()
 	closeRemote(rc, log)
 	shutdownServer(srv, log, 2*time.Second)
-	log.Info("shutdown complete", "exit_status", status)
+	log.Info("shutdown complete", "exit_status", status, "engine_close_seconds", closeSeconds)
 	return status
 }
 
