@@ -333,7 +333,7 @@ func run(args []string, stderr io.Writer) int {
 				return
 			case <-t.C:
 				if err := eng.Err(); err != nil {
-					log.Error("failed stop: the engine stopped after a storage error; restart the server", "err", err)
+					log.Error("failed stop", "err", err, "action", "the engine stopped after a storage error; /health answers 503; restart the server")
 					return
 				}
 			}
