@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -32,16 +33,41 @@ type server struct {
 	logs []string // stderr lines
 }
 
-// buildBinary builds cmd/engine into a temporary directory.
+var (
+	buildOnce sync.Once
+	binDir    string
+	binPath   string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// buildBinary builds cmd/engine (once per test run) into a temporary
+// directory.
 func buildBinary(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "engine")
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	out, err := exec.Command(goBin, "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "shardfn-e2e-")
+		if buildErr != nil {
+			return
+		}
+		binPath = filepath.Join(binDir, "engine")
+		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+		out, err := exec.Command(goBin, "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
 	}
-	return bin
+	return binPath
 }
 
 // startServer starts the binary on free loopback ports and waits until it
@@ -350,6 +376,32 @@ func TestEndToEnd(t *testing.T) {
 		if !strings.Contains(logs, want) {
 			t.Errorf("log lacks %s", want)
 		}
+	}
+}
+
+// TestSecondSignal: a request that never finishes holds the graceful drain;
+// a second SIGTERM then exits at once with status 130.
+func TestSecondSignal(t *testing.T) {
+	s := startServer(t, buildBinary(t), filepath.Join(t.TempDir(), "data"))
+	c, err := net.Dial("tcp", strings.TrimPrefix(s.ingress, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Half a request: the server waits for the rest (up to its read timeout).
+	fmt.Fprint(c, "POST /rides/driver/d-1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/vnd.rides/location\r\nContent-Length: 100\r\n\r\n{")
+	time.Sleep(100 * time.Millisecond) // let the server read the headers
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(strings.Join(s.logLines(), "\n"), `"msg":"shutting down"`); {
+		if time.Now().After(deadline) {
+			t.Fatal("no shutting down log")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	err = s.stop(syscall.SIGTERM)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("second signal: exit %v, want status 130", err)
 	}
 }
 
