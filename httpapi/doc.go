@@ -42,9 +42,10 @@
 // once).
 //
 // Egress answers {"records":[{"offset":N,"type":"...","body":<JSON>,
-// "source":"ns/type/id"}],"next":N}, with "body_b64" (base64) in place of
-// "body" when the record's bytes are not JSON. Only durable records are
-// returned.
+// "source":"ns/type/id"}],"next":N}: "body" holds the record's bytes when
+// they are JSON, or the decoded value for the built-in types
+// io.statefun.types/string, long, int and bool; otherwise "body_b64" holds
+// them in base64. Only durable records are returned.
 //
 // Errors are JSON {"error":"..."}: 400 malformed address, content type,
 // query or body; 404 unknown function type or route; 405 wrong method; 413

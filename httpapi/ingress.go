@@ -191,7 +191,7 @@ func (s *Server) handleEgress(ctx *fasthttp.RequestCtx, e Engine, rawName []byte
 		b = append(b, `,"type":`...)
 		b = appendJSONString(b, r.Message.Type)
 		b = append(b, ',')
-		b = appendEgressBody(b, r.Message.Value)
+		b = appendEgressBody(b, r.Message.Type, r.Message.Value)
 		b = append(b, `,"source":`...)
 		b = appendJSONString(b, r.Source.String())
 		b = append(b, '}')
@@ -206,11 +206,11 @@ func (s *Server) handleEgress(ctx *fasthttp.RequestCtx, e Engine, rawName []byte
 	return http.StatusOK
 }
 
-// appendEgressBody appends "body":<JSON> or "body_b64":"...".
-func appendEgressBody(b, v []byte) []byte {
-	if len(v) > 0 && jsonValid(v) {
-		b = append(b, `"body":`...)
-		return appendCompactJSON(b, v)
+// appendEgressBody appends "body":<JSON> (a built-in type decoded, e.g. a
+// string as a JSON string, or bytes that are JSON) or "body_b64":"...".
+func appendEgressBody(b []byte, typ string, v []byte) []byte {
+	if builtinDecodable(typ, v) || (len(v) > 0 && jsonValid(v)) {
+		return appendValue(b, "body", typ, v)
 	}
 	b = append(b, `"body_b64":"`...)
 	b = appendBase64(b, v)

@@ -142,3 +142,20 @@ func engineError(err error) (status int, msg string, retry bool) {
 func jsonValid(b []byte) bool { return json.Valid(b) }
 
 func appendBase64(dst, b []byte) []byte { return base64.StdEncoding.AppendEncode(dst, b) }
+
+// builtinDecodable reports whether b decodes as the built-in type typ
+// (string, long, int, bool), which appendValue then shows decoded.
+func builtinDecodable(typ string, b []byte) bool {
+	var err error
+	switch typ {
+	case engine.TypeString:
+		_, err = engine.DecodeStringWrapper(b)
+	case engine.TypeLong, engine.TypeInt:
+		_, err = (engine.Message{Type: typ, Value: b}).AsInt64()
+	case engine.TypeBool:
+		_, err = engine.DecodeBoolWrapper(b)
+	default:
+		return false
+	}
+	return err == nil
+}

@@ -193,40 +193,14 @@ func run(args []string, stderr io.Writer) int {
 		os.Exit(130)
 	}()
 
-	reg := prometheus.NewRegistry()
-	srv, err := httpapi.New(httpapi.Options{
-		MaxBodyBytes:    int(c.maxBody),
-		MaxWait:         c.maxWait,
-		DisableStateAPI: !c.stateAPI,
-		Logger:          log,
-		Registry:        reg,
-	})
-	if err != nil {
-		log.Error("bad server options", "err", err)
-		return 1
-	}
-	ingLn, err := net.Listen("tcp", c.ingressAddr)
-	if err != nil {
-		log.Error("cannot listen on the ingress address", "addr", c.ingressAddr, "err", err)
-		return 1
-	}
-	admLn, err := net.Listen("tcp", c.adminAddr)
-	if err != nil {
-		ingLn.Close()
-		log.Error("cannot listen on the admin address", "addr", c.adminAddr, "err", err)
-		return 1
-	}
-	serveErr := make(chan error, 2)
-	go func() { serveErr <- srv.ServeIngress(ingLn) }()
-	go func() { serveErr <- srv.ServeAdmin(admLn) }()
-	log.Info("listening", "ingress", ingLn.Addr().String(), "admin", admLn.Addr().String())
-
 	// Function specs: RS-1 built in, plus remote functions.
+	reg := prometheus.NewRegistry()
 	var specs []engine.FunctionSpec
 	if !c.noRides {
 		specs = append(specs, rides.Specs()...)
 	}
 	var rc *remote.Client
+	defer func() { closeRemote(rc, log) }() // idempotent; early returns included
 	if c.module != "" {
 		mod, err := remote.LoadModule(c.module)
 		if err != nil {
@@ -261,6 +235,33 @@ func run(args []string, stderr io.Writer) int {
 		log.Error("no function types: --no-rides without --module leaves nothing to serve")
 		return 1
 	}
+
+	srv, err := httpapi.New(httpapi.Options{
+		MaxBodyBytes:    int(c.maxBody),
+		MaxWait:         c.maxWait,
+		DisableStateAPI: !c.stateAPI,
+		Logger:          log,
+		Registry:        reg,
+	})
+	if err != nil {
+		log.Error("bad server options", "err", err)
+		return 1
+	}
+	ingLn, err := net.Listen("tcp", c.ingressAddr)
+	if err != nil {
+		log.Error("cannot listen on the ingress address", "addr", c.ingressAddr, "err", err)
+		return 1
+	}
+	admLn, err := net.Listen("tcp", c.adminAddr)
+	if err != nil {
+		ingLn.Close()
+		log.Error("cannot listen on the admin address", "addr", c.adminAddr, "err", err)
+		return 1
+	}
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- srv.ServeIngress(ingLn) }()
+	go func() { serveErr <- srv.ServeAdmin(admLn) }()
+	log.Info("listening", "ingress", ingLn.Addr().String(), "admin", admLn.Addr().String())
 
 	opts := engine.Options{
 		DataDir:            c.dataDir,
@@ -378,6 +379,7 @@ func shutdownServer(srv *httpapi.Server, log *slog.Logger, d time.Duration) {
 	}
 }
 
+// closeRemote closes the remote client, if any; it may be called again.
 func closeRemote(rc *remote.Client, log *slog.Logger) {
 	if rc == nil {
 		return
