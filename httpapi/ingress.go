@@ -144,9 +144,9 @@ func (s *Server) handleEgress(ctx *fasthttp.RequestCtx, e Engine, rawName []byte
 		wait time.Duration
 		perr error
 	)
-	ctx.QueryArgs().VisitAll(func(k, v []byte) {
+	for k, v := range ctx.QueryArgs().All() {
 		if perr != nil {
-			return
+			break
 		}
 		switch string(k) {
 		case "from":
@@ -172,7 +172,7 @@ func (s *Server) handleEgress(ctx *fasthttp.RequestCtx, e Engine, rawName []byte
 		default:
 			perr = badRequest("unknown query parameter %q; use from, max and wait", clip(k))
 		}
-	})
+	}
 	if perr != nil {
 		return s.writeErr(ctx, perr)
 	}
