@@ -103,12 +103,12 @@ func TestGarbageResilience(t *testing.T) {
 			defer badWG.Done()
 			r := rand.New(rand.NewPCG(seed, uint64(n)))
 			for i := 0; i < n; i++ {
-				c, err := net.DialTimeout("tcp", host, time.Second)
+				c, err := net.DialTimeout("tcp", host, 10*time.Second)
 				if err != nil {
 					t.Errorf("dial: %v", err)
 					return
 				}
-				_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 				f(r, c)
 				c.Close()
 			}
