@@ -332,3 +332,41 @@ func TestNoConcurrentInvocationsPerAddress(t *testing.T) {
 		t.Fatalf("%d calls", calls.Load())
 	}
 }
+
+// TestSelfSendsKeepInstancesApart: a function that sends to itself must not
+// get its instance queued twice (which once let a retired instance run
+// under another address).
+func TestSelfSendsKeepInstancesApart(t *testing.T) {
+	var wrong atomic.Int64
+	spec := FunctionSpec{Namespace: "t", Type: "self", States: []ValueSpec{countSpec}, Function: FunctionFunc(func(ctx Context, msg Message) error {
+		if string(msg.Value) != ctx.Self().ID {
+			wrong.Add(1)
+		}
+		n, _, _ := ctx.GetInt64(countSpec)
+		if n%2 == 0 {
+			ctx.Send(ctx.Self(), Message{Type: "again", Value: []byte(ctx.Self().ID)})
+		}
+		return ctx.SetInt64(countSpec, n+1)
+	})}
+	e := openTest(t, Options{Shards: 1}, spec)
+	defer e.Close()
+	for i := 0; i < 20000; i++ {
+		id := fmt.Sprint(i % 997)
+		for {
+			err := e.SendAsync(Address{Namespace: "t", Type: "self", ID: id}, Message{Type: "go", Value: []byte(id)})
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, ErrOverloaded) {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if err := e.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if wrong.Load() != 0 {
+		t.Fatalf("%d messages ran under another address", wrong.Load())
+	}
+}

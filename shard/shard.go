@@ -300,6 +300,7 @@ func (s *Shard) Err() error {
 
 // Restore enqueues a recovered pending message (before Start).
 func (s *Shard) Restore(env Envelope) {
+	s.produced.Add(1)
 	s.enqueueLocal(&env)
 }
 
@@ -647,8 +648,8 @@ func (s *Shard) newInstance(h uint64, a Address, fn *FuncType) *instance {
 }
 
 func (s *Shard) retire(inst *instance) {
-	if inst.busy || inst.queued || inst.q.len() > 0 {
-		return
+	if inst.fn == nil || inst.busy || inst.queued || inst.q.len() > 0 {
+		return // already retired, or still has work
 	}
 	p := s.insts[inst.hash]
 	if p == inst {
@@ -745,9 +746,14 @@ func (s *Shard) run(inst *instance) {
 	e := inst.q.pop()
 	s.depth.Add(-1)
 	s.invoke(inst, &e)
+	// The invocation may have sent to itself, which queued the instance
+	// already: never queue it twice (a stale run-queue entry could outlive
+	// the instance's retirement and run it under another address).
 	if inst.q.len() > 0 {
-		inst.queued = true
-		s.runq.push(inst)
+		if !inst.queued {
+			inst.queued = true
+			s.runq.push(inst)
+		}
 	} else {
 		s.retire(inst)
 	}
