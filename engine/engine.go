@@ -49,7 +49,7 @@ type Engine struct {
 	egressMu sync.Mutex
 	egressCh chan struct{} // closed and replaced when egress records are applied
 
-	ckptReq  chan chan error
+	ckptReq chan chan error
 
 	recovery RecoveryStats
 }

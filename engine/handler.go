@@ -207,13 +207,13 @@ type invCtx struct {
 
 var _ Context = (*invCtx)(nil)
 
-func (c *invCtx) Self() Address                    { return c.inv.Self() }
-func (c *invCtx) Caller() (Address, bool)          { return c.inv.Caller() }
-func (c *invCtx) Now() time.Time                   { return time.Unix(0, c.inv.Now()) }
-func (c *invCtx) Cancel(token string)              { c.inv.Cancel(token) }
-func (c *invCtx) Reply(msg Message)                { c.inv.Reply(msg.Type, msg.Value) }
-func (c *invCtx) Egress(name string, msg Message)  { c.egress(name, msg) }
-func (c *invCtx) Send(to Address, msg Message)     { c.send(0, to, msg, "") }
+func (c *invCtx) Self() Address                     { return c.inv.Self() }
+func (c *invCtx) Caller() (Address, bool)           { return c.inv.Caller() }
+func (c *invCtx) Now() time.Time                    { return time.Unix(0, c.inv.Now()) }
+func (c *invCtx) Cancel(token string)               { c.inv.Cancel(token) }
+func (c *invCtx) Reply(msg Message)                 { c.inv.Reply(msg.Type, msg.Value) }
+func (c *invCtx) Egress(name string, msg Message)   { c.egress(name, msg) }
+func (c *invCtx) Send(to Address, msg Message)      { c.send(0, to, msg, "") }
 func (c *invCtx) Get(spec ValueSpec) ([]byte, bool) { return c.get(spec) }
 
 func (c *invCtx) egress(name string, msg Message) {
