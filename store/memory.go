@@ -171,9 +171,10 @@ func (b *memBatch) PutTimer(id uint64, msg []byte) {
 func (b *memBatch) DeleteTimer(id uint64) { b.ops = append(b.ops, memOp{kind: 'T', id: id}) }
 
 func (b *memBatch) PutEgress(name []byte, offset uint64, sourceRaw, typ, payload []byte) {
+	nameKept := b.keep(name)
 	start := len(b.buf)
 	b.buf = AppendEgressValue(b.buf, sourceRaw, typ, payload)
-	b.ops = append(b.ops, memOp{kind: 'e', a: b.keep(name), id: offset, c: b.buf[start:len(b.buf):len(b.buf)]})
+	b.ops = append(b.ops, memOp{kind: 'e', a: nameKept, id: offset, c: b.buf[start:len(b.buf):len(b.buf)]})
 }
 
 func (b *memBatch) ReplacePending() { b.ops = append(b.ops, memOp{kind: 'P'}) }

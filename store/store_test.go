@@ -1,0 +1,101 @@
+package store
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+
+	"github.com/shardfn/shardfn/shard"
+)
+
+// Both stores keep the same contract.
+func forEach(t *testing.T, f func(t *testing.T, s Store)) {
+	t.Run("memory", func(t *testing.T) { f(t, NewMemory()) })
+	t.Run("pebble", func(t *testing.T) {
+		p, err := OpenPebble(t.TempDir(), PebbleOptions{CacheSize: 1 << 20, MemTableSize: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f(t, p)
+	})
+}
+
+func TestStateEgressTimersMeta(t *testing.T) {
+	forEach(t, func(t *testing.T, s Store) {
+		defer s.Close()
+		a := shard.AppendAddress(nil, shard.Address{Namespace: "n", Type: "t", ID: "1"})
+		other := shard.AppendAddress(nil, shard.Address{Namespace: "n", Type: "t", ID: "10"})
+		b := s.NewBatch()
+		b.SetState(7, a, []byte("x"), 5, []byte("v1"))
+		b.SetState(7, a, []byte("y"), 6, []byte("v2"))
+		b.SetState(7, other, []byte("x"), 5, []byte("other"))
+		for i := 0; i < 3; i++ {
+			b.PutEgress([]byte("out"), uint64(i), a, []byte("typ"), []byte(fmt.Sprint("rec", i)))
+		}
+		b.PutTimer(9, []byte("timer"))
+		b.PutPending(4, []byte("pending"))
+		b.Set(MetaKey, EncodeMeta(Meta{LSN: 42, Egress: map[string]uint64{"out": 3}}))
+		if err := b.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		b.Reset()
+		got := map[string]string{}
+		if err := s.LoadInstance(7, a, func(name []byte, w int64, v []byte) { got[string(name)] = fmt.Sprint(w, string(v)) }); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 2 || got["x"] != "5v1" || got["y"] != "6v2" {
+			t.Fatalf("instance state %v", got)
+		}
+		var recs []string
+		if err := s.ReadEgress("out", 1, 10, func(off uint64, rec []byte) {
+			src, typ, payload, err := DecodeEgressValue(rec)
+			if err != nil || src.ID != "1" || string(typ) != "typ" {
+				t.Fatalf("egress record %d: %v %v %q", off, err, src, typ)
+			}
+			recs = append(recs, fmt.Sprint(off, string(payload)))
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(recs) != "[1rec1 2rec2]" {
+			t.Fatalf("egress %v", recs)
+		}
+		b.DeleteState(7, a, []byte("x"))
+		b.DeleteTimer(9)
+		b.ReplacePending()
+		b.PutPending(5, []byte("p5"))
+		if err := b.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		got = map[string]string{}
+		_ = s.LoadInstance(7, a, func(name []byte, w int64, v []byte) { got[string(name)] = string(v) })
+		if len(got) != 1 || got["y"] != "v2" {
+			t.Fatalf("after delete %v", got)
+		}
+		n := 0
+		_ = s.Scan('t', func(k, v []byte) error { n++; return nil })
+		if n != 0 {
+			t.Fatal("timer not deleted")
+		}
+		var pend []string
+		_ = s.Scan('m', func(k, v []byte) error { pend = append(pend, string(v)); return nil })
+		if fmt.Sprint(pend) != "[p5]" {
+			t.Fatalf("pending %v", pend)
+		}
+		mb, _ := s.Get(MetaKey)
+		m, err := DecodeMeta(mb)
+		if err != nil || m.LSN != 42 || m.Egress["out"] != 3 {
+			t.Fatalf("meta %+v %v", m, err)
+		}
+		if !bytes.Equal(IDKey(nil, 't', 1), []byte{'t', 0, 0, 0, 0, 0, 0, 0, 1}) {
+			t.Fatal("id key layout changed")
+		}
+	})
+}
+
+func TestDecodeMetaRejectsGarbage(t *testing.T) {
+	for _, b := range [][]byte{nil, {2}, {1, 0, 0}, append(EncodeMeta(Meta{LSN: 1, Egress: map[string]uint64{"a": 1}}), 0)[:12]} {
+		if _, err := DecodeMeta(b); err == nil {
+			t.Errorf("DecodeMeta(%x) accepted", b)
+		}
+	}
+}
