@@ -50,6 +50,9 @@ type Engine struct {
 	egressCh chan struct{} // closed and replaced when egress records are applied
 
 	ckptReq chan chan error
+	// overloadErr holds one preallocated error per shard, so that refusing
+	// a message under overload allocates nothing.
+	overloadErr []error
 
 	recovery RecoveryStats
 }
@@ -175,6 +178,9 @@ func Open(opts Options, specs ...FunctionSpec) (*Engine, error) {
 			MaxStateBytes:   opts.MaxStateBytes,
 			Logger:          e.logger,
 		})
+	}
+	for i := range e.shards {
+		e.overloadErr = append(e.overloadErr, fmt.Errorf("%w: shard %d mailbox is full", ErrOverloaded, i))
 	}
 	for _, s := range e.shards {
 		s.Connect(e.shards)
@@ -353,7 +359,7 @@ func (e *Engine) push(env *shard.Envelope) error {
 	s := e.shardFor(env.Target)
 	if !s.Mailbox().Push(env) {
 		e.metrics.overloaded.Inc()
-		return fmt.Errorf("%w: shard %d mailbox is full", ErrOverloaded, s.Index())
+		return e.overloadErr[s.Index()]
 	}
 	s.AddIngress(1)
 	return nil
