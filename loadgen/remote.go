@@ -288,8 +288,11 @@ func (r *Remote) stopNode() {
 	}
 }
 
-// Name implements Target.
-func (r *Remote) Name() string { return "remote (rides.js, StateFun JS SDK, at " + r.url + ")" }
+// Name implements Target: "remote-rides.js".
+func (r *Remote) Name() string { return "remote-rides.js" }
+
+// URL returns the base URL of the rides.js server.
+func (r *Remote) URL() string { return r.url }
 
 // NodePID returns the process id of the rides.js server.
 func (r *Remote) NodePID() int { return r.node.Process.Pid }
