@@ -763,8 +763,8 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("engine: MemoryBudget %d below 64 KiB per shard", o.MemoryBudget)
 	case o.MaxBatchDelay < 0 || o.MaxBatchDelay > time.Second:
 		return fmt.Errorf("engine: MaxBatchDelay %v out of range 0..1s", o.MaxBatchDelay)
-	case o.SegmentSize < 1<<20:
-		return fmt.Errorf("engine: SegmentSize %d below 1 MiB", o.SegmentSize)
+	case o.SegmentSize < 64<<10:
+		return fmt.Errorf("engine: SegmentSize %d below 64 KiB", o.SegmentSize)
 	}
 	return nil
 }

@@ -75,6 +75,8 @@ func (s *walShardLog) Append(rb *shard.RecordBatch) (uint64, error) {
 
 func (s *walShardLog) Durable() uint64 { return uint64(s.w.l.DurableLSN()) }
 
+func (s *walShardLog) Err() error { return s.w.l.Err() }
+
 type walReader struct {
 	r *wal.Reader
 }

@@ -17,6 +17,9 @@ import (
 type Log interface {
 	Append(b *RecordBatch) (end uint64, err error)
 	Durable() uint64
+	// Err is non-nil once the log has failed for good (failed-stop): what
+	// is not durable by then never will be.
+	Err() error
 }
 
 // StateReader loads an instance's committed state on a cache miss: fn is
@@ -384,6 +387,13 @@ func (s *Shard) loop() {
 			}
 		}
 		if s.pending.len() > 0 {
+			if err := s.cfg.Log.Err(); err != nil {
+				// The log failed: nothing pending will become durable.
+				// Tell every waiter, acknowledge nothing.
+				s.fail(err)
+				s.releaseAll(err)
+				continue
+			}
 			s.waitDurable.Store(true)
 			if s.cfg.Log.Durable() >= s.lastEnd {
 				s.waitDurable.Store(false)
@@ -487,19 +497,25 @@ func (s *Shard) commitBatch() {
 		// produced may still flow (they are not outputs); their effects
 		// can never become durable either.
 		s.fail(err)
-		for s.pending.len() > 0 {
-			r := s.pending.pop()
-			if r.ack != nil {
-				r.ack.Release(err)
-			}
-			s.unreleased.Add(-1)
-		}
+		s.releaseAll(err)
 		return
 	}
 	s.lastEnd = end
 	s.lastAppended.Store(end)
 	s.seqEnds.push(seqEnd{seq: s.seq, end: end})
 	s.flushOut()
+}
+
+// releaseAll fails every pending acknowledgement (replies are dropped:
+// their requesters time out).
+func (s *Shard) releaseAll(err error) {
+	for s.pending.len() > 0 {
+		r := s.pending.pop()
+		if r.ack != nil {
+			r.ack.Release(err)
+		}
+		s.unreleased.Add(-1)
+	}
 }
 
 func (s *Shard) flushOut() {
