@@ -48,11 +48,12 @@
 //	                          ExpireAfterWrite/ExpireAfterInvoke, expire_after_millis)
 //	neither set (or an empty body) -> an empty RemoteResult: no effects
 //
-// Reply convention (StateFun has no reply): a request that waits for a reply
-// reaches the function with caller address shardfn/reply/<token>; a message
-// the function sends to that address is the reply (ReplyNamespace,
-// ReplyType). The engine implements this side; this package passes such
-// sends through as ordinary Sends.
+// Reply convention (StateFun has no reply): a message the function sends to
+// the address shardfn/reply/<any id> (ReplyNamespace, ReplyType) is the reply
+// to the request that started the chain the batch belongs to. The engine
+// never mixes messages of two request chains in one batch, so the id part is
+// free (rides.js uses "chain"). The engine implements this side; this
+// package passes such sends through as ordinary Sends.
 //
 // # Validation
 //

@@ -951,7 +951,10 @@ func (s *Shard) startAsync(inst *instance) {
 		max = 1000
 	}
 	call := &AsyncCall{shard: s, inst: inst, Target: inst.addr, Fn: inst.fn}
-	for inst.q.len() > 0 && len(call.Messages) < max {
+	// A batch holds messages of one request chain at most (one ReplyTo),
+	// so that the result's sends and reply carry the right request id.
+	replyTo := inst.q.peek().ReplyTo
+	for inst.q.len() > 0 && len(call.Messages) < max && inst.q.peek().ReplyTo == replyTo {
 		call.Messages = append(call.Messages, inst.q.pop())
 		s.depth.Add(-1)
 	}
@@ -986,12 +989,7 @@ func (s *Shard) resume(call *AsyncCall) {
 	var err error
 	retry := false
 	if err = inv.begin(call.Fn, call.Target, inv.now); err == nil {
-		inv.replyTo = 0
-		for i := range call.Messages {
-			if call.Messages[i].ReplyTo != 0 {
-				inv.replyTo = call.Messages[i].ReplyTo
-			}
-		}
+		inv.replyTo = call.Messages[0].ReplyTo // one per batch (startAsync)
 		s.invocations.Add(uint64(len(call.Messages)))
 		retry, err = s.cfg.Handler.Resume(inv, call)
 		if err == nil {
