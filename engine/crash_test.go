@@ -141,7 +141,10 @@ func TestCrashChild(t *testing.T) {
 				}
 			}(f)
 		case "check":
-			if err := e.Drain(ctx); err != nil {
+			dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+			err := e.Drain(dctx)
+			cancel()
+			if err != nil {
 				reply("error " + err.Error())
 				continue
 			}
@@ -200,6 +203,7 @@ func startCrashChild(t *testing.T, dir string, shards int) *crashChild {
 		t.Fatal(err)
 	}
 	c := &crashChild{cmd: cmd, stdin: stdin, lines: make(chan string, 4096), dir: dir}
+	t.Cleanup(func() { _ = cmd.Process.Kill() }) // never leave a child behind a failed test
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
