@@ -286,6 +286,7 @@ func Index(dir string) error {
 		s    Summary
 	}
 	var rows []row
+	var others []string // hand-written measurement files (first line = title)
 	for _, e := range ents {
 		n := e.Name()
 		if e.IsDir() || !strings.HasSuffix(n, ".md") || n == "README.md" {
@@ -299,6 +300,8 @@ func Index(dir string) error {
 		f.Close()
 		var s Summary
 		if !strings.HasPrefix(line, summaryPrefix) {
+			title := strings.TrimSpace(strings.TrimLeft(line, "# "))
+			others = append(others, fmt.Sprintf("- [%s](%s): %s", n, n, title))
 			continue
 		}
 		body := strings.TrimSuffix(strings.TrimSpace(strings.TrimPrefix(line, summaryPrefix)), "-->")
@@ -323,6 +326,12 @@ func Index(dir string) error {
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %.0f | %.0f | %.2f | %.2f | %s | %s | [%s](%s) |\n",
 			r.s.Time, r.s.Kind, r.s.Target, r.s.Shards, r.s.EventsPerS, r.s.InvocationsPerS, r.s.LocationP99Ms, r.s.RequestP99Ms, bpi, r.s.Invariants, r.file, r.file)
+	}
+	if len(others) > 0 {
+		sort.Strings(others)
+		b.WriteString("\n## Other measurements\n\nMicro-benchmarks, crash and recovery runs and peer comparisons, each with its machine, commit and command.\n\n")
+		b.WriteString(strings.Join(others, "\n"))
+		b.WriteString("\n")
 	}
 	if err := os.WriteFile(filepath.Join(dir, "README.md"), []byte(b.String()), 0o644); err != nil {
 		return fmt.Errorf("report: %w", err)
