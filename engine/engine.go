@@ -143,7 +143,7 @@ func Open(opts Options, specs ...FunctionSpec) (*Engine, error) {
 		return fail(fmt.Errorf("engine: load checkpoint: %w", err))
 	}
 	if opts.DataDir != "" {
-		lg, err := openWALLog(opts, e.ap.pos, e.onDurable)
+		lg, err := openWALLog(opts, e.ap.pos, e.onDurable, e.metrics.walFlush)
 		if err != nil {
 			return fail(err)
 		}

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -368,5 +370,44 @@ func TestSelfSendsKeepInstancesApart(t *testing.T) {
 	}
 	if wrong.Load() != 0 {
 		t.Fatalf("%d messages ran under another address", wrong.Load())
+	}
+}
+
+// TestMetricsCover: the metrics an operator needs are exported.
+func TestMetricsCover(t *testing.T) {
+	e := openTest(t, Options{Shards: 2, DataDir: t.TempDir()})
+	defer e.Close()
+	msgs := make([]Outgoing, 100) // latencies are sampled, one in 32
+	for i := range msgs {
+		msgs[i] = Outgoing{To: addr("m"), Message: Message{Type: "inc"}}
+	}
+	if err := e.SendBatch(context.Background(), msgs); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	for _, c := range e.Collectors() {
+		reg.MustRegister(c)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, mf := range mfs {
+		have[mf.GetName()] = true
+	}
+	for _, want := range []string{
+		"shardfn_invocations_total", "shardfn_invocation_duration_seconds", "shardfn_mailbox_depth",
+		"shardfn_state_cache_hits_total", "shardfn_state_cache_misses_total", "shardfn_state_cache_evictions_total",
+		"shardfn_state_cache_bytes", "shardfn_wal_batch_bytes", "shardfn_wal_sync_duration_seconds",
+		"shardfn_wal_durable_position_bytes", "shardfn_checkpoint_duration_seconds", "shardfn_recovery_duration_seconds",
+		"shardfn_store_metric",
+	} {
+		if !have[want] {
+			t.Errorf("metric %s missing", want)
+		}
 	}
 }

@@ -18,6 +18,8 @@ type metrics struct {
 	checkpoints prometheus.Histogram
 	deadLetters prometheus.Counter
 	overloaded  prometheus.Counter
+	walSync     prometheus.Histogram
+	walBatch    prometheus.Histogram
 }
 
 func newMetrics(e *Engine) *metrics {
@@ -42,6 +44,16 @@ func newMetrics(e *Engine) *metrics {
 			Name: "shardfn_dead_letters_total",
 			Help: "Messages sent to the dead-letters egress because their invocation failed for good.",
 		}),
+		walSync: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "shardfn_wal_sync_duration_seconds",
+			Help:    "Time spent in fdatasync per group-commit batch.",
+			Buckets: prometheus.ExponentialBuckets(50e-6, 2, 14),
+		}),
+		walBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "shardfn_wal_batch_bytes",
+			Help:    "Bytes written per group-commit batch (one write and one fdatasync).",
+			Buckets: prometheus.ExponentialBuckets(256, 4, 10),
+		}),
 		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shardfn_ingress_overloaded_total",
 			Help: "Ingress messages refused because a shard mailbox was full.",
@@ -59,8 +71,14 @@ func (m *metrics) observeRemote(fe *funcEntry, d time.Duration) {
 
 func (m *metrics) checkpoint(d time.Duration) { m.checkpoints.Observe(d.Seconds()) }
 
+// walFlush is called by the log's flusher after each batch.
+func (m *metrics) walFlush(bytes int, sync time.Duration) {
+	m.walBatch.Observe(float64(bytes))
+	m.walSync.Observe(sync.Seconds())
+}
+
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.invokeDur, m.remoteDur, m.checkpoints, m.deadLetters, m.overloaded, &scrape{m: m}}
+	return []prometheus.Collector{m.invokeDur, m.remoteDur, m.checkpoints, m.deadLetters, m.overloaded, m.walSync, m.walBatch, &scrape{m: m}}
 }
 
 // scrape gathers the per-shard counters at scrape time.

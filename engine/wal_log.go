@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"github.com/shardfn/shardfn/shard"
 	"github.com/shardfn/shardfn/wal"
@@ -17,13 +18,14 @@ type walLog struct {
 // walFS lets tests inject a faulty filesystem; nil means the OS.
 var walFS vfs.FS
 
-func openWALLog(opts Options, start uint64, onDurable func()) (*walLog, error) {
+func openWALLog(opts Options, start uint64, onDurable func(), onFlush func(int, time.Duration)) (*walLog, error) {
 	wo := wal.Options{
 		Dir:           filepath.Join(opts.DataDir, "wal"),
 		FS:            walFS,
 		SegmentSize:   opts.SegmentSize,
 		MaxBatchDelay: opts.MaxBatchDelay,
 		OnDurable:     func(wal.LSN) { onDurable() },
+		OnFlush:       onFlush,
 		Logger:        opts.Logger,
 	}
 	l, err := wal.Open(wo)

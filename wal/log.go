@@ -86,9 +86,11 @@ type Log struct {
 		base  LSN
 		next  LSN // LSN of the next byte to write
 		dirty bool
-		spare []byte
-		cuts  []cut
-		hdr   [segmentHeaderSize]byte
+		// syncTime is the time spent in fdatasync during the current batch.
+		syncTime time.Duration
+		spare    []byte
+		cuts     []cut
+		hdr      [segmentHeaderSize]byte
 	}
 
 	// segMu guards segs and pool.
@@ -563,7 +565,12 @@ func (l *Log) flushLoop() {
 		l.mu.space.Broadcast()
 		l.mu.Unlock()
 
+		l.w.syncTime = 0
+		n := len(buf)
 		err := l.writeBuf(buf, cuts)
+		if err == nil && l.opts.OnFlush != nil {
+			l.opts.OnFlush(n, l.w.syncTime)
+		}
 		if cap(buf) <= 4*l.opts.BufferSize { // drop an outsized buffer
 			l.w.spare = buf[:0]
 		} else {
@@ -654,9 +661,11 @@ func (l *Log) syncActive() error {
 	if !l.w.dirty {
 		return nil
 	}
+	t0 := time.Now()
 	if err := l.w.f.Sync(); err != nil {
 		return fmt.Errorf("wal: sync %s: %w", l.path(segmentName(l.w.num)), err)
 	}
+	l.w.syncTime += time.Since(t0)
 	l.w.dirty = false
 	return nil
 }

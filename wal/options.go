@@ -54,6 +54,10 @@ type Options struct {
 	// never concurrently, never after a failure. It must not block for long
 	// and must not call Close.
 	OnDurable func(durable LSN)
+	// OnFlush, if set, is called by the flusher goroutine after each
+	// successful batch with the bytes written and the time spent in
+	// fdatasync, for metrics. Same rules as OnDurable.
+	OnFlush func(bytes int, sync time.Duration)
 	// Logger receives one line per event that matters (open, torn tail cut,
 	// failure). Default slog.Default().
 	Logger *slog.Logger
