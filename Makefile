@@ -2,7 +2,7 @@
 GO ?= go
 export GOFLAGS := -buildvcs=false
 
-.PHONY: run build test bench bench-micro bench-rs1 bench-peers lint crash fuzz proto results
+.PHONY: run build test bench bench-micro bench-rs1 bench-peers bench-http lint crash fuzz proto results
 
 # run: the standalone server with the ride-sharing (RS-1) functions built in.
 run:
@@ -35,6 +35,9 @@ bench-rs1:
 
 bench-peers:
 	scripts/bench-peers.sh
+
+bench-http:
+	scripts/bench-http.sh
 
 results:
 	$(GO) run ./cmd/loadgen --index
