@@ -167,7 +167,7 @@ func (t *RestateTarget) Events(ctx context.Context) ([]RideEvent, error) {
 	}
 	out := make([]RideEvent, len(recs))
 	for i, r := range recs {
-		out[i] = RideEvent{Kind: r.Kind, Ride: r.Ride, Driver: r.Driver, Passenger: r.Passenger}
+		out[i] = RideEvent(r)
 	}
 	return out, nil
 }

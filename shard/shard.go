@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -145,7 +144,6 @@ type Shard struct {
 	failed       atomic.Pointer[error]
 	done         chan struct{}
 	started      bool
-	restoreMu    sync.Mutex
 	lastAppended atomic.Uint64
 }
 
@@ -899,12 +897,10 @@ func (s *Shard) commitInvocation(inv *Invocation, id uint64, batch []Envelope, a
 		s.pending.push(release{seq: seq, ack: ack})
 		s.unreleased.Add(1)
 	}
-	if batch != nil {
-		for i := range batch {
-			if batch[i].Ack != nil {
-				s.pending.push(release{seq: seq, ack: batch[i].Ack})
-				s.unreleased.Add(1)
-			}
+	for i := range batch {
+		if batch[i].Ack != nil {
+			s.pending.push(release{seq: seq, ack: batch[i].Ack})
+			s.unreleased.Add(1)
 		}
 	}
 	if inv.hasReply && inv.replyTo != 0 {

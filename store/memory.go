@@ -2,7 +2,6 @@ package store
 
 import (
 	"bytes"
-	"encoding/binary"
 	"sort"
 	"sync"
 )
@@ -11,13 +10,12 @@ import (
 // engine (Options.DataDir == "") and by tests. Updates of existing keys do
 // not allocate.
 type Memory struct {
-	mu      sync.RWMutex
-	states  map[string]map[string]*memVal // instance prefix -> name -> value
-	ids     map[byte]map[uint64][]byte    // 't', 'm'
-	egress  map[string]map[uint64][]byte
-	meta    map[string][]byte
-	closed  bool
-	batches []*memBatch
+	mu     sync.RWMutex
+	states map[string]map[string]*memVal // instance prefix -> name -> value
+	ids    map[byte]map[uint64][]byte    // 't', 'm'
+	egress map[string]map[uint64][]byte
+	meta   map[string][]byte
+	closed bool
 }
 
 type memVal struct {
@@ -248,6 +246,3 @@ func (b *memBatch) Commit() error {
 	}
 	return nil
 }
-
-// putUint16 is a small helper for the boot number.
-func putUint16(v uint16) []byte { return binary.LittleEndian.AppendUint16(nil, v) }
