@@ -195,8 +195,9 @@ func NewRemote(o RemoteOptions) (*Remote, error) {
 	return r, nil
 }
 
-// openInproc opens the engine the way NewInproc does, with specs instead of
-// the embedded RS-1 functions.
+// openInproc opens an in-process engine with specs (the embedded RS-1
+// functions for NewInproc, remote ones for NewRemote) on a temporary data
+// directory unless o names one or asks for memory.
 func openInproc(o InprocOptions, specs []engine.FunctionSpec) (*Inproc, error) {
 	t := &Inproc{}
 	if !o.Memory && o.Engine.DataDir == "" {
@@ -217,6 +218,8 @@ func openInproc(o InprocOptions, specs []engine.FunctionSpec) (*Inproc, error) {
 	t.reg = prometheus.NewRegistry()
 	for _, c := range e.Collectors() {
 		if err := t.reg.Register(c); err != nil {
+			// A metric the engine exposes twice is the engine's bug, not a
+			// reason to refuse a benchmark run; invocations then read 0.
 			break
 		}
 	}

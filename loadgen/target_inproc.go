@@ -45,31 +45,7 @@ func NewInproc(o InprocOptions) (*Inproc, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Inproc{}
-	if !o.Memory && o.Engine.DataDir == "" {
-		dir, err := os.MkdirTemp("", "shardfn-loadgen-")
-		if err != nil {
-			return nil, fmt.Errorf("loadgen: temporary data directory: %w", err)
-		}
-		t.tmpDir = dir
-		o.Engine.DataDir = dir
-	}
-	t.dataDir = o.Engine.DataDir
-	e, err := engine.Open(o.Engine, specs...)
-	if err != nil {
-		t.removeTmp()
-		return nil, fmt.Errorf("loadgen: opening the engine: %w", err)
-	}
-	t.e = e
-	t.reg = prometheus.NewRegistry()
-	for _, c := range e.Collectors() {
-		if err := t.reg.Register(c); err != nil {
-			// A metric the engine exposes twice is the engine's bug, not a
-			// reason to refuse a benchmark run; invocations then read 0.
-			break
-		}
-	}
-	return t, nil
+	return openInproc(o, specs)
 }
 
 func (t *Inproc) removeTmp() {
