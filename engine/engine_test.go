@@ -411,3 +411,30 @@ func TestMetricsCover(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenReplacementSurvivesRestart: a delayed message sent again with a
+// pending token replaces the pending one, also in the store: after a
+// restart only the replacement fires.
+func TestTokenReplacementSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{Shards: 2, DataDir: dir}
+	e := openTest(t, o)
+	ctx := context.Background()
+	for i := 0; i < 3; i++ { // the same token, three times: one pending message
+		if _, err := e.Send(ctx, addr("tok"), Message{Type: "later", Value: []byte("300ms")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e = openTest(t, o)
+	defer e.Close()
+	if got := e.Recovery().Timers; got != 1 {
+		t.Fatalf("%d delayed messages restored, want 1", got)
+	}
+	time.Sleep(600 * time.Millisecond)
+	if n := count(t, e, "tok"); n != 1 {
+		t.Fatalf("count %d after the delayed messages fired, want 1", n)
+	}
+}

@@ -51,6 +51,18 @@ type pendingSend struct {
 	env    Envelope
 	fireAt int64
 	token  string
+	skip   bool // replaced by a later SendAfter with the same token
+}
+
+// tokenReusedAfter reports whether a later delayed send of this invocation
+// uses the token of send i.
+func (inv *Invocation) tokenReusedAfter(i int) bool {
+	for j := i + 1; j < len(inv.sends); j++ {
+		if inv.sends[j].token == inv.sends[i].token && inv.sends[j].fireAt != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 type egressOut struct {

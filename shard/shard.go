@@ -861,6 +861,10 @@ func (s *Shard) commitInvocation(inv *Invocation, id uint64, batch []Envelope, a
 	rb.BeginMessages()
 	for i := range inv.sends {
 		ps := &inv.sends[i]
+		if ps.token != "" && inv.tokenReusedAfter(i) {
+			ps.skip = true // a later SendAfter of this invocation replaces it
+			continue
+		}
 		ps.env.ID = s.nextID()
 		rb.Message(&ps.env, ps.fireAt, ps.token)
 	}
@@ -868,6 +872,17 @@ func (s *Shard) commitInvocation(inv *Invocation, id uint64, batch []Envelope, a
 	for _, tok := range inv.cancels {
 		if id, ok := s.cancelTimer(inv.selfHash, tok); ok {
 			rb.Cancel(id)
+		}
+	}
+	// A delayed message whose token is still pending replaces the pending
+	// one: cancel it in the record too, or the store would keep it and it
+	// would fire after a restart.
+	for i := range inv.sends {
+		ps := &inv.sends[i]
+		if ps.token != "" && !ps.skip {
+			if id, ok := s.cancelTimer(inv.selfHash, ps.token); ok {
+				rb.Cancel(id)
+			}
 		}
 	}
 	rb.BeginEgress()
@@ -885,6 +900,11 @@ func (s *Shard) commitInvocation(inv *Invocation, id uint64, batch []Envelope, a
 	}
 	for i := range inv.sends {
 		ps := &inv.sends[i]
+		if ps.skip {
+			ps.env = Envelope{}
+			ps.skip = false
+			continue
+		}
 		if ps.fireAt != 0 {
 			s.addTimer(ps.fireAt, ps.env, ps.token)
 		} else {
