@@ -9,7 +9,8 @@ DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 CONCURRENCY=${CONCURRENCY:-64}
 tmp=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
+# Stop the engine and wait for it before removing its data directory.
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$tmp"' EXIT
 go build -o "$tmp/engine" ./cmd/engine
 go build -o "$tmp/loadgen" ./cmd/loadgen
 "$tmp/engine" --data-dir "$tmp/data" --ingress-addr 127.0.0.1:18080 --admin-addr 127.0.0.1:19090 --log-level warn &
