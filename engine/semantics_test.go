@@ -55,8 +55,10 @@ func TestOrderPerSenderAndAddress(t *testing.T) {
 		sendRetry(t, e, Address{Namespace: "o", Type: "relay", ID: fmt.Sprint("relay", r)}, Message{Type: "go", Value: []byte(fmt.Sprint("r", r%3, " 300"))})
 	}
 	wg.Wait()
-	if err := e.Drain(context.Background()); err != nil {
-		t.Fatal(err)
+	dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := e.Drain(dctx); err != nil {
+		t.Fatalf("drain: %v (messages stuck between shards?)", err)
 	}
 	if violations.Load() != 0 {
 		t.Fatalf("%d messages out of order", violations.Load())

@@ -384,6 +384,13 @@ func (s *Shard) loop() {
 				wait = 0
 			}
 		}
+		if s.hasBacklog() {
+			// Messages wait for room in a peer's lane; the peer does not
+			// wake us when it drains, so poll.
+			if wait < 0 || wait > 200*time.Microsecond {
+				wait = 200 * time.Microsecond
+			}
+		}
 		if s.pending.len() > 0 {
 			if err := s.cfg.Log.Err(); err != nil {
 				// The log failed: nothing pending will become durable.
@@ -540,6 +547,15 @@ func (s *Shard) flushOut() {
 		clear(s.out[j])
 		s.out[j] = s.out[j][:0]
 	}
+}
+
+func (s *Shard) hasBacklog() bool {
+	for j := range s.backlog {
+		if len(s.backlog[j]) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // retryBacklog pushes messages that found a full lane earlier. Order per
