@@ -38,7 +38,7 @@ type Engine struct {
 	closed    atomic.Bool
 	ready     atomic.Bool
 	failErr   atomic.Pointer[error]
-	inflight  sync.WaitGroup // ingress calls in progress
+	inflight  sync.WaitGroup // ingress calls admitted and still pushing
 	closeOnce sync.Once
 	closeErr  error
 
@@ -332,6 +332,19 @@ func (e *Engine) enter() error {
 	return nil
 }
 
+// leaveOnce returns the matching exit of enter, safe to call twice. Ingress
+// calls leave as soon as their messages are pushed, so that Close waits for
+// pushes (nothing is pushed after its drain) but not for replies.
+func (e *Engine) leaveOnce() func() {
+	done := false
+	return func() {
+		if !done {
+			done = true
+			e.inflight.Done()
+		}
+	}
+}
+
 func (e *Engine) validate(to Address, msg Message) error {
 	if to.Namespace == "" || to.Type == "" || to.ID == "" {
 		return fmt.Errorf("%w: %q: namespace, type and id must all be non-empty", ErrBadAddress, to.String())
@@ -371,7 +384,8 @@ func (e *Engine) Send(ctx context.Context, to Address, msg Message) (uint64, err
 	if err := e.enter(); err != nil {
 		return 0, err
 	}
-	defer e.inflight.Done()
+	leave := e.leaveOnce()
+	defer leave()
 	if err := e.validate(to, msg); err != nil {
 		return 0, err
 	}
@@ -380,6 +394,7 @@ func (e *Engine) Send(ctx context.Context, to Address, msg Message) (uint64, err
 	if err := e.push(&env); err != nil {
 		return 0, err
 	}
+	leave() // accepted: Close may drain it now
 	select {
 	case <-ack.Done():
 		if err := ack.Err(); err != nil {
@@ -412,7 +427,8 @@ func (e *Engine) SendBatch(ctx context.Context, msgs []Outgoing) error {
 	if err := e.enter(); err != nil {
 		return err
 	}
-	defer e.inflight.Done()
+	leave := e.leaveOnce()
+	defer leave()
 	for i := range msgs {
 		if err := e.validate(msgs[i].To, msgs[i].Message); err != nil {
 			return fmt.Errorf("message %d: %w", i, err)
@@ -433,6 +449,7 @@ func (e *Engine) SendBatch(ctx context.Context, msgs []Outgoing) error {
 			break
 		}
 	}
+	leave()
 	select {
 	case <-ack.Done():
 		if err := ack.Err(); err != nil {
@@ -451,7 +468,8 @@ func (e *Engine) Request(ctx context.Context, to Address, msg Message) (Message,
 	if err := e.enter(); err != nil {
 		return Message{}, err
 	}
-	defer e.inflight.Done()
+	leave := e.leaveOnce()
+	defer leave()
 	if err := e.validate(to, msg); err != nil {
 		return Message{}, err
 	}
@@ -461,8 +479,12 @@ func (e *Engine) Request(ctx context.Context, to Address, msg Message) (Message,
 	if err := e.push(&env); err != nil {
 		return Message{}, err
 	}
+	leave()
 	select {
-	case r := <-ch:
+	case r, ok := <-ch:
+		if !ok {
+			return Message{}, fmt.Errorf("%w: no reply came before the engine closed", ErrClosed)
+		}
 		return r, nil
 	case <-ctx.Done():
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -722,7 +744,21 @@ func (t *requestTable) deliver(id uint64, m Message) {
 	}
 }
 
-func (t *requestTable) closeAll() {}
+// closeAll wakes every waiting Request with ErrClosed (Close calls it once
+// the shards have stopped, so no reply can come any more). deliver removes
+// an entry before sending on it, so a channel is never both sent on and
+// closed.
+func (t *requestTable) closeAll() {
+	for i := range t.parts {
+		p := &t.parts[i]
+		p.mu.Lock()
+		for id, ch := range p.m {
+			close(ch)
+			delete(p.m, id)
+		}
+		p.mu.Unlock()
+	}
+}
 
 // defaults
 

@@ -438,3 +438,26 @@ func TestTokenReplacementSurvivesRestart(t *testing.T) {
 		t.Fatalf("count %d after the delayed messages fired, want 1", n)
 	}
 }
+
+// TestCloseWakesWaitingRequests: a Request whose chain never replies ends
+// with ErrClosed when the engine closes, not at its own deadline.
+func TestCloseWakesWaitingRequests(t *testing.T) {
+	e := openTest(t, Options{Shards: 1})
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, err := e.Request(ctx, addr("silent"), Message{Type: "inc"}) // inc never replies
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	go e.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("got %v, want ErrClosed", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close left a Request waiting")
+	}
+}

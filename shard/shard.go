@@ -612,9 +612,9 @@ func (s *Shard) releaseDurable() bool {
 
 // endOf returns the log end of batch seq, if it was appended.
 func (s *Shard) endOf(seq uint64) (uint64, bool) {
-	// seqEnds is ordered; entries are dropped by updateSafe once applied,
-	// and releases are always older than or equal to applied ones' removal
-	// horizon is not guaranteed, so search.
+	// seqEnds is ordered by seq. updateSafe keeps every entry a pending
+	// release still needs, so a short forward search finds it; a seq at or
+	// below safeSeq was applied, hence durable.
 	for i := 0; i < s.seqEnds.len(); i++ {
 		se := s.seqEnds.at(i)
 		if se.seq == seq {
