@@ -2,14 +2,13 @@ package engine
 
 import (
 	"errors"
-	"log/slog"
 	"time"
 
-	"github.com/shardfn/shardfn/shard"
+	"github.com/shardfn/shardfn/internal/format"
 )
 
 // Address names one virtual function instance: namespace/type/id.
-type Address = shard.Address
+type Address = format.Address
 
 // Function is an embedded stateful function. Invoke runs on the shard that
 // owns ctx.Self(), one message at a time per address; it must not block on
@@ -117,53 +116,19 @@ type Context interface {
 	SetJSON(spec ValueSpec, v any) error
 }
 
-// Options configure an Engine. The zero value is usable: EnsureDefaults
-// fills it in. Fields document unit, default and range.
-type Options struct {
-	// DataDir holds the write-ahead log and the Pebble store. Empty means
-	// in-memory: nothing is durable and acknowledgements are immediate
-	// (tests and micro-benchmarks only).
-	DataDir string
-	// Shards is the number of shards (one goroutine locked to an OS thread
-	// each). Default: runtime.GOMAXPROCS(0). Range 1..1024.
-	Shards int
-	// MemoryBudget is the state cache size in bytes, split evenly between
-	// shards. Default 256 MiB. Minimum 64 KiB per shard.
-	MemoryBudget int64
-	// MaxMessageBytes bounds one message payload. Default 4 MiB.
-	MaxMessageBytes int
-	// MaxStateBytes bounds one state value. Default 16 MiB.
-	MaxStateBytes int
-	// MailboxCapacity is the ingress capacity of each shard's mailbox, in
-	// messages; a full mailbox answers ingress with ErrOverloaded.
-	// Default 16384.
-	MailboxCapacity int
-	// MaxBatchDelay is the longest the group-commit flusher waits to batch
-	// more records; 0 (the default) flushes as soon as the previous sync
-	// returns.
-	MaxBatchDelay time.Duration
-	// CheckpointInterval is the period of checkpoints. Default 10s.
-	CheckpointInterval time.Duration
-	// SegmentSize is the log segment size in bytes. Default 64 MiB.
-	SegmentSize int64
-	// Logger receives structured logs. Default slog.Default().
-	Logger *slog.Logger
-}
-
 // Errors returned by the engine. Each is wrapped with details; test with
 // errors.Is.
 var (
-	ErrClosed       = errors.New("engine: closed")
-	ErrOverloaded   = errors.New("engine: overloaded, retry later")
-	ErrFailed       = errors.New("engine: failed-stop after a storage error; restart the engine")
-	ErrUnknownType  = errors.New("engine: unknown function type")
-	ErrBadAddress   = errors.New("engine: bad address")
-	ErrBadMessage   = errors.New("engine: bad message")
-	ErrTooLarge     = errors.New("engine: message too large")
-	ErrStateType    = errors.New("engine: state value of the wrong type")
-	ErrUndeclared   = errors.New("engine: undeclared state")
-	ErrNoReply      = errors.New("engine: no reply before the deadline")
-	ErrNotRecovered = errors.New("engine: not ready")
+	ErrClosed      = errors.New("engine: closed")
+	ErrOverloaded  = errors.New("engine: overloaded, retry later")
+	ErrFailed      = errors.New("engine: failed-stop after a storage error; restart the engine")
+	ErrUnknownType = errors.New("engine: unknown function type")
+	ErrBadAddress  = errors.New("engine: bad address")
+	ErrBadMessage  = errors.New("engine: bad message")
+	ErrTooLarge    = errors.New("engine: message too large")
+	ErrStateType   = errors.New("engine: state value of the wrong type")
+	ErrUndeclared  = errors.New("engine: undeclared state")
+	ErrNoReply     = errors.New("engine: no reply before the deadline")
 )
 
 // Outgoing is one message of an ingress batch.

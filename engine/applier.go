@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
-	"github.com/shardfn/shardfn/shard"
+	"github.com/shardfn/shardfn/internal/format"
 	"github.com/shardfn/shardfn/store"
 )
 
@@ -23,11 +25,13 @@ import (
 // into one byte buffer; delayed messages are written to the store at once
 // (they may wait for hours) and deleted when consumed or cancelled.
 type applier struct {
-	e     *Engine
-	st    store.Store
-	batch store.Batch
-	rd    logReader
-	pos   uint64 // every record before pos is applied
+	st     store.Store
+	log    logDevice // set once the log is open
+	logger *slog.Logger
+	m      *metrics
+	batch  store.Batch
+	rd     logReader
+	pos    uint64 // every record before pos is applied
 
 	pending  map[uint64][2]uint32 // id -> (offset, length) in pendBuf
 	pendBuf  []byte
@@ -35,7 +39,7 @@ type applier struct {
 	timers   map[uint64]struct{}
 	egress   map[string]*uint64 // next offset per egress log
 	egressW  bool
-	rec      shard.Record
+	rec      format.Record
 	msgBuf   []byte
 
 	lastCheckpoint time.Time
@@ -43,10 +47,11 @@ type applier struct {
 	applied        atomic.Uint64
 }
 
-func newApplier(e *Engine, st store.Store) *applier {
+func newApplier(st store.Store, logger *slog.Logger, m *metrics) *applier {
 	return &applier{
-		e:       e,
 		st:      st,
+		logger:  logger,
+		m:       m,
 		batch:   st.NewBatch(),
 		pending: map[uint64][2]uint32{},
 		timers:  map[uint64]struct{}{},
@@ -68,32 +73,20 @@ func (a *applier) load() error {
 		}
 		a.pos = m.LSN
 		for k, v := range m.Egress {
-			v := v
 			a.egress[k] = &v
 		}
 	}
-	if err := a.st.Scan('m', func(k, v []byte) error {
-		if len(k) != 9 {
-			return fmt.Errorf("%w: pending message key", store.ErrCorrupt)
-		}
-		id := beUint64(k[1:])
+	a.applied.Store(a.pos)
+	if err := a.st.ScanPending(func(id uint64, v []byte) error {
 		a.addPending(id, v)
 		return nil
 	}); err != nil {
 		return err
 	}
-	return a.st.Scan('t', func(k, v []byte) error {
-		if len(k) != 9 {
-			return fmt.Errorf("%w: timer key", store.ErrCorrupt)
-		}
-		a.timers[beUint64(k[1:])] = struct{}{}
+	return a.st.ScanTimers(func(id uint64, _ []byte) error {
+		a.timers[id] = struct{}{}
 		return nil
 	})
-}
-
-func beUint64(b []byte) uint64 {
-	return uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 |
-		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
 }
 
 func (a *applier) addPending(id uint64, enc []byte) {
@@ -129,11 +122,28 @@ func (a *applier) compactPending() {
 	a.pendBuf = nb
 }
 
+// rangePending calls fn with the stored encoding of every in-flight
+// message, in id order: messages of one sender get increasing ids, so
+// restoring in id order keeps each sender's order per address.
+func (a *applier) rangePending(fn func(enc []byte) bool) {
+	ids := make([]uint64, 0, len(a.pending))
+	for id := range a.pending {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		loc := a.pending[id]
+		if !fn(a.pendBuf[loc[0] : loc[0]+loc[1]]) {
+			return
+		}
+	}
+}
+
 // catchUp applies every durable record from a.pos on and commits. It
 // returns how many records it applied.
 func (a *applier) catchUp() (int, error) {
 	if a.rd == nil {
-		rd, err := a.e.log.NewReader(a.pos)
+		rd, err := a.log.NewReader(a.pos)
 		if err != nil {
 			return 0, err
 		}
@@ -180,14 +190,14 @@ func (a *applier) commit() error {
 
 func (a *applier) apply(rec []byte) error {
 	r := &a.rec
-	if err := shard.DecodeRecord(rec, r); err != nil {
+	if err := format.DecodeRecord(rec, r); err != nil {
 		return err
 	}
-	h, ok := shard.HashRaw(r.TargetRaw)
+	h, ok := format.HashRaw(r.TargetRaw)
 	if !ok {
-		return fmt.Errorf("%w: record target", shard.ErrCorrupt)
+		return fmt.Errorf("%w: record target", format.ErrCorrupt)
 	}
-	kg := shard.KeyGroup(h)
+	kg := format.KeyGroup(h)
 	b := a.batch
 	for _, id := range r.Consumed {
 		if a.dropPending(id) {
@@ -200,7 +210,7 @@ func (a *applier) apply(rec []byte) error {
 	}
 	for i := range r.States {
 		s := &r.States[i]
-		if s.Op == shard.OpSet {
+		if s.Op == format.OpSet {
 			b.SetState(kg, r.TargetRaw, s.Name, s.WrittenAt, s.Value)
 		} else {
 			b.DeleteState(kg, r.TargetRaw, s.Name)
@@ -208,7 +218,7 @@ func (a *applier) apply(rec []byte) error {
 	}
 	for i := range r.Messages {
 		m := &r.Messages[i]
-		a.msgBuf = shard.AppendStoredMessage(a.msgBuf[:0], m.ID, m.FireAt, r.TargetRaw, m.TargetRaw, m.Type, m.Payload, m.ReplyTo, m.Token)
+		a.msgBuf = format.AppendStoredMessage(a.msgBuf[:0], m.ID, m.FireAt, r.TargetRaw, m.TargetRaw, m.Type, m.Payload, m.ReplyTo, m.Token)
 		if m.FireAt == 0 {
 			a.addPending(m.ID, a.msgBuf)
 		} else {
@@ -258,12 +268,88 @@ func (a *applier) checkpoint() error {
 	if err := a.st.Flush(); err != nil {
 		return fmt.Errorf("engine: checkpoint flush: %w", err)
 	}
-	if err := a.e.log.RemoveBefore(a.pos); err != nil {
+	if err := a.log.RemoveBefore(a.pos); err != nil {
 		return fmt.Errorf("engine: checkpoint log truncation: %w", err)
 	}
 	a.lastCheckpoint = time.Now()
 	d := time.Since(start)
-	a.e.metrics.checkpoint(d)
-	a.e.logger.Info("checkpoint", "log_position", a.pos, "in_flight", len(a.pending), "timers", len(a.timers), "duration", d.String())
+	a.m.checkpoint(d)
+	a.logger.Info("checkpoint", "log_position", a.pos, "in_flight", len(a.pending), "timers", len(a.timers), "duration", d.String())
 	return nil
+}
+
+// runApplier is the applier goroutine: it applies what becomes durable,
+// tells the shards how far the store has got (their cache may evict what
+// is applied), wakes egress readers, and checkpoints every
+// CheckpointInterval and on request.
+func (e *Engine) runApplier() {
+	defer close(e.apDone)
+	tick := time.NewTicker(e.opts.CheckpointInterval)
+	defer tick.Stop()
+	for {
+		stopping := false
+		checkpoint := false
+		var reply chan error
+		select {
+		case reply = <-e.ckptReq:
+			checkpoint = true
+		case <-e.apWake:
+		case <-tick.C:
+			checkpoint = e.opts.DataDir != ""
+		case <-e.apStop:
+			stopping = true
+		}
+		err := e.applyOnce(checkpoint)
+		if reply != nil {
+			reply <- err
+		}
+		if stopping {
+			return
+		}
+	}
+}
+
+// applyOnce is one round of the applier: catch up with the durable log,
+// publish the applied position, and checkpoint if asked. An error stops the
+// engine (failed-stop) and is returned.
+func (e *Engine) applyOnce(checkpoint bool) error {
+	if _, err := e.ap.catchUp(); err != nil {
+		e.failStop(err)
+		return err
+	}
+	pos := e.ap.pos
+	for _, s := range e.shards {
+		s.SetApplied(pos)
+	}
+	if e.ap.egressW {
+		e.egressMu.Lock()
+		close(e.egressCh)
+		e.egressCh = make(chan struct{})
+		e.egressMu.Unlock()
+	}
+	if !checkpoint {
+		return nil
+	}
+	if err := e.Err(); err != nil {
+		return err
+	}
+	if err := e.ap.checkpoint(); err != nil {
+		e.failStop(err)
+		return err
+	}
+	return nil
+}
+
+// Checkpoint takes a checkpoint now (durable engines only).
+func (e *Engine) Checkpoint() error {
+	if e.opts.DataDir == "" {
+		return nil
+	}
+	done := make(chan error, 1)
+	select {
+	case e.ckptReq <- done:
+		return <-done
+	case <-e.apDone:
+		return ErrClosed
+	}
 }

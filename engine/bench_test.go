@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shardfn/shardfn/shard"
+	"github.com/shardfn/shardfn/internal/format"
 )
 
 // sendRetry pushes without waiting, retrying while the mailbox is full.
@@ -102,7 +102,7 @@ func BenchmarkPingPong(b *testing.B) {
 	peerOf[0] = Address{Namespace: "b", Type: "pp", ID: "a"}
 	for i := 0; ; i++ {
 		c := Address{Namespace: "b", Type: "pp", ID: fmt.Sprint("b", i)}
-		if shard.ShardOf(shard.KeyGroup(c.Hash()), 2) != shard.ShardOf(shard.KeyGroup(peerOf[0].Hash()), 2) {
+		if format.ShardOf(format.KeyGroup(c.Hash()), 2) != format.ShardOf(format.KeyGroup(peerOf[0].Hash()), 2) {
 			peerOf[1] = c
 			break
 		}

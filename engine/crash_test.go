@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shardfn/shardfn/shard"
+	"github.com/shardfn/shardfn/internal/format"
 	"github.com/shardfn/shardfn/store"
 	"github.com/shardfn/shardfn/wal"
 )
@@ -408,8 +408,8 @@ func dumpCounterHistory(t *testing.T, dir, id string, ids []int) {
 	mb, _ := st.Get(store.MetaKey)
 	m, _ := store.DecodeMeta(mb)
 	t.Logf("checkpoint at log position %d", m.LSN)
-	raw := shard.AppendAddress(nil, addr(id))
-	_ = st.LoadInstance(shard.KeyGroup(addr(id).Hash()), raw, func(name []byte, w int64, v []byte) {
+	raw := format.AppendAddress(nil, addr(id))
+	_ = st.LoadInstance(format.KeyGroup(addr(id).Hash()), raw, func(name []byte, w int64, v []byte) {
 		n, _ := DecodeLongWrapper(v)
 		t.Logf("store: %s = %d (%q)", name, n, v)
 	})
@@ -426,18 +426,18 @@ func dumpCounterHistory(t *testing.T, dir, id string, ids []int) {
 		t.Logf("dump reader: %v", err)
 		return
 	}
-	var rec shard.Record
+	var rec format.Record
 	for {
 		lsn, b, err := r.Next()
 		if err != nil {
 			t.Logf("reader end: %v", err)
 			return
 		}
-		if err := shard.DecodeRecord(b, &rec); err != nil {
+		if err := format.DecodeRecord(b, &rec); err != nil {
 			t.Logf("%d: %v", lsn, err)
 			continue
 		}
-		a, _ := shard.DecodeAddress(rec.TargetRaw)
+		a, _ := format.DecodeAddress(rec.TargetRaw)
 		if a.ID != id {
 			for _, s := range rec.States {
 				if string(s.Name) == "last" && watch[string(s.Value)] {

@@ -16,7 +16,6 @@ import (
 // (failed-stop, ErrFailed), and after a restart on a healthy filesystem
 // every acknowledged increment is there and none is applied twice.
 func TestInjectedLogFaults(t *testing.T) {
-	defer func() { walFS = nil }()
 	ops := int64(-1)
 	// Every operation up to 60 (open, recovery, the first appends and
 	// syncs), then every 7th; FAULT_ALL=1 tries every one.
@@ -29,8 +28,7 @@ func TestInjectedLogFaults(t *testing.T) {
 	for i := int64(0); ops < 0 || i <= ops+2; i = step(i) {
 		dir := t.TempDir()
 		efs := vfs.NewErrorFS(vfs.Default, i)
-		walFS = efs
-		o := Options{Shards: 2, DataDir: dir, SegmentSize: 64 << 10, Logger: quiet}
+		o := Options{Shards: 2, DataDir: dir, SegmentSize: 64 << 10, Logger: quiet, FS: FS{Log: efs}}
 		acked, sent := 0, 0
 		e, err := Open(o, counterSpec())
 		if err == nil {
@@ -59,7 +57,7 @@ func TestInjectedLogFaults(t *testing.T) {
 		if !efs.Fired() {
 			ops = efs.Ops()
 		}
-		walFS = nil
+		o.FS = FS{}
 		e2, err := Open(o, counterSpec())
 		if err != nil {
 			t.Fatalf("fault at op %d: restart on a healthy filesystem: %v", i, err)

@@ -138,7 +138,7 @@ func (s *scrape) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descBatches, prometheus.CounterValue, float64(st.Batches), l)
 		ch <- prometheus.MustNewConstMetric(descRecords, prometheus.CounterValue, float64(st.Records), l)
 	}
-	ch <- prometheus.MustNewConstMetric(descDurable, prometheus.GaugeValue, float64(e.log.Durable()))
+	ch <- prometheus.MustNewConstMetric(descDurable, prometheus.GaugeValue, float64(e.wal.Durable()))
 	ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(e.ap.applied.Load()))
 	ch <- prometheus.MustNewConstMetric(descRecovery, prometheus.GaugeValue, e.recovery.Duration.Seconds())
 	ch <- prometheus.MustNewConstMetric(descReplayed, prometheus.GaugeValue, float64(e.recovery.Bytes))

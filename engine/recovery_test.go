@@ -44,11 +44,11 @@ func TestRecoveryChild(t *testing.T) {
 			fmt.Println("error", err)
 			os.Exit(3)
 		}
-		if e.log.Durable() >= uint64(mb)<<20 {
+		if e.wal.Durable() >= uint64(mb)<<20 {
 			break
 		}
 	}
-	fmt.Println("done", e.log.Durable())
+	fmt.Println("done", e.wal.Durable())
 	select {}
 }
 

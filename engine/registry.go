@@ -185,12 +185,12 @@ func (r *registry) lookup(ns, typ string) *funcEntry {
 // cause a storm of incomplete-invocation-context round trips.
 func (r *registry) loadSpecs(st store.Store) error {
 	r.st = st
-	err := st.Scan('f', func(k, v []byte) error {
+	err := st.ScanSpecs(func(fnType string, v []byte) error {
 		specs, err := decodeSpecs(v)
 		if err != nil {
-			return fmt.Errorf("remembered specs of %s: %w", k[1:], err)
+			return fmt.Errorf("remembered specs of %s: %w", fnType, err)
 		}
-		r.saved[string(k[1:])] = specs
+		r.saved[fnType] = specs
 		return nil
 	})
 	if err != nil {
@@ -247,7 +247,7 @@ func (r *registry) addSpecs(e *funcEntry, add []ValueSpec) error {
 	r.mu.Unlock()
 	if r.st != nil {
 		b := r.st.NewBatch()
-		b.Set(append([]byte{'f'}, e.name...), encodeSpecs(merged))
+		b.PutSpecs(e.name, encodeSpecs(merged))
 		if err := b.Commit(); err != nil {
 			return err
 		}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/shardfn/shardfn/shard"
 	"github.com/shardfn/shardfn/wal"
-	"github.com/shardfn/shardfn/wal/vfs"
 )
 
 // walLog adapts the group-commit log (package wal) to the engine.
@@ -15,13 +14,10 @@ type walLog struct {
 	l *wal.Log
 }
 
-// walFS lets tests inject a faulty filesystem; nil means the OS.
-var walFS vfs.FS
-
 func openWALLog(opts Options, start uint64, onDurable func(), onFlush func(int, time.Duration)) (*walLog, error) {
 	wo := wal.Options{
 		Dir:           filepath.Join(opts.DataDir, "wal"),
-		FS:            walFS,
+		FS:            opts.FS.Log,
 		SegmentSize:   opts.SegmentSize,
 		MaxBatchDelay: opts.MaxBatchDelay,
 		OnDurable:     func(wal.LSN) { onDurable() },
@@ -83,16 +79,12 @@ type walReader struct {
 	r *wal.Reader
 }
 
-// frameSize is the size a record of n bytes takes in the log: a 24-byte
-// frame header plus the payload, padded to 8 bytes (wal's on-disk format).
-func frameSize(n int) uint64 { return uint64((24 + n + 7) &^ 7) }
-
 func (r *walReader) Next() (uint64, uint64, []byte, error) {
 	lsn, rec, err := r.r.Next()
 	if err != nil {
 		return 0, 0, nil, err
 	}
-	return uint64(lsn), uint64(lsn) + frameSize(len(rec)), rec, nil
+	return uint64(lsn), uint64(r.r.Pos()), rec, nil
 }
 
 func (r *walReader) Close() error { return r.r.Close() }

@@ -127,8 +127,6 @@ func engineError(err error) (status int, msg string, retry bool) {
 		return http.StatusRequestEntityTooLarge, err.Error() + "; send a smaller message", false
 	case errors.Is(err, engine.ErrOverloaded):
 		return http.StatusServiceUnavailable, err.Error() + "; retry after a second", true
-	case errors.Is(err, engine.ErrNotRecovered):
-		return http.StatusServiceUnavailable, "engine is recovering; retry after a second", true
 	case errors.Is(err, engine.ErrFailed):
 		return http.StatusServiceUnavailable, err.Error(), false
 	case errors.Is(err, engine.ErrClosed), errors.Is(err, context.Canceled):

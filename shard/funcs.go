@@ -1,6 +1,10 @@
 package shard
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/shardfn/shardfn/internal/format"
+)
 
 // Expiry modes of a StateSpec (mirror engine.ExpireMode).
 const (
@@ -16,6 +20,14 @@ type StateSpec struct {
 	Type   string
 	Mode   uint8
 	Expiry int64 // nanoseconds; 0 with a mode means "never"
+}
+
+// Expired reports whether a value written at writtenAt has expired at now
+// (all times unix nanoseconds). The one expiry rule: ExpireAfterInvoke
+// values are rewritten with a new time by every invocation of their
+// instance, so both modes measure from the last write.
+func (sp StateSpec) Expired(writtenAt, now int64) bool {
+	return sp.Mode != ExpireNever && sp.Expiry > 0 && now-writtenAt >= sp.Expiry
 }
 
 // FuncType is one registered function type. It is created by the engine
@@ -65,7 +77,7 @@ type Handler interface {
 	// Reply delivers a durable reply to a waiting request.
 	Reply(reqID uint64, typ string, payload []byte)
 	// DeadLetter is told about a failed invocation (for logs and metrics).
-	DeadLetter(target Address, typ string, err error)
+	DeadLetter(target format.Address, typ string, err error)
 }
 
 // AsyncCall is one in-flight remote batch of one address. The shard owns it
@@ -73,12 +85,12 @@ type Handler interface {
 type AsyncCall struct {
 	shard  *Shard
 	inst   *instance
-	Target Address
+	Target format.Address
 	Fn     *FuncType
 	// States is a copy of the instance's state for the current specs.
 	States []AsyncState
 	// Messages are the batch, in arrival order (copied envelopes).
-	Messages []Envelope
+	Messages []format.Envelope
 	// Result is owned by the handler (set before Complete).
 	Result any
 	// Attempts counts StartAsync calls for this batch.

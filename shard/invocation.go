@@ -1,11 +1,10 @@
 package shard
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"sync/atomic"
+
+	"github.com/shardfn/shardfn/internal/format"
 )
 
 // Errors of state access through an Invocation.
@@ -20,19 +19,18 @@ var (
 type Invocation struct {
 	s        *Shard
 	fn       *FuncType
-	self     Address
+	self     format.Address
 	selfHash uint64
-	caller   Address
-	msg      *Envelope
+	caller   format.Address
+	msg      *format.Envelope
 	replyTo  uint64
 	now      int64
 
-	slots   []slot
-	valBuf  []byte
-	sends   []pendingSend
-	cancels []string
-	egress  []egressOut
-	err     error
+	slots  []slot
+	valBuf []byte
+	sends  []pendingSend // sends, delayed sends and cancellations, in call order
+	egress []egressOut
+	err    error
 
 	hasReply     bool
 	replyType    string
@@ -47,22 +45,55 @@ type slot struct {
 	dirty     bool
 }
 
+// pendingSend is one send, delayed send or cancellation of the invocation,
+// in call order.
 type pendingSend struct {
-	env    Envelope
-	fireAt int64
+	env    format.Envelope
+	fireAt int64 // 0: send now
 	token  string
-	skip   bool // replaced by a later SendAfter with the same token
+	cancel bool // Cancel(token): no message
+	skip   bool // not sent: replaced or cancelled later in the invocation, or unroutable
 }
 
-// tokenReusedAfter reports whether a later delayed send of this invocation
-// uses the token of send i.
-func (inv *Invocation) tokenReusedAfter(i int) bool {
-	for j := i + 1; j < len(inv.sends); j++ {
-		if inv.sends[j].token == inv.sends[i].token && inv.sends[j].fireAt != 0 {
+// markReplaced skips every delayed send whose token a later SendAfter or
+// Cancel of the same invocation touches: the last operation on a token
+// wins, as if each were applied in turn.
+func (inv *Invocation) markReplaced() {
+	for i := range inv.sends {
+		a := &inv.sends[i]
+		if a.token == "" || a.fireAt == 0 || a.cancel {
+			continue
+		}
+		for j := i + 1; j < len(inv.sends); j++ {
+			b := &inv.sends[j]
+			if b.token == a.token && (b.fireAt != 0 || b.cancel) {
+				a.skip = true
+				break
+			}
+		}
+	}
+}
+
+// anyDirty reports whether the invocation changed any state value.
+func (inv *Invocation) anyDirty() bool {
+	for i := range inv.slots {
+		if inv.slots[i].dirty {
 			return true
 		}
 	}
 	return false
+}
+
+// discard drops every effect of the invocation, state writes included, and
+// makes target its instance (a dead letter consumes a message with no
+// effect but its dead-letter record).
+func (inv *Invocation) discard(target format.Address) {
+	inv.resetEffects()
+	for i := range inv.slots {
+		inv.slots[i].dirty = false
+	}
+	inv.self = target
+	inv.selfHash = target.Hash()
 }
 
 type egressOut struct {
@@ -71,13 +102,13 @@ type egressOut struct {
 }
 
 // begin loads the instance's state for fn's specs and resets the effects.
-func (inv *Invocation) begin(fn *FuncType, self Address, now int64) error {
+func (inv *Invocation) begin(fn *FuncType, self format.Address, now int64) error {
 	inv.resetEffects()
 	inv.fn = fn
 	inv.self = self
 	inv.selfHash = self.Hash()
 	inv.now = now
-	inv.caller = Address{}
+	inv.caller = format.Address{}
 	inv.msg = nil
 	inv.replyTo = 0
 	if fn == nil {
@@ -95,7 +126,7 @@ func (inv *Invocation) begin(fn *FuncType, self Address, now int64) error {
 	if len(specs) == 0 {
 		return nil
 	}
-	s.keyBuf = AppendAddress(s.keyBuf[:0], self)
+	s.keyBuf = format.AppendAddress(s.keyBuf[:0], self)
 	blob, _, ok := s.arena.Get(s.keyBuf)
 	if !ok {
 		if err := s.load(self); err != nil {
@@ -104,24 +135,24 @@ func (inv *Invocation) begin(fn *FuncType, self Address, now int64) error {
 		blob, _, _ = s.arena.Get(s.keyBuf)
 	}
 	var err error
-	s.entries, err = decodeBlob(blob, s.entries)
+	s.entries, err = format.DecodeBlob(blob, s.entries)
 	if err != nil {
 		return fmt.Errorf("state of %s: %w", self, err)
 	}
 	for _, e := range s.entries {
 		for i := range inv.slots {
 			sl := &inv.slots[i]
-			if sl.spec.Name != string(e.name) {
+			if sl.spec.Name != string(e.Name) {
 				continue
 			}
-			if sl.spec.Mode != ExpireNever && sl.spec.Expiry > 0 && now-e.writtenAt >= sl.spec.Expiry {
+			if sl.spec.Expired(e.WrittenAt, now) {
 				// Expired: absent; dropped from the store at the next write.
 				sl.dirty = true
 				break
 			}
-			sl.value = e.value
+			sl.value = e.Value
 			sl.present = true
-			sl.writtenAt = e.writtenAt
+			sl.writtenAt = e.WrittenAt
 			if sl.spec.Mode == ExpireAfterInvoke && sl.spec.Expiry > 0 {
 				sl.writtenAt = now
 				sl.dirty = true
@@ -133,19 +164,19 @@ func (inv *Invocation) begin(fn *FuncType, self Address, now int64) error {
 }
 
 // load reads an instance's state from the store into the arena (clean).
-func (s *Shard) load(self Address) error {
+func (s *Shard) load(self format.Address) error {
 	s.loadBuf = s.loadBuf[:0]
 	n := 0
 	var body []byte
-	err := s.cfg.Store.LoadInstance(KeyGroup(self.Hash()), s.keyBuf, func(name []byte, writtenAt int64, value []byte) {
-		body = appendBlobEntry(body, string(name), writtenAt, value)
+	err := s.cfg.Store.LoadInstance(format.KeyGroup(self.Hash()), s.keyBuf, func(name []byte, writtenAt int64, value []byte) {
+		body = format.AppendBlobEntry(body, string(name), writtenAt, value)
 		n++
 	})
 	if err != nil {
 		return fmt.Errorf("load state of %s: %w", self, err)
 	}
 	if n > 0 {
-		s.loadBuf = appendUvarint(s.loadBuf, uint64(n))
+		s.loadBuf = format.AppendBlobHeader(s.loadBuf, n)
 		s.loadBuf = append(s.loadBuf, body...)
 	}
 	s.arena.Put(s.keyBuf, s.loadBuf, 0)
@@ -158,7 +189,6 @@ func (inv *Invocation) resetEffects() {
 		inv.sends[i] = pendingSend{}
 	}
 	inv.sends = inv.sends[:0]
-	inv.cancels = inv.cancels[:0]
 	for i := range inv.egress {
 		inv.egress[i] = egressOut{}
 	}
@@ -188,27 +218,27 @@ func (s *Shard) storeBlob(inv *Invocation) {
 	}
 	b := s.blobBuf[:0]
 	if n > 0 {
-		b = appendUvarint(b, uint64(n))
+		b = format.AppendBlobHeader(b, n)
 		for i := range inv.slots {
 			sl := &inv.slots[i]
 			if sl.present {
-				b = appendBlobEntry(b, sl.spec.Name, sl.writtenAt, sl.value)
+				b = format.AppendBlobEntry(b, sl.spec.Name, sl.writtenAt, sl.value)
 			}
 		}
 	}
 	s.blobBuf = b
-	s.keyBuf = AppendAddress(s.keyBuf[:0], inv.self)
-	s.arena.Put(s.keyBuf, b, s.seq+1)
+	s.keyBuf = format.AppendAddress(s.keyBuf[:0], inv.self)
+	s.arena.Put(s.keyBuf, b, s.seq+1) // the batch being built
 }
 
 // Func is the invoked function type.
 func (inv *Invocation) Func() *FuncType { return inv.fn }
 
 // Self is the invoked instance.
-func (inv *Invocation) Self() Address { return inv.self }
+func (inv *Invocation) Self() format.Address { return inv.self }
 
 // Caller is the sending instance, if any.
-func (inv *Invocation) Caller() (Address, bool) { return inv.caller, !inv.caller.IsZero() }
+func (inv *Invocation) Caller() (format.Address, bool) { return inv.caller, !inv.caller.IsZero() }
 
 // Now is the invocation's time in unix nanoseconds.
 func (inv *Invocation) Now() int64 { return inv.now }
@@ -230,25 +260,27 @@ func (inv *Invocation) Fail(err error) {
 }
 
 // Send queues a message to to.
-func (inv *Invocation) Send(to Address, typ string, payload []byte) {
-	inv.sends = append(inv.sends, pendingSend{env: Envelope{
+func (inv *Invocation) Send(to format.Address, typ string, payload []byte) {
+	inv.sends = append(inv.sends, pendingSend{env: format.Envelope{
 		Target: to, Caller: inv.self, Type: typ, Payload: payload, ReplyTo: inv.replyTo,
 	}})
 }
 
 // SendAfter queues a delayed message; token may be empty.
-func (inv *Invocation) SendAfter(delay int64, to Address, typ string, payload []byte, token string) {
+func (inv *Invocation) SendAfter(delay int64, to format.Address, typ string, payload []byte, token string) {
 	at := inv.now + delay
 	if at <= 0 {
 		at = 1
 	}
-	inv.sends = append(inv.sends, pendingSend{env: Envelope{
+	inv.sends = append(inv.sends, pendingSend{env: format.Envelope{
 		Target: to, Caller: inv.self, Type: typ, Payload: payload, ReplyTo: inv.replyTo,
 	}, fireAt: at, token: token})
 }
 
 // Cancel cancels this instance's pending delayed message with token.
-func (inv *Invocation) Cancel(token string) { inv.cancels = append(inv.cancels, token) }
+func (inv *Invocation) Cancel(token string) {
+	inv.sends = append(inv.sends, pendingSend{token: token, cancel: true})
+}
 
 // Egress queues an egress record.
 func (inv *Invocation) Egress(name, typ string, payload []byte) {
@@ -264,13 +296,6 @@ func (inv *Invocation) Reply(typ string, payload []byte) {
 	inv.replyType = typ
 	inv.replyPayload = payload
 }
-
-// SetReplyTo sets the request id the invocation's sends carry (remote
-// batches, where several messages may carry different ones).
-func (inv *Invocation) SetReplyTo(id uint64) { inv.replyTo = id }
-
-// NumStates is the number of declared state values.
-func (inv *Invocation) NumStates() int { return len(inv.slots) }
 
 // StateSpec returns the spec of state i.
 func (inv *Invocation) StateSpec(i int) StateSpec { return inv.slots[i].spec }
@@ -314,102 +339,4 @@ func (inv *Invocation) Remove(i int) {
 	}
 	sl.present = false
 	sl.value = nil
-}
-
-// NewAck makes an acknowledgement for n messages.
-func NewAck(n int) *Ack {
-	return &Ack{pending: int64(n), done: make(chan struct{})}
-}
-
-// Release releases one message of the ack; err (if any) is kept, the first
-// wins. The ack is done when every message is released.
-func (a *Ack) Release(err error) {
-	if err != nil && atomic.CompareAndSwapInt32(&a.errSet, 0, 1) {
-		a.err = err
-	}
-	if atomic.AddInt64(&a.pending, -1) == 0 {
-		close(a.done)
-	}
-}
-
-// Done is closed once every message is released.
-func (a *Ack) Done() <-chan struct{} { return a.done }
-
-// Err is the first release error; read it after Done is closed.
-func (a *Ack) Err() error {
-	if atomic.LoadInt32(&a.errSet) == 1 {
-		return a.err
-	}
-	return nil
-}
-
-func deadLetterJSON(m *Envelope, cause error) []byte {
-	rec := struct {
-		Target    string `json:"target"`
-		Caller    string `json:"caller,omitempty"`
-		Type      string `json:"type"`
-		Error     string `json:"error"`
-		PayloadB6 string `json:"payload_b64"`
-	}{
-		Target: m.Target.String(), Type: m.Type, Error: cause.Error(),
-		PayloadB6: base64.StdEncoding.EncodeToString(m.Payload),
-	}
-	if !m.Caller.IsZero() {
-		rec.Caller = m.Caller.String()
-	}
-	b, _ := json.Marshal(rec)
-	return b
-}
-
-func appendUvarint(dst []byte, v uint64) []byte {
-	for v >= 0x80 {
-		dst = append(dst, byte(v)|0x80)
-		v >>= 7
-	}
-	return append(dst, byte(v))
-}
-
-// ring is a growable FIFO ring buffer.
-type ring[T any] struct {
-	buf  []T
-	head int
-	n    int
-}
-
-func (r *ring[T]) len() int { return r.n }
-
-func (r *ring[T]) push(v T) {
-	if r.n == len(r.buf) {
-		nb := make([]T, max(8, 2*len(r.buf)))
-		for i := 0; i < r.n; i++ {
-			nb[i] = r.buf[(r.head+i)%len(r.buf)]
-		}
-		r.buf = nb
-		r.head = 0
-	}
-	r.buf[(r.head+r.n)%len(r.buf)] = v
-	r.n++
-}
-
-func (r *ring[T]) pop() T {
-	var zero T
-	v := r.buf[r.head]
-	r.buf[r.head] = zero
-	r.head = (r.head + 1) % len(r.buf)
-	r.n--
-	return v
-}
-
-func (r *ring[T]) peek() T { return r.buf[r.head] }
-
-func (r *ring[T]) at(i int) T { return r.buf[(r.head+i)%len(r.buf)] }
-
-func (r *ring[T]) reset() {
-	var zero T
-	for r.n > 0 {
-		r.buf[r.head] = zero
-		r.head = (r.head + 1) % len(r.buf)
-		r.n--
-	}
-	r.head = 0
 }

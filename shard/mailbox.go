@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"github.com/shardfn/shardfn/internal/format"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,7 +97,7 @@ func (m *Mailbox) NewProducer() *Producer {
 
 // Push copies *e into the producer's lane. It returns false, without
 // blocking and without copying, if the lane is full.
-func (p *Producer) Push(e *Envelope) bool {
+func (p *Producer) Push(e *format.Envelope) bool {
 	if !p.r.push(e) {
 		return false
 	}
@@ -113,7 +114,7 @@ func (p *Producer) Free() int {
 
 // Push copies *e into the shared lane of m. It is safe from any goroutine;
 // it returns false, without blocking, if the shared lane is full.
-func (m *Mailbox) Push(e *Envelope) bool {
+func (m *Mailbox) Push(e *format.Envelope) bool {
 	if !m.shared.push(e) {
 		return false
 	}
@@ -126,7 +127,7 @@ func (m *Mailbox) Push(e *Envelope) bool {
 // served fairly: each pass gives every non-empty lane an equal share of what
 // is left of max, and the lane served first rotates from call to call.
 // Drained slots are cleared.
-func (m *Mailbox) Drain(dst []Envelope, max int) []Envelope {
+func (m *Mailbox) Drain(dst []format.Envelope, max int) []format.Envelope {
 	lanes := *m.lanes.Load()
 	n := len(lanes) + 1 // the shared lane is lane index len(lanes)
 	if max <= 0 {
@@ -259,14 +260,14 @@ type spscRing struct {
 	cachedTail uint64        // consumer's last view of tail
 	_          pad
 	mask       uint64
-	buf        []Envelope
+	buf        []format.Envelope
 }
 
 func newSPSCRing(capacity int) *spscRing {
-	return &spscRing{mask: uint64(capacity - 1), buf: make([]Envelope, capacity)}
+	return &spscRing{mask: uint64(capacity - 1), buf: make([]format.Envelope, capacity)}
 }
 
-func (r *spscRing) push(e *Envelope) bool {
+func (r *spscRing) push(e *format.Envelope) bool {
 	t := r.tailLocal
 	if t-r.cachedHead >= uint64(len(r.buf)) {
 		r.cachedHead = r.head.Load()
@@ -281,7 +282,7 @@ func (r *spscRing) push(e *Envelope) bool {
 }
 
 // drain appends up to want envelopes and returns how many it took.
-func (r *spscRing) drain(dst []Envelope, want int) ([]Envelope, int) {
+func (r *spscRing) drain(dst []format.Envelope, want int) ([]format.Envelope, int) {
 	h := r.headLocal
 	avail := r.cachedTail - h
 	if avail < uint64(want) {
@@ -295,7 +296,7 @@ func (r *spscRing) drain(dst []Envelope, want int) ([]Envelope, int) {
 	for i := 0; i < k; i++ {
 		s := &r.buf[(h+uint64(i))&r.mask]
 		dst = append(dst, *s)
-		*s = Envelope{}
+		*s = format.Envelope{}
 	}
 	r.headLocal = h + uint64(k)
 	r.head.Store(r.headLocal)
@@ -330,7 +331,7 @@ type mpscRing struct {
 
 type mpscSlot struct {
 	seq atomic.Uint64
-	e   Envelope
+	e   format.Envelope
 }
 
 func (q *mpscRing) init(capacity int) {
@@ -341,7 +342,7 @@ func (q *mpscRing) init(capacity int) {
 	}
 }
 
-func (q *mpscRing) push(e *Envelope) bool {
+func (q *mpscRing) push(e *format.Envelope) bool {
 	pos := q.enqPos.Load()
 	for {
 		s := &q.slots[pos&q.mask]
@@ -362,7 +363,7 @@ func (q *mpscRing) push(e *Envelope) bool {
 	}
 }
 
-func (q *mpscRing) drain(dst []Envelope, want int) ([]Envelope, int) {
+func (q *mpscRing) drain(dst []format.Envelope, want int) ([]format.Envelope, int) {
 	pos := q.deqHead
 	k := 0
 	for k < want {
@@ -371,7 +372,7 @@ func (q *mpscRing) drain(dst []Envelope, want int) ([]Envelope, int) {
 			break
 		}
 		dst = append(dst, s.e)
-		s.e = Envelope{}
+		s.e = format.Envelope{}
 		s.seq.Store(pos + q.mask + 1)
 		pos++
 		k++

@@ -2,6 +2,7 @@ package shard
 
 import (
 	"fmt"
+	"github.com/shardfn/shardfn/internal/format"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -20,12 +21,12 @@ func TestMailboxLaneFIFOAndFull(t *testing.T) {
 	}
 	payload := []byte("x")
 	for i := 0; i < 8; i++ {
-		e := Envelope{ID: uint64(i), Payload: payload}
+		e := format.Envelope{ID: uint64(i), Payload: payload}
 		if !p.Push(&e) {
 			t.Fatalf("push %d failed on a lane with free slots", i)
 		}
 	}
-	e := Envelope{ID: 99}
+	e := format.Envelope{ID: 99}
 	if p.Push(&e) {
 		t.Fatal("push to a full lane succeeded")
 	}
@@ -43,7 +44,7 @@ func TestMailboxLaneFIFOAndFull(t *testing.T) {
 		}
 	}
 	for i := 8; i < 11; i++ {
-		e := Envelope{ID: uint64(i)}
+		e := format.Envelope{ID: uint64(i)}
 		if !p.Push(&e) {
 			t.Fatalf("push %d failed after drain freed slots", i)
 		}
@@ -62,12 +63,12 @@ func TestMailboxLaneFIFOAndFull(t *testing.T) {
 func TestMailboxSharedLaneFIFOAndFull(t *testing.T) {
 	m := NewMailbox(4)
 	for i := 0; i < 4; i++ {
-		e := Envelope{ID: uint64(i), Payload: []byte("p")}
+		e := format.Envelope{ID: uint64(i), Payload: []byte("p")}
 		if !m.Push(&e) {
 			t.Fatalf("shared push %d failed", i)
 		}
 	}
-	if e := (Envelope{ID: 9}); m.Push(&e) {
+	if e := (format.Envelope{ID: 9}); m.Push(&e) {
 		t.Fatal("push to a full shared lane succeeded")
 	}
 	got := m.Drain(nil, 2)
@@ -78,7 +79,7 @@ func TestMailboxSharedLaneFIFOAndFull(t *testing.T) {
 		t.Fatal("shared slot not cleared after drain")
 	}
 	for i := 4; i < 6; i++ {
-		if e := (Envelope{ID: uint64(i)}); !m.Push(&e) {
+		if e := (format.Envelope{ID: uint64(i)}); !m.Push(&e) {
 			t.Fatalf("shared push %d failed after drain", i)
 		}
 	}
@@ -93,12 +94,12 @@ func TestMailboxDrainIsFairAcrossLanes(t *testing.T) {
 	ps := []*Producer{m.NewProducer(), m.NewProducer(), m.NewProducer()}
 	for li, p := range ps {
 		for i := 0; i < 20; i++ {
-			e := Envelope{ID: uint64(li)<<32 | uint64(i)}
+			e := format.Envelope{ID: uint64(li)<<32 | uint64(i)}
 			p.Push(&e)
 		}
 	}
 	for i := 0; i < 20; i++ {
-		e := Envelope{ID: 3<<32 | uint64(i)}
+		e := format.Envelope{ID: 3<<32 | uint64(i)}
 		m.Push(&e)
 	}
 	// 4 lanes with 20 each; a batch of 12 takes 3 from each.
@@ -119,7 +120,7 @@ func TestMailboxDrainIsFairAcrossLanes(t *testing.T) {
 	}
 	// When some lanes are empty the others fill the batch.
 	for i := 0; i < 10; i++ {
-		e := Envelope{ID: uint64(i)}
+		e := format.Envelope{ID: uint64(i)}
 		ps[1].Push(&e)
 	}
 	if got = m.Drain(got[:0], 8); len(got) != 8 {
@@ -141,10 +142,10 @@ func TestMailboxManyProducers(t *testing.T) {
 	}
 	m := NewMailbox(64)
 	var wg sync.WaitGroup
-	start := func(id int, push func(*Envelope) bool) {
+	start := func(id int, push func(*format.Envelope) bool) {
 		defer wg.Done()
 		for i := 0; i < perProducer; i++ {
-			e := Envelope{ID: uint64(id)<<32 | uint64(i), Payload: []byte{byte(i)}}
+			e := format.Envelope{ID: uint64(id)<<32 | uint64(i), Payload: []byte{byte(i)}}
 			for !push(&e) {
 				runtime.Gosched()
 			}
@@ -164,7 +165,7 @@ func TestMailboxManyProducers(t *testing.T) {
 	}
 	next := make([]uint64, laneProducers+sharedProducers)
 	total := (laneProducers + sharedProducers) * perProducer
-	buf := make([]Envelope, 0, 37)
+	buf := make([]format.Envelope, 0, 37)
 	for seen := 0; seen < total; {
 		buf = m.Drain(buf[:0], 37)
 		if len(buf) == 0 {
@@ -209,7 +210,7 @@ func TestMailboxNoLostWakeup(t *testing.T) {
 					push = m.NewProducer().Push
 				}
 				for i := 0; i < rounds; i++ {
-					e := Envelope{ID: uint64(i)}
+					e := format.Envelope{ID: uint64(i)}
 					if !push(&e) {
 						panic("push failed on an empty lane")
 					}
@@ -235,7 +236,7 @@ func TestMailboxNoLostWakeup(t *testing.T) {
 					}
 				}
 			}()
-			buf := make([]Envelope, 0, 4)
+			buf := make([]format.Envelope, 0, 4)
 			for i := 0; i < rounds; {
 				buf = m.Drain(buf[:0], 4)
 				if len(buf) == 0 {
@@ -272,7 +273,7 @@ func TestMailboxWakeAndTimeout(t *testing.T) {
 		m.Wait(time.Millisecond)
 	}
 	// A pending envelope makes Wait return without blocking.
-	e := Envelope{ID: 1}
+	e := format.Envelope{ID: 1}
 	m.Push(&e)
 	m.Wait(-1)
 	m.NewProducer().Push(&e)
@@ -287,8 +288,8 @@ func TestMailboxZeroAllocs(t *testing.T) {
 	m := NewMailbox(1024)
 	p := m.NewProducer()
 	payload := make([]byte, 64)
-	e := Envelope{ID: 1, Target: Address{"ns", "t", "id"}, Type: "ns/t", Payload: payload}
-	dst := make([]Envelope, 0, 64)
+	e := format.Envelope{ID: 1, Target: format.Address{Namespace: "ns", Type: "t", ID: "id"}, Type: "ns/t", Payload: payload}
+	dst := make([]format.Envelope, 0, 64)
 	allocs := testing.AllocsPerRun(1000, func() {
 		for i := 0; i < 16; i++ {
 			p.Push(&e)
@@ -308,7 +309,7 @@ func TestMailboxZeroAllocs(t *testing.T) {
 	}
 }
 
-func ids(es []Envelope) []uint64 {
+func ids(es []format.Envelope) []uint64 {
 	out := make([]uint64, len(es))
 	for i, e := range es {
 		out[i] = e.ID
@@ -336,8 +337,8 @@ func benchHandoff(b *testing.B, producers int, run func(perProducer []int)) {
 
 var benchPayload = make([]byte, 64)
 
-func benchEnvelope(i int) Envelope {
-	return Envelope{ID: uint64(i), Target: Address{"bench", "fn", "id"}, Type: "bench/msg", Payload: benchPayload}
+func benchEnvelope(i int) format.Envelope {
+	return format.Envelope{ID: uint64(i), Target: format.Address{Namespace: "bench", Type: "fn", ID: "id"}, Type: "bench/msg", Payload: benchPayload}
 }
 
 const benchLaneCap = 1024
@@ -347,7 +348,7 @@ func BenchmarkMailbox(b *testing.B) {
 		for _, lane := range []string{"spsc", "mpsc"} {
 			b.Run(fmt.Sprintf("producers=%d/lane=%s", producers, lane), func(b *testing.B) {
 				m := NewMailbox(benchLaneCap)
-				pushers := make([]func(*Envelope) bool, producers)
+				pushers := make([]func(*format.Envelope) bool, producers)
 				for i := range pushers {
 					if lane == "spsc" {
 						pushers[i] = m.NewProducer().Push
@@ -357,7 +358,7 @@ func BenchmarkMailbox(b *testing.B) {
 				}
 				benchHandoff(b, producers, func(per []int) {
 					for i, n := range per {
-						go func(push func(*Envelope) bool, n int) {
+						go func(push func(*format.Envelope) bool, n int) {
 							e := benchEnvelope(i)
 							for j := 0; j < n; j++ {
 								for !push(&e) {
@@ -366,7 +367,7 @@ func BenchmarkMailbox(b *testing.B) {
 							}
 						}(pushers[i], n)
 					}
-					buf := make([]Envelope, 0, 256)
+					buf := make([]format.Envelope, 0, 256)
 					for got := 0; got < b.N; {
 						buf = m.Drain(buf[:0], 256)
 						if len(buf) == 0 {
@@ -383,7 +384,7 @@ func BenchmarkMailbox(b *testing.B) {
 func BenchmarkChannel(b *testing.B) {
 	for _, producers := range []int{1, 4, 8} {
 		b.Run(fmt.Sprintf("producers=%d", producers), func(b *testing.B) {
-			ch := make(chan Envelope, benchLaneCap)
+			ch := make(chan format.Envelope, benchLaneCap)
 			benchHandoff(b, producers, func(per []int) {
 				for i, n := range per {
 					go func(n int) {

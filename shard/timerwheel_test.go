@@ -2,6 +2,7 @@ package shard
 
 import (
 	"fmt"
+	"github.com/shardfn/shardfn/internal/format"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -353,10 +354,10 @@ func runTimerModel(t *testing.T, seed uint64, steps int) bool {
 }
 
 func TestTimerWheelZeroAllocsSteadyState(t *testing.T) {
-	w := NewTimerWheel[Envelope](time.Millisecond, t0)
+	w := NewTimerWheel[format.Envelope](time.Millisecond, t0)
 	now := t0
-	e := Envelope{ID: 1, Payload: benchPayload}
-	fire := func(int64, Envelope) {}
+	e := format.Envelope{ID: 1, Payload: benchPayload}
+	fire := func(int64, format.Envelope) {}
 	var hs [64]TimerHandle
 	round := func() {
 		for i := range hs {
@@ -384,11 +385,11 @@ func TestTimerWheelZeroAllocsSteadyState(t *testing.T) {
 func BenchmarkTimerWheel(b *testing.B) {
 	for _, pending := range []int{1000, 100000} {
 		b.Run(fmt.Sprintf("op=add+advance/pending=%d", pending), func(b *testing.B) {
-			w := NewTimerWheel[Envelope](time.Millisecond, t0)
-			e := Envelope{ID: 1, Payload: benchPayload}
+			w := NewTimerWheel[format.Envelope](time.Millisecond, t0)
+			e := format.Envelope{ID: 1, Payload: benchPayload}
 			rng := rand.New(rand.NewPCG(1, 2))
 			now := t0
-			fire := func(int64, Envelope) {}
+			fire := func(int64, format.Envelope) {}
 			// Timers 0-2 s ahead, one Advance of 1 ms per 10 adds: steady
 			// state about `pending` timers once warmed up.
 			horizon := int64(pending/10) * 2 * ms
@@ -407,8 +408,8 @@ func BenchmarkTimerWheel(b *testing.B) {
 		})
 	}
 	b.Run("op=add+cancel", func(b *testing.B) {
-		w := NewTimerWheel[Envelope](time.Millisecond, t0)
-		e := Envelope{ID: 1}
+		w := NewTimerWheel[format.Envelope](time.Millisecond, t0)
+		e := format.Envelope{ID: 1}
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
 			h := w.Add(t0+int64(i%5000)*ms, e)

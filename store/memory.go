@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"sort"
 	"sync"
+
+	"github.com/shardfn/shardfn/internal/format"
 )
 
 // Memory is an in-memory Store: nothing is durable. Used by the in-memory
@@ -35,7 +37,7 @@ func NewMemory() *Memory {
 	}
 }
 
-// LoadInstance implements shard.StateReader.
+// LoadInstance implements Store.
 func (m *Memory) LoadInstance(kg uint16, addrRaw []byte, fn func(name []byte, writtenAt int64, value []byte)) error {
 	var kb [256]byte
 	prefix := InstancePrefix(kb[:0], kg, addrRaw)
@@ -69,8 +71,22 @@ func (m *Memory) ReadEgress(name string, from uint64, max int, fn func(offset ui
 	return nil
 }
 
-// Scan implements Store.
-func (m *Memory) Scan(prefix byte, fn func(key, value []byte) error) error {
+// ScanTimers implements Store.
+func (m *Memory) ScanTimers(fn func(id uint64, msg []byte) error) error {
+	return m.scan('t', idScan(fn))
+}
+
+// ScanPending implements Store.
+func (m *Memory) ScanPending(fn func(id uint64, msg []byte) error) error {
+	return m.scan('m', idScan(fn))
+}
+
+// ScanSpecs implements Store.
+func (m *Memory) ScanSpecs(fn func(fnType string, specs []byte) error) error {
+	return m.scan('f', specScan(fn))
+}
+
+func (m *Memory) scan(prefix byte, fn func(key, value []byte) error) error {
 	m.mu.RLock()
 	var keys [][]byte
 	var vals [][]byte
@@ -171,7 +187,7 @@ func (b *memBatch) DeleteTimer(id uint64) { b.ops = append(b.ops, memOp{kind: 'T
 func (b *memBatch) PutEgress(name []byte, offset uint64, sourceRaw, typ, payload []byte) {
 	nameKept := b.keep(name)
 	start := len(b.buf)
-	b.buf = AppendEgressValue(b.buf, sourceRaw, typ, payload)
+	b.buf = format.AppendEgressValue(b.buf, sourceRaw, typ, payload)
 	b.ops = append(b.ops, memOp{kind: 'e', a: nameKept, id: offset, c: b.buf[start:len(b.buf):len(b.buf)]})
 }
 
@@ -183,6 +199,10 @@ func (b *memBatch) PutPending(id uint64, msg []byte) {
 
 func (b *memBatch) Set(key, value []byte) {
 	b.ops = append(b.ops, memOp{kind: 'k', a: b.keep(key), c: b.keep(value)})
+}
+
+func (b *memBatch) PutSpecs(fnType string, specs []byte) {
+	b.Set(append([]byte{'f'}, fnType...), specs)
 }
 
 func (b *memBatch) Len() int { return len(b.ops) }

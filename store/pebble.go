@@ -5,8 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"sync"
+	"syscall"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/shardfn/shardfn/internal/format"
 )
 
 // Pebble is the durable Store. Pebble's own WAL is disabled: the engine's
@@ -16,7 +23,18 @@ import (
 // flushed whole and in order), which replay from the checkpoint overwrites
 // idempotently.
 type Pebble struct {
-	db *pebble.DB
+	db     *pebble.DB
+	logger *slog.Logger
+
+	// failed is closed, and failErr set, at the first background error
+	// (a flush or compaction that failed): the store may then never make
+	// its writes durable, so Flush fails instead of waiting for a flush
+	// that Pebble retries without end.
+	failOnce sync.Once
+	failErr  error
+	failed   chan struct{}
+
+	closeTimeout time.Duration
 }
 
 var _ Store = (*Pebble)(nil)
@@ -27,6 +45,17 @@ type PebbleOptions struct {
 	CacheSize int64
 	// MemTableSize in bytes (default 64 MiB).
 	MemTableSize uint64
+	// FS is the filesystem (default: the operating system's).
+	FS vfs.FS
+	// DisableAutomaticCompactions leaves compactions to explicit calls
+	// (the engine's simulator, for runs that depend only on its inputs).
+	DisableAutomaticCompactions bool
+	// Logger receives Pebble's own errors (and its informational lines at
+	// debug level). Default slog.Default().
+	Logger *slog.Logger
+	// CloseTimeout bounds Close; Pebble waits for a flush in progress,
+	// which a failing disk may never finish. Default 10s.
+	CloseTimeout time.Duration
 }
 
 // OpenPebble opens (creating if needed) the store in dir.
@@ -37,31 +66,77 @@ func OpenPebble(dir string, o PebbleOptions) (*Pebble, error) {
 	if o.MemTableSize == 0 {
 		o.MemTableSize = 64 << 20
 	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.CloseTimeout <= 0 {
+		o.CloseTimeout = 10 * time.Second
+	}
+	p := &Pebble{logger: o.Logger, failed: make(chan struct{}), closeTimeout: o.CloseTimeout}
 	opts := &pebble.Options{
-		DisableWAL:   true,
-		CacheSize:    o.CacheSize,
-		MemTableSize: o.MemTableSize,
-		Logger:       quietLogger{},
+		DisableWAL:                  true,
+		CacheSize:                   o.CacheSize,
+		MemTableSize:                o.MemTableSize,
+		FS:                          o.FS,
+		DisableAutomaticCompactions: o.DisableAutomaticCompactions,
+		Logger:                      slogLogger{o.Logger},
+		EventListener: &pebble.EventListener{
+			// A failed flush or compaction is reported here (and Pebble
+			// retries it without end).
+			BackgroundError: func(err error) { p.fail(err) },
+		},
 	}
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
+		if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("store: open pebble in %s: another process holds this data directory (%w); stop it or use another --data-dir", dir, err)
+		}
 		return nil, fmt.Errorf("store: open pebble in %s: %w", dir, err)
 	}
-	return &Pebble{db: db}, nil
+	p.db = db
+	return p, nil
 }
 
-type quietLogger struct{}
+// fail records the first background error.
+func (p *Pebble) fail(err error) {
+	p.failOnce.Do(func() {
+		p.failErr = fmt.Errorf("store: pebble background error: %w", err)
+		p.logger.Error("store: pebble failed to flush or compact; the store can no longer make writes durable", "err", err)
+		close(p.failed)
+	})
+}
 
-func (quietLogger) Infof(string, ...interface{})  {}
-func (quietLogger) Errorf(string, ...interface{}) {}
-func (quietLogger) Fatalf(format string, args ...interface{}) {
-	panic(fmt.Sprintf("pebble: "+format, args...))
+// Err returns the first background error, if any.
+func (p *Pebble) Err() error {
+	select {
+	case <-p.failed:
+		return p.failErr
+	default:
+		return nil
+	}
+}
+
+// slogLogger passes Pebble's own log lines to the engine's logger.
+type slogLogger struct{ l *slog.Logger }
+
+func (s slogLogger) Infof(format string, args ...interface{}) {
+	s.l.Debug("pebble: " + fmt.Sprintf(format, args...))
+}
+
+func (s slogLogger) Errorf(format string, args ...interface{}) {
+	s.l.Error("pebble: " + fmt.Sprintf(format, args...))
+}
+
+func (s slogLogger) Fatalf(format string, args ...interface{}) {
+	msg := "pebble: " + fmt.Sprintf(format, args...)
+	s.l.Error(msg)
+	panic(msg)
 }
 
 // DB exposes the underlying database (metrics, tests).
 func (p *Pebble) DB() *pebble.DB { return p.db }
 
-// LoadInstance implements shard.StateReader.
+// LoadInstance implements Store.
 func (p *Pebble) LoadInstance(kg uint16, addrRaw []byte, fn func(name []byte, writtenAt int64, value []byte)) error {
 	var kb [256]byte
 	prefix := InstancePrefix(kb[:0], kg, addrRaw)
@@ -121,8 +196,22 @@ func (p *Pebble) ReadEgress(name string, from uint64, max int, fn func(offset ui
 	return it.Error()
 }
 
-// Scan implements Store.
-func (p *Pebble) Scan(prefix byte, fn func(key, value []byte) error) error {
+// ScanTimers implements Store.
+func (p *Pebble) ScanTimers(fn func(id uint64, msg []byte) error) error {
+	return p.scan('t', idScan(fn))
+}
+
+// ScanPending implements Store.
+func (p *Pebble) ScanPending(fn func(id uint64, msg []byte) error) error {
+	return p.scan('m', idScan(fn))
+}
+
+// ScanSpecs implements Store.
+func (p *Pebble) ScanSpecs(fn func(fnType string, specs []byte) error) error {
+	return p.scan('f', specScan(fn))
+}
+
+func (p *Pebble) scan(prefix byte, fn func(key, value []byte) error) error {
 	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefix}, UpperBound: []byte{prefix + 1}})
 	if err != nil {
 		return err
@@ -150,8 +239,23 @@ func (p *Pebble) Get(key []byte) ([]byte, error) {
 	return out, nil
 }
 
-// Flush implements Store: memtables to synced sstables.
-func (p *Pebble) Flush() error { return p.db.Flush() }
+// Flush implements Store: memtables to synced sstables. It fails, instead
+// of waiting, once Pebble reports a background error.
+func (p *Pebble) Flush() error {
+	if err := p.Err(); err != nil {
+		return err
+	}
+	done, err := p.db.AsyncFlush()
+	if err != nil {
+		return fmt.Errorf("store: flush: %w", err)
+	}
+	select {
+	case <-done:
+		return p.Err()
+	case <-p.failed:
+		return p.failErr
+	}
+}
 
 // Metrics implements Store.
 func (p *Pebble) Metrics() map[string]float64 {
@@ -172,8 +276,20 @@ func (p *Pebble) Metrics() map[string]float64 {
 	}
 }
 
-// Close implements Store.
-func (p *Pebble) Close() error { return p.db.Close() }
+// Close implements Store. It gives up after CloseTimeout (a flush that a
+// failing disk never finishes), leaving Pebble's goroutines behind.
+func (p *Pebble) Close() error {
+	done := make(chan error, 1)
+	go func() { done <- p.db.Close() }()
+	t := time.NewTimer(p.closeTimeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("store: close did not finish within %v (a flush is stuck: %v)", p.closeTimeout, p.Err())
+	}
+}
 
 // NewBatch implements Store.
 func (p *Pebble) NewBatch() Batch { return &pebbleBatch{p: p, b: p.db.NewBatch()} }
@@ -209,7 +325,7 @@ func (b *pebbleBatch) DeleteTimer(id uint64) {
 
 func (b *pebbleBatch) PutEgress(name []byte, offset uint64, sourceRaw, typ, payload []byte) {
 	b.key = EgressKey(b.key, name, offset)
-	b.val = AppendEgressValue(b.val[:0], sourceRaw, typ, payload)
+	b.val = format.AppendEgressValue(b.val[:0], sourceRaw, typ, payload)
 	_ = b.b.Set(b.key, b.val, nil)
 }
 
@@ -223,6 +339,11 @@ func (b *pebbleBatch) PutPending(id uint64, msg []byte) {
 }
 
 func (b *pebbleBatch) Set(key, value []byte) { _ = b.b.Set(key, value, nil) }
+
+func (b *pebbleBatch) PutSpecs(fnType string, specs []byte) {
+	b.key = append(append(b.key[:0], 'f'), fnType...)
+	_ = b.b.Set(b.key, specs, nil)
+}
 
 func (b *pebbleBatch) Len() int { return int(b.b.Count()) }
 

@@ -13,12 +13,13 @@
 // Key layout (on-disk format; never change):
 //
 //	's' kg(2, BE) address(AppendAddress) name(uvarint len + bytes) -> writtenAt(8, LE) value
-//	't' id(8, BE)                                                -> stored message (shard.AppendStoredMessage)
+//	't' id(8, BE)                                                -> stored message (format.AppendStoredMessage)
 //	'm' id(8, BE)                                                -> stored message (pending at the checkpoint)
-//	'e' name(uvarint len + bytes) offset(8, BE)                   -> source address, type (uvarint len + bytes), payload
+//	'e' name(uvarint len + bytes) offset(8, BE)                   -> egress record (format.AppendEgressValue)
 //	'f' function type                                             -> remembered remote specs (engine's encoding)
 //	'M' "checkpoint"                                              -> checkpoint metadata (EncodeMeta)
-//	'M' "boot"                                                    -> boot number (2, LE)
+//	'M' "ids"                                                     -> end of the message id reservation (8, LE; package engine)
+//	'M' "boot"                                                    -> boot number (2, LE), in stores written before "ids"
 //
 // Safe for concurrent use: readers (LoadInstance, ReadEgress, Get) from any
 // goroutine; one writer at a time through Batch.
@@ -28,8 +29,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-
-	"github.com/shardfn/shardfn/shard"
 )
 
 // Errors.
@@ -40,14 +39,21 @@ var (
 
 // Store is the contract both implementations keep.
 type Store interface {
-	shard.StateReader
+	// LoadInstance calls fn once per stored state value of an instance
+	// (kg is its key group, addrRaw its format.AppendAddress encoding).
+	LoadInstance(kg uint16, addrRaw []byte, fn func(name []byte, writtenAt int64, value []byte)) error
 	// NewBatch starts a write batch (one writer at a time).
 	NewBatch() Batch
 	// ReadEgress returns up to max records of egress name from offset.
 	ReadEgress(name string, from uint64, max int, fn func(offset uint64, rec []byte)) error
-	// Scan calls fn for every key with the given one-byte prefix ('t', 'm',
-	// 'f'), in key order.
-	Scan(prefix byte, fn func(key, value []byte) error) error
+	// ScanTimers calls fn for every stored delayed message, in id order.
+	ScanTimers(fn func(id uint64, msg []byte) error) error
+	// ScanPending calls fn for every in-flight message of the last
+	// checkpoint, in id order.
+	ScanPending(fn func(id uint64, msg []byte) error) error
+	// ScanSpecs calls fn for every remembered remote spec list, by function
+	// type name ("namespace/type").
+	ScanSpecs(fn func(fnType string, specs []byte) error) error
 	// Get returns a metadata value ('M' keys), or nil.
 	Get(key []byte) ([]byte, error)
 	// Flush makes everything committed so far durable.
@@ -69,6 +75,8 @@ type Batch interface {
 	ReplacePending()
 	PutPending(id uint64, msg []byte)
 	Set(key, value []byte)
+	// PutSpecs remembers the encoded remote specs of a function type.
+	PutSpecs(fnType string, specs []byte)
 	Commit() error
 	// Reset empties the batch for reuse after Commit.
 	Reset()
@@ -110,27 +118,6 @@ func EgressKey(dst []byte, name []byte, offset uint64) []byte {
 	return binary.BigEndian.AppendUint64(dst, offset)
 }
 
-// AppendEgressValue encodes an egress record value.
-func AppendEgressValue(dst, sourceRaw, typ, payload []byte) []byte {
-	dst = append(dst, sourceRaw...)
-	dst = binary.AppendUvarint(dst, uint64(len(typ)))
-	dst = append(dst, typ...)
-	return append(dst, payload...)
-}
-
-// DecodeEgressValue decodes an egress record value; slices alias v.
-func DecodeEgressValue(v []byte) (source shard.Address, typ, payload []byte, err error) {
-	source, rest, err := shard.DecodeAddressPrefix(v)
-	if err != nil {
-		return source, nil, nil, fmt.Errorf("%w: egress record: %v", ErrCorrupt, err)
-	}
-	n, k := binary.Uvarint(rest)
-	if k <= 0 || uint64(len(rest)-k) < n {
-		return source, nil, nil, fmt.Errorf("%w: egress record type", ErrCorrupt)
-	}
-	return source, rest[k : k+int(n)], rest[k+int(n):], nil
-}
-
 // splitStateKeyName returns the state name of a state key given the length
 // of its instance prefix.
 func splitStateKeyName(key []byte, prefixLen int) ([]byte, error) {
@@ -153,11 +140,23 @@ type Meta struct {
 	Egress map[string]uint64
 }
 
-// MetaKey and BootKey are the metadata keys.
-var (
-	MetaKey = []byte("Mcheckpoint")
-	BootKey = []byte("Mboot")
-)
+// MetaKey is the key of the checkpoint metadata.
+var MetaKey = []byte("Mcheckpoint")
+
+// idScan turns a scan of 9-byte id keys ('t', 'm') into calls with the id.
+func idScan(fn func(id uint64, v []byte) error) func(k, v []byte) error {
+	return func(k, v []byte) error {
+		if len(k) != 9 {
+			return fmt.Errorf("%w: key %q of %d bytes, want 9", ErrCorrupt, k[:1], len(k))
+		}
+		return fn(binary.BigEndian.Uint64(k[1:]), v)
+	}
+}
+
+// specScan turns a scan of 'f' keys into calls with the function type.
+func specScan(fn func(fnType string, v []byte) error) func(k, v []byte) error {
+	return func(k, v []byte) error { return fn(string(k[1:]), v) }
+}
 
 // EncodeMeta encodes checkpoint metadata (on-disk format; never change):
 // u8 version(1), u64 LE lsn, uvarint n, n × (string name, u64 LE next).

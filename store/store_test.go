@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/shardfn/shardfn/shard"
+	"github.com/shardfn/shardfn/internal/format"
 )
 
 // Both stores keep the same contract.
@@ -23,8 +23,8 @@ func forEach(t *testing.T, f func(t *testing.T, s Store)) {
 func TestStateEgressTimersMeta(t *testing.T) {
 	forEach(t, func(t *testing.T, s Store) {
 		defer s.Close()
-		a := shard.AppendAddress(nil, shard.Address{Namespace: "n", Type: "t", ID: "1"})
-		other := shard.AppendAddress(nil, shard.Address{Namespace: "n", Type: "t", ID: "10"})
+		a := format.AppendAddress(nil, format.Address{Namespace: "n", Type: "t", ID: "1"})
+		other := format.AppendAddress(nil, format.Address{Namespace: "n", Type: "t", ID: "10"})
 		b := s.NewBatch()
 		b.SetState(7, a, []byte("x"), 5, []byte("v1"))
 		b.SetState(7, a, []byte("y"), 6, []byte("v2"))
@@ -48,7 +48,7 @@ func TestStateEgressTimersMeta(t *testing.T) {
 		}
 		var recs []string
 		if err := s.ReadEgress("out", 1, 10, func(off uint64, rec []byte) {
-			src, typ, payload, err := DecodeEgressValue(rec)
+			src, typ, payload, err := format.DecodeEgressValue(rec)
 			if err != nil || src.ID != "1" || string(typ) != "typ" {
 				t.Fatalf("egress record %d: %v %v %q", off, err, src, typ)
 			}
@@ -72,13 +72,13 @@ func TestStateEgressTimersMeta(t *testing.T) {
 			t.Fatalf("after delete %v", got)
 		}
 		n := 0
-		_ = s.Scan('t', func(k, v []byte) error { n++; return nil })
+		_ = s.ScanTimers(func(id uint64, v []byte) error { n++; return nil })
 		if n != 0 {
 			t.Fatal("timer not deleted")
 		}
 		var pend []string
-		_ = s.Scan('m', func(k, v []byte) error { pend = append(pend, string(v)); return nil })
-		if fmt.Sprint(pend) != "[p5]" {
+		_ = s.ScanPending(func(id uint64, v []byte) error { pend = append(pend, fmt.Sprint(id, string(v))); return nil })
+		if fmt.Sprint(pend) != "[5p5]" {
 			t.Fatalf("pending %v", pend)
 		}
 		mb, _ := s.Get(MetaKey)
@@ -88,6 +88,16 @@ func TestStateEgressTimersMeta(t *testing.T) {
 		}
 		if !bytes.Equal(IDKey(nil, 't', 1), []byte{'t', 0, 0, 0, 0, 0, 0, 0, 1}) {
 			t.Fatal("id key layout changed")
+		}
+		b.Reset()
+		b.PutSpecs("ns/fn", []byte("specs"))
+		if err := b.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		var specs []string
+		_ = s.ScanSpecs(func(fnType string, v []byte) error { specs = append(specs, fnType+"="+string(v)); return nil })
+		if fmt.Sprint(specs) != "[ns/fn=specs]" {
+			t.Fatalf("specs %v", specs)
 		}
 	})
 }

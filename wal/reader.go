@@ -104,6 +104,10 @@ func (r *Reader) Next() (lsn LSN, rec []byte, err error) {
 	return lsn, payload, nil
 }
 
+// Pos is the reader's position: the LSN after the last record Next
+// returned (its end), where the next record starts.
+func (r *Reader) Pos() LSN { return r.pos }
+
 // openSegment opens the segment holding r.pos.
 func (r *Reader) openSegment() error {
 	s, ok := r.l.segmentFor(r.pos)

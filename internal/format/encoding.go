@@ -1,4 +1,4 @@
-package shard
+package format
 
 import (
 	"encoding/binary"
@@ -7,7 +7,7 @@ import (
 
 // ErrCorrupt is returned by decoders of on-disk or on-wire encodings that
 // find bytes they cannot parse.
-var ErrCorrupt = errors.New("shard: corrupt encoding")
+var ErrCorrupt = errors.New("format: corrupt encoding")
 
 func appendString(dst []byte, s string) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(s)))

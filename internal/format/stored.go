@@ -1,4 +1,4 @@
-package shard
+package format
 
 import (
 	"encoding/binary"
@@ -51,19 +51,20 @@ func DecodeStoredMessage(b []byte) (StoredMessage, error) {
 	return m, nil
 }
 
-// Instance blob: all state values of one instance, as the arena caches
-// them (in memory only; not an on-disk format):
+// Instance blob: all state values of one instance, as the shard's arena
+// caches them (in memory only; not an on-disk format):
 //
 //	uvarint n, then n × (string name, u64 LE written-at, bytes value)
 
-// blobEntry is one decoded value of an instance blob.
-type blobEntry struct {
-	name      []byte
-	writtenAt int64
-	value     []byte
+// BlobEntry is one decoded value of an instance blob.
+type BlobEntry struct {
+	Name      []byte
+	WrittenAt int64
+	Value     []byte
 }
 
-func decodeBlob(b []byte, dst []blobEntry) ([]blobEntry, error) {
+// DecodeBlob decodes an instance blob into dst (reused); slices alias b.
+func DecodeBlob(b []byte, dst []BlobEntry) ([]BlobEntry, error) {
 	d := decoder{b: b}
 	dst = dst[:0]
 	if len(b) == 0 {
@@ -71,10 +72,10 @@ func decodeBlob(b []byte, dst []blobEntry) ([]blobEntry, error) {
 	}
 	n := d.count(10)
 	for i := 0; i < n && d.err == nil; i++ {
-		var e blobEntry
-		e.name = d.bytes()
-		e.writtenAt = int64(d.u64())
-		e.value = d.bytes()
+		var e BlobEntry
+		e.Name = d.bytes()
+		e.WrittenAt = int64(d.u64())
+		e.Value = d.bytes()
 		dst = append(dst, e)
 	}
 	if d.err != nil {
@@ -83,7 +84,11 @@ func decodeBlob(b []byte, dst []blobEntry) ([]blobEntry, error) {
 	return dst, nil
 }
 
-func appendBlobEntry(dst []byte, name string, writtenAt int64, value []byte) []byte {
+// AppendBlobHeader appends the entry count of an instance blob.
+func AppendBlobHeader(dst []byte, n int) []byte { return binary.AppendUvarint(dst, uint64(n)) }
+
+// AppendBlobEntry appends one value of an instance blob (after the header).
+func AppendBlobEntry(dst []byte, name string, writtenAt int64, value []byte) []byte {
 	dst = appendString(dst, name)
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(writtenAt))
 	return appendBytes(dst, value)

@@ -1,0 +1,205 @@
+package engine
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/shardfn/shardfn/internal/format"
+	"github.com/shardfn/shardfn/shard"
+	"github.com/shardfn/shardfn/store"
+)
+
+// Open opens the engine: it recovers the store and the log in
+// opts.DataDir (replaying the log after the last checkpoint), restores
+// in-flight and delayed messages, and starts the shards.
+//
+// Recovery, in order: open the store; reserve message ids; load the
+// remembered remote specs and the checkpoint (position, egress offsets,
+// in-flight messages); open the log, refusing a log that ends before the
+// checkpoint (nothing on disk is changed before that check); replay the
+// log after the checkpoint through the applier and checkpoint again; make
+// the shards; hand them the in-flight messages and every stored delayed
+// message; start.
+func Open(opts Options, specs ...FunctionSpec) (*Engine, error) {
+	start := time.Now()
+	opts.EnsureDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	reg, err := newRegistry(specs)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{
+		opts:     opts,
+		logger:   opts.Logger,
+		reg:      reg,
+		apWake:   make(chan struct{}, 1),
+		apStop:   make(chan struct{}),
+		apDone:   make(chan struct{}),
+		ckptReq:  make(chan chan error),
+		egressCh: make(chan struct{}),
+	}
+	e.requests.init()
+	e.metrics = newMetrics(e)
+	reg.setShards(opts.Shards)
+	if err := e.openStore(); err != nil {
+		return nil, err
+	}
+	if err := e.recover(); err != nil {
+		if e.wal != nil {
+			_ = e.wal.Close()
+		}
+		_ = e.st.Close()
+		return nil, err
+	}
+	e.makeShards()
+	if err := e.restore(); err != nil {
+		_ = e.wal.Close()
+		_ = e.st.Close()
+		return nil, err
+	}
+	if !opts.manual {
+		for _, s := range e.shards {
+			s.Start()
+		}
+		go e.runApplier()
+	}
+	e.recovery.Duration = time.Since(start)
+	e.ready.Store(true)
+	e.logger.Info("engine ready",
+		"data_dir", opts.DataDir, "shards", opts.Shards,
+		"replayed_records", e.recovery.Records, "replayed_bytes", e.recovery.Bytes,
+		"restored_in_flight", e.recovery.Pending, "restored_timers", e.recovery.Timers,
+		"recovery", e.recovery.Duration.String())
+	return e, nil
+}
+
+// openStore opens the Pebble store in the data directory, or the
+// in-memory store and log of an engine without one.
+func (e *Engine) openStore() error {
+	if e.opts.DataDir == "" {
+		e.st = store.NewMemory()
+		e.wal = newMemLog(func(uint64) { e.onDurable() })
+		return nil
+	}
+	if e.opts.FS.Store == nil {
+		if err := os.MkdirAll(e.opts.DataDir, 0o755); err != nil {
+			return fmt.Errorf("engine: data directory: %w", err)
+		}
+	}
+	ps, err := store.OpenPebble(filepath.Join(e.opts.DataDir, "store"), store.PebbleOptions{
+		FS:     e.opts.FS.Store,
+		Logger: e.logger,
+	})
+	if err != nil {
+		return err
+	}
+	e.st = ps
+	return nil
+}
+
+// recover reserves ids, loads the checkpoint, opens the log and replays it.
+func (e *Engine) recover() error {
+	ids, err := openIDs(e.st)
+	if err != nil {
+		return err
+	}
+	e.ids = ids
+	if err := e.reg.loadSpecs(e.st); err != nil {
+		return err
+	}
+	e.ap = newApplier(e.st, e.logger, e.metrics)
+	if err := e.ap.load(); err != nil {
+		return fmt.Errorf("engine: load checkpoint: %w", err)
+	}
+	if e.opts.DataDir != "" {
+		lg, err := openWALLog(e.opts, e.ap.pos, e.onDurable, e.metrics.walFlush)
+		if err != nil {
+			return err
+		}
+		e.wal = lg
+	}
+	e.ap.log = e.wal
+	from := e.ap.pos
+	n, err := e.ap.catchUp()
+	if err != nil {
+		return fmt.Errorf("engine: recovery: %w", err)
+	}
+	e.recovery.Records = uint64(n)
+	e.recovery.Bytes = e.ap.pos - from
+	if n > 0 && e.opts.DataDir != "" {
+		if err := e.ap.checkpoint(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *Engine) makeShards() {
+	opts := &e.opts
+	e.shards = make([]*shard.Shard, opts.Shards)
+	for i := range e.shards {
+		e.shards[i] = shard.New(shard.Config{
+			Index:           i,
+			Count:           opts.Shards,
+			Handler:         newShardHandler(e, i),
+			Log:             e.shardLog(),
+			Store:           e.st,
+			IDs:             e.ids,
+			ArenaBudget:     opts.MemoryBudget / int64(opts.Shards),
+			MailboxCapacity: opts.MailboxCapacity,
+			Clock:           e.now,
+			MaxStateBytes:   opts.MaxStateBytes,
+			MaxRecordBytes:  opts.MaxRecordBytes,
+			Logger:          e.logger,
+		})
+		e.overloadErr = append(e.overloadErr, fmt.Errorf("%w: shard %d mailbox is full", ErrOverloaded, i))
+	}
+	for _, s := range e.shards {
+		s.Connect(e.shards)
+		s.SetApplied(e.ap.pos)
+	}
+}
+
+// shardLog returns the log view a shard appends through.
+func (e *Engine) shardLog() shard.Log {
+	if w, ok := e.wal.(*walLog); ok {
+		return w.forShard()
+	}
+	return e.wal
+}
+
+// restore hands the shards the in-flight messages of the checkpoint and the
+// replay, and every stored delayed message.
+func (e *Engine) restore() error {
+	var err error
+	e.ap.rangePending(func(enc []byte) bool {
+		var m format.StoredMessage
+		if m, err = format.DecodeStoredMessage(enc); err != nil {
+			err = fmt.Errorf("engine: recovery of in-flight messages: %w", err)
+			return false
+		}
+		e.shardFor(m.Env.Target).Restore(m.Env)
+		e.recovery.Pending++
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	err = e.st.ScanTimers(func(_ uint64, v []byte) error {
+		m, err := format.DecodeStoredMessage(v)
+		if err != nil {
+			return err
+		}
+		e.shardFor(m.Env.Caller).RestoreTimer(m.FireAt, m.Env, m.Token)
+		e.recovery.Timers++
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("engine: recovery of delayed messages: %w", err)
+	}
+	return nil
+}

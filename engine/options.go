@@ -1,0 +1,142 @@
+package engine
+
+import (
+	"fmt"
+	"log/slog"
+	"runtime"
+	"time"
+
+	pebblevfs "github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/shardfn/shardfn/wal/vfs"
+)
+
+// Options configure an Engine. The zero value is usable: EnsureDefaults
+// fills it in. Fields document unit, default and range.
+type Options struct {
+	// DataDir holds the write-ahead log and the Pebble store. Empty means
+	// in-memory: nothing is durable and acknowledgements are immediate
+	// (tests and micro-benchmarks only).
+	DataDir string
+	// Shards is the number of shards (one goroutine locked to an OS thread
+	// each). Default: runtime.GOMAXPROCS(0). Range 1..255.
+	Shards int
+	// MemoryBudget is the state cache size in bytes, split evenly between
+	// shards. Default 256 MiB. Minimum 64 KiB per shard.
+	MemoryBudget int64
+	// MaxMessageBytes bounds one message payload. Default 4 MiB (at most
+	// half of MaxRecordBytes).
+	MaxMessageBytes int
+	// MaxStateBytes bounds one state value. Default 16 MiB (at most
+	// MaxRecordBytes).
+	MaxStateBytes int
+	// MaxRecordBytes bounds the effects of one invocation (its state writes,
+	// messages, egress records and reply, encoded as one log record): an
+	// invocation whose effects are larger is dead-lettered with the reason.
+	// Default 32 MiB (less when SegmentSize is smaller: a record must fit in
+	// a log segment); at least MaxStateBytes and MaxMessageBytes.
+	MaxRecordBytes int
+	// MailboxCapacity is the ingress capacity of each shard's mailbox, in
+	// messages; a full mailbox answers ingress with ErrOverloaded.
+	// Default 16384.
+	MailboxCapacity int
+	// MaxBatchDelay is the longest the group-commit flusher waits to batch
+	// more records; 0 (the default) flushes as soon as the previous sync
+	// returns. Range 0..1s.
+	MaxBatchDelay time.Duration
+	// CheckpointInterval is the period of checkpoints. Default 10s.
+	CheckpointInterval time.Duration
+	// SegmentSize is the log segment size in bytes. Default 64 MiB (more if
+	// MaxRecordBytes needs it); at least 64 KiB and MaxRecordBytes plus 64.
+	SegmentSize int64
+	// AcceptLogLoss lets Open start from a log that is shorter than what
+	// was durable (a segment cut or truncated by hand, not by a crash),
+	// dropping the acknowledged work in the missing range. Without it such
+	// a log refuses to open, naming the segment and the range, and nothing
+	// on disk is changed. Default false.
+	AcceptLogLoss bool
+	// Clock tells the time (invocations, timers, expiry). Default time.Now.
+	// Tests and the simulator set it.
+	Clock func() time.Time
+	// FS names the filesystems of a durable engine. The zero value is the
+	// operating system's. Tests and the simulator set it.
+	FS FS
+	// Logger receives structured logs. Default slog.Default().
+	Logger *slog.Logger
+
+	// manual is set by the simulator (tests of this package): Open starts
+	// no goroutine; the caller steps the shards, flushes the log and runs
+	// the applier.
+	manual bool
+}
+
+// FS is the pair of filesystems a durable engine writes through: the
+// write-ahead log's and the Pebble store's. A nil field means the
+// operating system.
+type FS struct {
+	Log   vfs.FS
+	Store pebblevfs.FS
+}
+
+// EnsureDefaults fills in zero fields.
+func (o *Options) EnsureDefaults() {
+	if o.Shards <= 0 {
+		o.Shards = runtime.GOMAXPROCS(0)
+	}
+	if o.MemoryBudget <= 0 {
+		o.MemoryBudget = 256 << 20
+	}
+	// Sizes: a record must fit in a segment; a state value and a message
+	// must fit in a record. Defaults are derived to agree with what is set.
+	if o.SegmentSize <= 0 {
+		o.SegmentSize = 64 << 20
+		if o.MaxRecordBytes > 0 {
+			o.SegmentSize = max(o.SegmentSize, int64(o.MaxRecordBytes)+segmentOverhead)
+		}
+	}
+	if o.MaxRecordBytes <= 0 {
+		o.MaxRecordBytes = int(min(32<<20, o.SegmentSize-segmentOverhead))
+	}
+	if o.MaxStateBytes <= 0 {
+		o.MaxStateBytes = min(16<<20, o.MaxRecordBytes)
+	}
+	if o.MaxMessageBytes <= 0 {
+		o.MaxMessageBytes = min(4<<20, o.MaxRecordBytes/2)
+	}
+	if o.MailboxCapacity <= 0 {
+		o.MailboxCapacity = 16384
+	}
+	if o.CheckpointInterval <= 0 {
+		o.CheckpointInterval = 10 * time.Second
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// segmentOverhead is what a segment needs beyond one record's payload: the
+// segment header and a frame header, with padding (wal's on-disk format).
+const segmentOverhead = 64
+
+// Validate checks the options.
+func (o *Options) Validate() error {
+	switch {
+	case o.Shards < 1 || o.Shards > 255:
+		return fmt.Errorf("engine: Shards %d out of range 1..255", o.Shards)
+	case o.MemoryBudget < int64(o.Shards)*64<<10:
+		return fmt.Errorf("engine: MemoryBudget %d below 64 KiB per shard", o.MemoryBudget)
+	case o.MaxBatchDelay < 0 || o.MaxBatchDelay > time.Second:
+		return fmt.Errorf("engine: MaxBatchDelay %v out of range 0..1s", o.MaxBatchDelay)
+	case o.SegmentSize < 64<<10:
+		return fmt.Errorf("engine: SegmentSize %d below 64 KiB", o.SegmentSize)
+	case o.MaxRecordBytes < o.MaxStateBytes || o.MaxRecordBytes < o.MaxMessageBytes:
+		return fmt.Errorf("engine: MaxRecordBytes %d is below MaxStateBytes %d or MaxMessageBytes %d: an invocation could never write its largest value or send its largest message; raise SegmentSize/MaxRecordBytes or lower the others",
+			o.MaxRecordBytes, o.MaxStateBytes, o.MaxMessageBytes)
+	case o.SegmentSize < int64(o.MaxRecordBytes)+segmentOverhead:
+		return fmt.Errorf("engine: SegmentSize %d cannot hold a record of MaxRecordBytes %d", o.SegmentSize, o.MaxRecordBytes)
+	}
+	return nil
+}

@@ -1,0 +1,73 @@
+package format
+
+import "sync/atomic"
+
+// Envelope is one message as it travels through mailboxes, per-address
+// queues and the timer wheel. It is copied by value into mailbox rings, so it
+// holds no per-message heap allocation of its own: strings and the payload
+// slice are shared, never mutated after the envelope is pushed.
+//
+// Ownership: the producer owns an Envelope until a push returns true; then
+// the consumer (the shard) owns its copy.
+type Envelope struct {
+	// ID identifies the message uniquely across restarts (see package
+	// engine's id allocator).
+	ID uint64
+	// Target is the addressed instance.
+	Target Address
+	// Caller is the sending instance; zero for ingress messages.
+	Caller Address
+	// Type is the message's type name (a TypedValue's typename).
+	Type string
+	// Payload is the message body. Never mutated once pushed.
+	Payload []byte
+	// ReplyTo is the request id that a Reply in this message's chain answers;
+	// 0 when nobody waits.
+	ReplyTo uint64
+	// Ack, when not nil, is released once the invocation that consumed this
+	// message is durable (ingress acknowledgement).
+	Ack *Ack
+}
+
+// Ack is an ingress acknowledgement handle: the ingress waits on Done, the
+// shard calls Release once the message's consuming invocation is durable
+// (or with an error if it can never be). Several envelopes may share one
+// Ack (a batch); Done is closed when every one of them is released.
+//
+// An Ack is owned by the ingress that made it; it is safe for concurrent
+// use by the shards that release it.
+type Ack struct {
+	pending atomic.Int64
+	errSet  atomic.Bool
+	err     error
+	done    chan struct{}
+}
+
+// NewAck makes an acknowledgement for n messages.
+func NewAck(n int) *Ack {
+	a := &Ack{done: make(chan struct{})}
+	a.pending.Store(int64(n))
+	return a
+}
+
+// Release releases one message of the ack; err (if any) is kept, the first
+// wins. The ack is done when every message is released.
+func (a *Ack) Release(err error) {
+	if err != nil && a.errSet.CompareAndSwap(false, true) {
+		a.err = err
+	}
+	if a.pending.Add(-1) == 0 {
+		close(a.done)
+	}
+}
+
+// Done is closed once every message is released.
+func (a *Ack) Done() <-chan struct{} { return a.done }
+
+// Err is the first release error; read it after Done is closed.
+func (a *Ack) Err() error {
+	if a.errSet.Load() {
+		return a.err
+	}
+	return nil
+}
