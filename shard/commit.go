@@ -88,6 +88,13 @@ func (s *Shard) releaseDurable() bool {
 		s.deliverRelease(&r, nil)
 		did = true
 	}
+	if s.pending.len() > 0 {
+		if err := s.cfg.Log.Err(); err != nil {
+			// The log failed: nothing pending will become durable.
+			s.fail(err)
+			return true
+		}
+	}
 	return did
 }
 

@@ -104,7 +104,9 @@ func (s *Shard) parkTime(now int64) (wait time.Duration, again bool) {
 // those inputs fixed, a sequence of Steps is deterministic, which is what
 // the engine's simulator relies on. A failed shard does nothing.
 func (s *Shard) Step(now int64) bool {
-	if s.failed.Load() != nil {
+	if p := s.failed.Load(); p != nil {
+		// Answer whatever still arrives with the failure.
+		s.failQueued(*p)
 		return false
 	}
 	worked := false

@@ -299,6 +299,50 @@ func (s *Shard) fail(err error) {
 	s.batch.Reset()
 	s.failStaged(err)
 	s.releaseAll(err)
+	s.failQueued(err)
+}
+
+// failQueued fails the acknowledgements of every message the failed shard
+// holds and will never process: queued at instances, in the mailbox, in
+// remote calls that complete, or set aside as unroutable.
+func (s *Shard) failQueued(err error) {
+	for _, head := range s.insts {
+		for inst := head; inst != nil; inst = inst.next {
+			for i := 0; i < inst.q.len(); i++ {
+				if a := inst.q.at(i).Ack; a != nil {
+					a.Release(err)
+				}
+			}
+			inst.q.reset()
+		}
+	}
+	s.drainBuf = s.mb.Drain(s.drainBuf[:0], maxDrain)
+	for i := range s.drainBuf {
+		if a := s.drainBuf[i].Ack; a != nil {
+			a.Release(err)
+		}
+		s.drainBuf[i] = format.Envelope{}
+	}
+	if s.doneN.Load() > 0 {
+		s.doneMu.Lock()
+		calls := s.doneCalls
+		s.doneCalls = nil
+		s.doneN.Store(0)
+		s.doneMu.Unlock()
+		for _, c := range calls {
+			for i := range c.Messages {
+				if a := c.Messages[i].Ack; a != nil {
+					a.Release(err)
+				}
+			}
+		}
+	}
+	for i := range s.unroutable {
+		if a := s.unroutable[i].Ack; a != nil {
+			a.Release(err)
+		}
+	}
+	s.unroutable = s.unroutable[:0]
 }
 
 // Restore enqueues a recovered pending message (before Start).
