@@ -88,14 +88,14 @@ func (o *Options) EnsureDefaults() {
 	}
 	// Sizes: a record must fit in a segment; a state value and a message
 	// must fit in a record. Defaults are derived to agree with what is set.
-	if o.SegmentSize <= 0 {
-		o.SegmentSize = 64 << 20
-		if o.MaxRecordBytes > 0 {
-			o.SegmentSize = max(o.SegmentSize, int64(o.MaxRecordBytes)+segmentOverhead)
+	if o.MaxRecordBytes <= 0 {
+		o.MaxRecordBytes = max(32<<20, o.MaxStateBytes, 2*o.MaxMessageBytes)
+		if o.SegmentSize > 0 {
+			o.MaxRecordBytes = int(min(int64(o.MaxRecordBytes), o.SegmentSize-segmentOverhead))
 		}
 	}
-	if o.MaxRecordBytes <= 0 {
-		o.MaxRecordBytes = int(min(32<<20, o.SegmentSize-segmentOverhead))
+	if o.SegmentSize <= 0 {
+		o.SegmentSize = max(64<<20, int64(o.MaxRecordBytes)+segmentOverhead)
 	}
 	if o.MaxStateBytes <= 0 {
 		o.MaxStateBytes = min(16<<20, o.MaxRecordBytes)

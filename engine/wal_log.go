@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"time"
@@ -14,23 +15,25 @@ type walLog struct {
 	l *wal.Log
 }
 
-func openWALLog(opts Options, start uint64, onDurable func(), onFlush func(int, time.Duration)) (*walLog, error) {
+func openWALLog(opts Options, checkpoint uint64, onDurable func(), onFlush func(int, time.Duration)) (*walLog, error) {
 	wo := wal.Options{
-		Dir:           filepath.Join(opts.DataDir, "wal"),
-		FS:            opts.FS.Log,
-		SegmentSize:   opts.SegmentSize,
-		MaxBatchDelay: opts.MaxBatchDelay,
-		OnDurable:     func(wal.LSN) { onDurable() },
-		OnFlush:       onFlush,
-		Logger:        opts.Logger,
+		Dir:             filepath.Join(opts.DataDir, "wal"),
+		FS:              opts.FS.Log,
+		SegmentSize:     opts.SegmentSize,
+		MaxBatchDelay:   opts.MaxBatchDelay,
+		OnDurable:       func(wal.LSN) { onDurable() },
+		OnFlush:         onFlush,
+		Logger:          opts.Logger,
+		KnownDurable:    wal.LSN(checkpoint),
+		KnownDurableWhy: "the store's checkpoint covers it",
+		AcceptLoss:      opts.AcceptLogLoss,
 	}
 	l, err := wal.Open(wo)
 	if err != nil {
+		if errors.Is(err, wal.ErrLost) {
+			return nil, fmt.Errorf("engine: open log: %w (start with AcceptLogLoss, --accept-log-loss, to run on without them)", err)
+		}
 		return nil, fmt.Errorf("engine: open log: %w", err)
-	}
-	if d := uint64(l.DurableLSN()); d < start {
-		_ = l.Close()
-		return nil, fmt.Errorf("engine: the log in %s ends at position %d, before the store's checkpoint at %d: the log was lost or replaced; restore the data directory whole", wo.Dir, d, start)
 	}
 	return &walLog{l: l}, nil
 }

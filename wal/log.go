@@ -7,6 +7,7 @@ import (
 	"io"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,10 @@ var (
 	// ErrFailed is wrapped (together with the cause) by every error returned
 	// after a write or sync failed and the log stopped.
 	ErrFailed = errors.New("wal: failed after an I/O error")
+	// ErrLost is wrapped by the error of an Open that finds a log shorter
+	// than it was (a file cut by hand or lost): the message names the
+	// segment and the missing range. Options.AcceptLoss opens it anyway.
+	ErrLost = errors.New("wal: log records lost")
 	// ErrRecordTooLarge is returned by Append for a record whose frame does
 	// not fit in one segment.
 	ErrRecordTooLarge = errors.New("wal: record too large for a segment")
@@ -131,7 +136,7 @@ func Open(opts Options) (*Log, error) {
 		return nil, fmt.Errorf("wal: open directory %s: %w", opts.Dir, err)
 	}
 	l.dirFile = dirFile
-	nextNum, end, cutBytes, err := l.recover()
+	nextNum, end, tornBytes, err := l.recover()
 	if err != nil {
 		dirFile.Close()
 		return nil, err
@@ -156,14 +161,15 @@ func Open(opts Options) (*Log, error) {
 	l.mu.segNum = nextNum
 	l.mu.segBase = end
 	l.opts.Logger.Info("wal: opened", "dir", opts.Dir, "first", l.FirstLSN(), "end", end,
-		"segments", len(l.segs), "tornBytesCut", cutBytes)
+		"segments", len(l.segs), "tornBytes", tornBytes)
 	go l.flushLoop()
 	return l, nil
 }
 
-// recover validates the segments on disk, cuts the torn tail and fills
-// l.segs and l.pool. It returns the number for the next segment and the
-// recovered end.
+// recover validates the segments on disk and fills l.segs and l.pool. It
+// returns the number for the next segment, the recovered end and the bytes
+// of a torn tail. It reads everything and decides before it changes
+// anything on disk: a log it refuses is left as it was.
 //
 // The rule that tells a torn tail from corruption: every frame carries a
 // synced field, the durable end of the log when it was appended, and every
@@ -178,33 +184,43 @@ func Open(opts Options) (*Log, error) {
 //   - trailing segments whose header is invalid were being set up when the
 //     process stopped and are recycled; an invalid header before a valid
 //     one is corruption.
-func (l *Log) recover() (nextNum uint64, end LSN, cutBytes int64, err error) {
+//
+// Two more rules catch a log that was shortened (a file cut or truncated
+// by hand, not by a crash), which no frame can reveal because the frames
+// that would claim the lost range are gone:
+//   - a segment's header (format version 2) records the size the file was
+//     preallocated to, and is synced with that size before any frame is
+//     written, so a crash never leaves a started segment shorter than that;
+//     a shorter file has lost its end;
+//   - Options.KnownDurable (the engine's checkpoint position) must not lie
+//     beyond the recovered end.
+//
+// Either is refused, naming the segment and the missing range, unless
+// Options.AcceptLoss is set.
+func (l *Log) recover() (nextNum uint64, end LSN, tornBytes int64, err error) {
 	names, err := l.fs.List(l.opts.Dir)
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("wal: list %s: %w", l.opts.Dir, err)
 	}
 	var nums []uint64
 	var maxNum uint64
+	var recycled []string
 	for _, name := range names {
-		num, recycled, ok := parseName(name)
+		num, isRecycled, ok := parseName(name)
 		if !ok {
 			continue
 		}
-		if recycled {
-			l.pool = append(l.pool, l.path(name))
+		if isRecycled {
+			recycled = append(recycled, l.path(name))
 			continue
 		}
 		nums = append(nums, num)
 		maxNum = max(maxNum, num)
 	}
-	sortUint64(nums)
+	slices.Sort(nums)
+	slices.Sort(recycled)
 
-	type hdr struct {
-		num  uint64
-		base LSN
-		err  error
-	}
-	hdrs := make([]hdr, len(nums))
+	hdrs := make([]segmentHeader, len(nums))
 	lastValid := -1
 	var buf [segmentHeaderSize]byte
 	for i, num := range nums {
@@ -216,25 +232,42 @@ func (l *Log) recover() (nextNum uint64, end LSN, cutBytes int64, err error) {
 			}
 			continue
 		}
-		hdrs[i].base, hdrs[i].err = decodeSegmentHeader(buf[:], num)
+		hdrs[i], hdrs[i].err = decodeSegmentHeader(buf[:], num)
 		if hdrs[i].err == nil {
 			lastValid = i
 		}
 	}
-	renamed := false
-	for i, h := range hdrs {
-		if i < lastValid && h.err != nil {
+	for i := 0; i < lastValid; i++ {
+		if h := hdrs[i]; h.err != nil {
 			return 0, 0, 0, fmt.Errorf("%w: segment %s offset 0: %v", ErrCorrupt, l.path(segmentName(h.num)), h.err)
 		}
-		if i > lastValid {
-			// Set up but never started: keep the file for reuse.
-			p := l.path(recycleName(h.num))
-			if err := l.fs.Rename(l.path(segmentName(h.num)), p); err != nil {
-				return 0, 0, 0, fmt.Errorf("wal: recycle unstarted segment: %w", err)
-			}
-			l.pool = append(l.pool, p)
-			renamed = true
+	}
+	nextNum, end = maxNum+1, 0
+	if lastValid >= 0 {
+		if end, tornBytes, err = l.scanSegments(hdrs[:lastValid+1]); err != nil {
+			return 0, 0, 0, err
 		}
+		nextNum = l.segs[len(l.segs)-1].num + 1
+	}
+	if kd := l.opts.KnownDurable; kd > end {
+		err := fmt.Errorf("%w: the log ends at LSN %d but LSN %d was durable (%s): the records in [%d, %d) are missing; restore the log directory whole, or accept the loss",
+			ErrLost, end, kd, l.opts.KnownDurableWhy, end, kd)
+		if !l.opts.AcceptLoss {
+			return 0, 0, 0, err
+		}
+		l.opts.Logger.Error("wal: accepting the loss of acknowledged records", "err", err)
+	}
+	// Decided: now change the directory. Unstarted segments (invalid
+	// headers after the last valid one) are kept for reuse.
+	l.pool = recycled
+	renamed := false
+	for _, h := range hdrs[lastValid+1:] {
+		p := l.path(recycleName(h.num))
+		if err := l.fs.Rename(l.path(segmentName(h.num)), p); err != nil {
+			return 0, 0, 0, fmt.Errorf("wal: recycle unstarted segment: %w", err)
+		}
+		l.pool = append(l.pool, p)
+		renamed = true
 	}
 	for len(l.pool) > recycleLimit {
 		if err := l.fs.Remove(l.pool[0]); err != nil {
@@ -248,19 +281,20 @@ func (l *Log) recover() (nextNum uint64, end LSN, cutBytes int64, err error) {
 			return 0, 0, 0, fmt.Errorf("wal: sync directory %s: %w", l.opts.Dir, err)
 		}
 	}
-	if lastValid < 0 {
-		return maxNum + 1, 0, 0, nil
-	}
-	for i := 0; i <= lastValid; i++ {
-		h := hdrs[i]
+	return nextNum, end, tornBytes, nil
+}
+
+// scanSegments checks the started segments (read only) and fills l.segs.
+func (l *Log) scanSegments(hdrs []segmentHeader) (end LSN, tornBytes int64, err error) {
+	for i, h := range hdrs {
 		if i > 0 {
 			prev := hdrs[i-1]
 			if h.num != prev.num+1 {
-				return 0, 0, 0, fmt.Errorf("%w: segment %s missing (between %s and %s)", ErrCorrupt,
+				return 0, 0, fmt.Errorf("%w: segment %s missing (between %s and %s)", ErrCorrupt,
 					l.path(segmentName(prev.num+1)), segmentName(prev.num), segmentName(h.num))
 			}
 			if h.base < prev.base {
-				return 0, 0, 0, fmt.Errorf("%w: segment %s offset 0: base LSN %d precedes the previous segment's %d",
+				return 0, 0, fmt.Errorf("%w: segment %s offset 0: base LSN %d precedes the previous segment's %d",
 					ErrCorrupt, l.path(segmentName(h.num)), h.base, prev.base)
 			}
 		}
@@ -271,31 +305,32 @@ func (l *Log) recover() (nextNum uint64, end LSN, cutBytes int64, err error) {
 		s := &l.segs[i]
 		last := i == len(l.segs)-1
 		p := l.path(segmentName(s.num))
-		var f vfs.File
-		if last {
-			f, err = l.fs.OpenReadWrite(p)
-		} else {
-			f, err = l.fs.Open(p)
-		}
+		f, err := l.fs.Open(p)
 		if err != nil {
-			return 0, 0, 0, fmt.Errorf("wal: open %s: %w", p, err)
+			return 0, 0, fmt.Errorf("wal: open %s: %w", p, err)
 		}
 		var next LSN
 		if !last {
 			next = l.segs[i+1].base
 		}
-		end, cutBytes, err = l.recoverSegment(&sc, f, p, s, next, last)
+		end, tornBytes, err = l.scanSegment(&sc, f, p, s, hdrs[i].size, next, last)
 		if cerr := f.Close(); err == nil && cerr != nil {
 			err = fmt.Errorf("wal: close %s: %w", p, cerr)
 		}
 		if err != nil {
-			return 0, 0, 0, err
+			return 0, 0, err
 		}
 	}
-	return l.segs[len(l.segs)-1].num + 1, end, cutBytes, nil
+	return end, tornBytes, nil
 }
 
-func (l *Log) recoverSegment(sc *scanner, f vfs.File, p string, s *segment, next LSN, last bool) (end LSN, cutBytes int64, err error) {
+// scanSegment checks one segment and returns the LSN its records end at. The
+// last segment ends at its first invalid frame; the bytes after it are a
+// torn tail (reported) or leftovers of the file's earlier life (not
+// reported). They are left in place: appends continue in a new segment, and
+// a segment that is not the last is only ever read up to the next one's
+// base.
+func (l *Log) scanSegment(sc *scanner, f vfs.File, p string, s *segment, prealloc int64, next LSN, last bool) (end LSN, tornBytes int64, err error) {
 	if err := sc.reset(f, p, s.base); err != nil {
 		return 0, 0, fmt.Errorf("wal: stat %s: %w", p, err)
 	}
@@ -323,47 +358,24 @@ func (l *Log) recoverSegment(sc *scanner, f vfs.File, p string, s *segment, next
 			return 0, 0, sc.corruptError(at, fmt.Errorf("%v, but the valid record at LSN %d says the log was durable beyond it", stopErr, q))
 		}
 	}
-	// Cut everything from at on: torn bytes must never be read back, not
-	// even after later appends overwrite part of them.
-	cutOff := fileOffset(s.base, at)
-	if sc.size > cutOff {
-		cutBytes = l.tornBytes(sc, at)
-		if err := f.Truncate(cutOff); err != nil {
-			return 0, 0, fmt.Errorf("wal: truncate %s to %d: %w", p, cutOff, err)
+	if prealloc > 0 && sc.size < prealloc {
+		err := fmt.Errorf("%w: segment %s is %d bytes but was preallocated to %d: it was cut after it was written (a crash never shortens it); the records from LSN %d (file offset %d) on may be lost; restore the file, or accept the loss",
+			ErrLost, p, sc.size, prealloc, at, fileOffset(s.base, at))
+		if !l.opts.AcceptLoss {
+			return 0, 0, err
 		}
+		l.opts.Logger.Error("wal: accepting the loss of acknowledged records", "err", err)
 	}
-	if err := f.Sync(); err != nil {
-		return 0, 0, fmt.Errorf("wal: sync %s: %w", p, err)
+	tornBytes, err = sc.tornTail(at)
+	if err != nil {
+		return 0, 0, err
 	}
-	if cutBytes > 0 {
-		l.opts.Logger.Warn("wal: cut torn tail", "segment", p, "offset", cutOff, "lsn", at, "bytes", cutBytes)
+	if tornBytes > 0 {
+		l.opts.Logger.Warn("wal: torn tail dropped (the last group commit was cut by a crash before its sync)",
+			"segment", p, "offset", fileOffset(s.base, at), "lsn", at, "bytes", tornBytes)
 	}
 	s.end, s.ended = at, true
-	return at, cutBytes, nil
-}
-
-// tornBytes returns how many bytes from at to the end of the file are not
-// zero (an estimate of the torn tail; preallocated space is zero).
-func (l *Log) tornBytes(sc *scanner, at LSN) int64 {
-	var last int64 = -1
-	start := fileOffset(sc.base, at)
-	for off := start; off < sc.size; {
-		b, err := sc.bytesAt(off, readChunk)
-		if err != nil || len(b) == 0 {
-			break
-		}
-		for i := len(b) - 1; i >= 0; i-- {
-			if b[i] != 0 {
-				last = off + int64(i)
-				break
-			}
-		}
-		off += int64(len(b))
-	}
-	if last < 0 {
-		return 0
-	}
-	return last + 1 - start
+	return at, tornBytes, nil
 }
 
 // readAll reads len(b) bytes at off from the named file; errShortFrame if
@@ -385,13 +397,6 @@ func (l *Log) readAll(name string, b []byte, off int64) error {
 	return fmt.Errorf("wal: read %s: %w", p, err)
 }
 
-func sortUint64(s []uint64) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
-}
 
 // Append appends the records of b, in order and with consecutive LSNs, so
 // that no other Append's records interleave with them. It copies b (which
@@ -704,10 +709,17 @@ func (l *Log) rollover(num uint64, base LSN) error {
 		f.Close()
 		return fmt.Errorf("wal: sync directory %s: %w", l.opts.Dir, err)
 	}
-	encodeSegmentHeader(l.w.hdr[:], num, base)
+	encodeSegmentHeader(l.w.hdr[:], num, base, l.opts.SegmentSize)
 	if _, err := f.WriteAt(l.w.hdr[:], 0); err != nil {
 		f.Close()
 		return fmt.Errorf("wal: write header of %s: %w", p, err)
+	}
+	// The header and the preallocated size are durable before any frame
+	// is written: recovery may then take a file shorter than its header
+	// says for one that was cut, never for a crash.
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("wal: sync %s: %w", p, err)
 	}
 	if l.w.f != nil {
 		if err := l.w.f.Close(); err != nil {

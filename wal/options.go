@@ -22,8 +22,9 @@ const (
 	DefaultBufferSize = 4 << 20
 	// MinSegmentSize is the smallest Options.SegmentSize accepted.
 	MinSegmentSize = 1 << 10
-	// MaxSegmentSize is the largest Options.SegmentSize accepted.
-	MaxSegmentSize = 1 << 32
+	// MaxSegmentSize is the largest Options.SegmentSize accepted (the
+	// segment header records the size in 32 bits).
+	MaxSegmentSize = 1<<32 - 1
 )
 
 // Options configures a Log. The zero value plus Dir is valid.
@@ -58,8 +59,18 @@ type Options struct {
 	// successful batch with the bytes written and the time spent in
 	// fdatasync, for metrics. Same rules as OnDurable.
 	OnFlush func(bytes int, sync time.Duration)
-	// Logger receives one line per event that matters (open, torn tail cut,
-	// failure). Default slog.Default().
+	// KnownDurable is a position the caller knows was durable (for the
+	// engine, its checkpoint's): Open refuses a log that ends before it,
+	// naming the missing range, before it changes anything on disk.
+	// KnownDurableWhy says where it comes from, for that message.
+	KnownDurable    LSN
+	KnownDurableWhy string
+	// AcceptLoss opens a log that was shortened (a segment cut or truncated
+	// after it was written, or ending before KnownDurable) instead of
+	// refusing it: the missing records are lost. Default false.
+	AcceptLoss bool
+	// Logger receives one line per event that matters (open, torn tail
+	// dropped, failure). Default slog.Default().
 	Logger *slog.Logger
 }
 

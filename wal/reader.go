@@ -69,9 +69,14 @@ func (r *Reader) Next() (lsn LSN, rec []byte, err error) {
 		r.limit = r.l.DurableLSN()
 		if r.open && !r.seg.ended {
 			// Read after the durable end: a rollover that made data
-			// durable beyond this segment has set its end by now.
-			if s, ok := r.l.segmentFor(r.seg.base); ok && s.num == r.seg.num {
+			// durable beyond this segment has set its end by now. The
+			// segment may even be retired already (a checkpoint at the
+			// reader's position, which is its end): then reopen at pos.
+			if s, live := r.l.segmentByNum(r.seg.num); live {
 				r.seg = s
+			} else {
+				r.f.Close()
+				r.f, r.open = nil, false
 			}
 		}
 		if r.pos >= r.limit {
@@ -141,6 +146,18 @@ func (r *Reader) Close() error {
 	f := r.f
 	r.f, r.open = nil, false
 	return f.Close()
+}
+
+// segmentByNum returns the live segment numbered num, if it is still live.
+func (l *Log) segmentByNum(num uint64) (segment, bool) {
+	l.segMu.Lock()
+	defer l.segMu.Unlock()
+	for _, s := range l.segs {
+		if s.num == num {
+			return s, true
+		}
+	}
+	return segment{}, false
 }
 
 // segmentFor returns the live segment that holds lsn (for lsn equal to a

@@ -18,9 +18,11 @@ const (
 	segmentHeaderSize = 32
 	// segmentMagic marks a segment header. On-disk format; never change.
 	segmentMagic = "SFWL"
-	// segmentVersion is the format version in the header. On-disk format;
-	// never change (bump it and keep reading the old one instead).
-	segmentVersion = 1
+	// segmentVersion is the format version new headers get. On-disk
+	// format; never change (bump it and keep reading the old ones instead).
+	// Version 1: the reserved field is 0. Version 2: it holds the size the
+	// file was preallocated to.
+	segmentVersion = 2
 
 	segmentSuffix = ".wal"
 	recyclePrefix = "recycle-"
@@ -53,39 +55,51 @@ func parseName(name string) (num uint64, recycled, ok bool) {
 	return num, recycled, true
 }
 
-func encodeSegmentHeader(dst []byte, num uint64, base LSN) {
+func encodeSegmentHeader(dst []byte, num uint64, base LSN, size int64) {
 	_ = dst[segmentHeaderSize-1]
 	copy(dst[4:8], segmentMagic)
 	binary.LittleEndian.PutUint32(dst[8:12], segmentVersion)
-	binary.LittleEndian.PutUint32(dst[12:16], 0)
+	binary.LittleEndian.PutUint32(dst[12:16], uint32(size))
 	binary.LittleEndian.PutUint64(dst[16:24], num)
 	binary.LittleEndian.PutUint64(dst[24:32], uint64(base))
 	binary.LittleEndian.PutUint32(dst[0:4], crc32.Checksum(dst[4:segmentHeaderSize], castagnoli))
 }
 
-// decodeSegmentHeader checks the header of segment num and returns its base
-// LSN.
-func decodeSegmentHeader(b []byte, num uint64) (LSN, error) {
+// segmentHeader is a decoded segment header.
+type segmentHeader struct {
+	num  uint64
+	base LSN
+	size int64 // preallocated file size (version 2); 0 if unknown (version 1)
+	err  error // why the header is invalid (recovery)
+}
+
+// decodeSegmentHeader checks the header of segment num.
+func decodeSegmentHeader(b []byte, num uint64) (segmentHeader, error) {
+	h := segmentHeader{num: num}
 	if len(b) < segmentHeaderSize {
-		return 0, errors.New("short header")
+		return h, errors.New("short header")
 	}
 	if crc32.Checksum(b[4:segmentHeaderSize], castagnoli) != binary.LittleEndian.Uint32(b[0:4]) {
-		return 0, errors.New("header checksum mismatch")
+		return h, errors.New("header checksum mismatch")
 	}
 	if string(b[4:8]) != segmentMagic {
-		return 0, errors.New("bad magic")
+		return h, errors.New("bad magic")
 	}
-	if v := binary.LittleEndian.Uint32(b[8:12]); v != segmentVersion {
-		return 0, fmt.Errorf("unknown format version %d", v)
+	switch v := binary.LittleEndian.Uint32(b[8:12]); v {
+	case 1:
+	case 2:
+		h.size = int64(binary.LittleEndian.Uint32(b[12:16]))
+	default:
+		return h, fmt.Errorf("unknown format version %d", v)
 	}
 	if got := binary.LittleEndian.Uint64(b[16:24]); got != num {
-		return 0, fmt.Errorf("header names segment %d", got)
+		return h, fmt.Errorf("header names segment %d", got)
 	}
-	base := LSN(binary.LittleEndian.Uint64(b[24:32]))
-	if base%frameAlign != 0 {
-		return 0, fmt.Errorf("unaligned base LSN %d", base)
+	h.base = LSN(binary.LittleEndian.Uint64(b[24:32]))
+	if h.base%frameAlign != 0 {
+		return h, fmt.Errorf("unaligned base LSN %d", h.base)
 	}
-	return base, nil
+	return h, nil
 }
 
 // segment describes one live segment file.
@@ -245,6 +259,30 @@ func (s *scanner) findClaim(p LSN) (at LSN, ok bool, err error) {
 		}
 	}
 	return 0, false, nil
+}
+
+// tornTail returns how many bytes after p were written in this life of the
+// file: up to the end of the last frame header, at an aligned position
+// q >= p, whose LSN field is q. Bytes of the file's earlier life (a
+// recycled segment holds frames with older LSNs) and preallocated zeros do
+// not count, so a clean end reports 0.
+func (s *scanner) tornTail(p LSN) (int64, error) {
+	end := s.endLSN()
+	var last LSN
+	found := false
+	for q := p; q+frameHeaderSize <= end; q += frameAlign {
+		b, err := s.bytesAt(fileOffset(s.base, q), frameHeaderSize)
+		if err != nil {
+			return 0, err
+		}
+		if len(b) == frameHeaderSize && LSN(binary.LittleEndian.Uint64(b[8:16])) == q {
+			last, found = q, true
+		}
+	}
+	if !found {
+		return 0, nil
+	}
+	return int64(last-p) + frameHeaderSize, nil
 }
 
 // dropFrom forgets buffered bytes at file offsets >= off.

@@ -51,6 +51,7 @@ type config struct {
 	noRides            bool
 	shutdownTimeout    time.Duration
 	maxWait            time.Duration
+	acceptLogLoss      bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -76,6 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.noRides, "no-rides", false, "do not register the built-in RS-1 ride-sharing functions")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, longest wait for requests in flight before they are cut off")
 	fs.DurationVar(&c.maxWait, "max-wait", 60*time.Second, "longest ?wait= accepted for request-reply and egress long-polls")
+	fs.BoolVar(&c.acceptLogLoss, "accept-log-loss", false, "start even when the write-ahead log is shorter than it was (a segment cut or lost by hand, not by a crash), dropping the acknowledged work in the missing range; without it such a log refuses to start and names the range")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -270,6 +272,7 @@ func run(args []string, stderr io.Writer) int {
 		MaxMessageBytes:    int(c.maxBody),
 		MaxBatchDelay:      c.maxBatchDelay,
 		CheckpointInterval: c.checkpointInterval,
+		AcceptLogLoss:      c.acceptLogLoss,
 		Logger:             log,
 	}
 	if opts.Shards == 0 {
