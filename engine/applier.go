@@ -286,6 +286,8 @@ func (e *Engine) runApplier() {
 	defer close(e.apDone)
 	tick := time.NewTicker(e.opts.CheckpointInterval)
 	defer tick.Stop()
+	watch := time.NewTicker(watchInterval)
+	defer watch.Stop()
 	for {
 		stopping := false
 		checkpoint := false
@@ -296,6 +298,9 @@ func (e *Engine) runApplier() {
 		case <-e.apWake:
 		case <-tick.C:
 			checkpoint = e.opts.DataDir != ""
+		case <-watch.C:
+			e.checkStorage()
+			continue
 		case <-e.apStop:
 			stopping = true
 		}
@@ -330,6 +335,7 @@ func (e *Engine) applyOnce(checkpoint bool) error {
 	if !checkpoint {
 		return nil
 	}
+	e.checkStorage()
 	if err := e.Err(); err != nil {
 		return err
 	}

@@ -35,6 +35,7 @@ type Engine struct {
 	ap      *applier
 	ids     *idAllocator
 	metrics *metrics
+	watch   *storageWatch
 
 	requests requestTable
 

@@ -55,6 +55,7 @@ func Open(opts Options, specs ...FunctionSpec) (*Engine, error) {
 		_ = e.st.Close()
 		return nil, err
 	}
+	e.watch = newStorageWatch(&e.opts)
 	e.makeShards()
 	if err := e.restore(); err != nil {
 		_ = e.wal.Close()

@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
 	"github.com/shardfn/shardfn/internal/format"
 	"github.com/shardfn/shardfn/store"
 )
@@ -326,4 +329,84 @@ func TestTruncatedLogSegmentRefusesToStart(t *testing.T) {
 		t.Fatalf("after accepting the loss: %d", n)
 	}
 	_ = e.Close()
+}
+
+// Bug 13: after the data directory was removed under a running engine,
+// writes were still acknowledged, /health stayed ok, the checkpoint hung in
+// Pebble's flush and Close never returned.
+func TestRemovedDataDirectoryStopsTheEngine(t *testing.T) {
+	dir := t.TempDir()
+	e := openTest(t, Options{DataDir: dir, Shards: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := e.Send(ctx, addr("x"), Message{Type: "inc"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	acked := 0
+	for i := 0; i < 200; i++ {
+		_, err := e.Send(ctx, addr("x"), Message{Type: "inc"})
+		if err != nil {
+			if !errors.Is(err, ErrFailed) {
+				t.Fatalf("send after the removal: %v, want ErrFailed", err)
+			}
+			break
+		}
+		acked++
+	}
+	if acked > 0 {
+		t.Fatalf("%d writes acknowledged after the data directory was removed", acked)
+	}
+	if err := e.Err(); err == nil || !strings.Contains(err.Error(), "removed") {
+		t.Fatalf("Err after the removal: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.Close() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close did not return")
+	}
+}
+
+// Bug 7: a store flush that kept failing was retried without end; the
+// checkpoint and Close hung and Pebble's error was discarded.
+func TestFailingStoreFlushStopsTheEngine(t *testing.T) {
+	toggle := &errorfs.Toggle{Injector: errorfs.ErrInjected}
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "store"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sfs := errorfs.Wrap(vfs.Default, errorfs.Any(toggle))
+	e := openTest(t, Options{DataDir: dir, Shards: 1, FS: FS{Store: sfs}})
+	ctx := context.Background()
+	if _, err := e.Send(ctx, addr("x"), Message{Type: "inc"}); err != nil {
+		t.Fatal(err)
+	}
+	toggle.On()
+	ckpt := make(chan error, 1)
+	go func() { ckpt <- e.Checkpoint() }()
+	select {
+	case err := <-ckpt:
+		if err == nil {
+			t.Fatal("a checkpoint whose flush failed succeeded")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the checkpoint hung on a failing flush")
+	}
+	if err := e.Err(); err == nil || !strings.Contains(err.Error(), "pebble") {
+		t.Fatalf("engine not failed after the store failed: %v", err)
+	}
+	if _, err := e.Send(ctx, addr("x"), Message{Type: "inc"}); !errors.Is(err, ErrFailed) {
+		t.Fatalf("send after the store failed: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.Close() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close did not return")
+	}
 }

@@ -71,6 +71,9 @@ func (m *Memory) ReadEgress(name string, from uint64, max int, fn func(offset ui
 	return nil
 }
 
+// Err implements Store: a Memory store never fails.
+func (m *Memory) Err() error { return nil }
+
 // ScanTimers implements Store.
 func (m *Memory) ScanTimers(fn func(id uint64, msg []byte) error) error {
 	return m.scan('t', idScan(fn))

@@ -56,8 +56,12 @@ type Store interface {
 	ScanSpecs(fn func(fnType string, specs []byte) error) error
 	// Get returns a metadata value ('M' keys), or nil.
 	Get(key []byte) ([]byte, error)
-	// Flush makes everything committed so far durable.
+	// Flush makes everything committed so far durable. It fails, rather
+	// than waits, once the store has reported a background error.
 	Flush() error
+	// Err is the first background error (a flush or compaction that
+	// failed), after which the store cannot make writes durable.
+	Err() error
 	// Metrics returns implementation metrics as name/value pairs.
 	Metrics() map[string]float64
 	Close() error

@@ -582,6 +582,9 @@ func (l *Log) flushLoop() {
 			l.w.spare = nil
 		}
 		l.w.cuts = cuts[:0]
+		if err == nil {
+			err = l.checkLinked()
+		}
 		if err != nil {
 			l.fail(err)
 			l.stop()
@@ -622,6 +625,23 @@ func (l *Log) fail(cause error) {
 	l.mu.failed = err
 	l.mu.space.Broadcast()
 	l.mu.Unlock()
+}
+
+// checkLinked fails if the active segment or the log's directory was
+// removed while open: the data just synced would not be found after a
+// restart, so it must not be reported durable. Two fstat calls per batch.
+func (l *Log) checkLinked() error {
+	gone, err := vfs.IsUnlinked(l.w.f)
+	if err == nil && !gone {
+		gone, err = vfs.IsUnlinked(l.dirFile)
+	}
+	if err != nil {
+		return fmt.Errorf("wal: check %s: %w", l.opts.Dir, err)
+	}
+	if gone {
+		return fmt.Errorf("wal: the log directory %s or its active segment was removed while open: nothing written since is durable", l.opts.Dir)
+	}
+	return nil
 }
 
 // writeBuf writes one taken buffer: a write per segment range, a sync of

@@ -172,3 +172,6 @@ func (f *errorFile) Size() (int64, error) {
 }
 
 func (f *errorFile) Close() error { return f.f.Close() }
+
+// Unlinked implements Unlinker by asking the wrapped file.
+func (f *errorFile) Unlinked() (bool, error) { return IsUnlinked(f.f) }

@@ -380,6 +380,39 @@ func (f *memFile) Size() (int64, error) {
 	return int64(len(f.node.data)), nil
 }
 
+// Unlinked implements Unlinker: the file's name, or the directory, is gone.
+func (f *memFile) Unlinked() (bool, error) {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if f.dir {
+		return !f.fs.dirs[f.name], nil
+	}
+	for _, n := range f.fs.files {
+		if n == f.node {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// RemoveAll removes dir and everything under it (test helper: storage
+// that disappears under a running log).
+func (m *MemFS) RemoveAll(dir string) {
+	dir = clean(dir)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for p := range m.files {
+		if p == dir || strings.HasPrefix(p, dir+"/") {
+			delete(m.files, p)
+		}
+	}
+	for d := range m.dirs {
+		if d == dir || strings.HasPrefix(d, dir+"/") {
+			delete(m.dirs, d)
+		}
+	}
+}
+
 func (f *memFile) Close() error {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()

@@ -46,3 +46,13 @@ func (f *osFile) Preallocate(off, n int64) error {
 		}
 	}
 }
+
+// Unlinked reports whether the file or directory has no link left (it was
+// removed while open), from fstat's link count.
+func (f *osFile) Unlinked() (bool, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(f.fd, &st); err != nil {
+		return false, &os.PathError{Op: "fstat", Path: f.Name(), Err: err}
+	}
+	return st.Nlink == 0, nil
+}

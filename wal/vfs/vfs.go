@@ -44,3 +44,20 @@ type File interface {
 	// Size returns the file's current size.
 	Size() (int64, error)
 }
+
+// Unlinker is implemented by files that can tell whether their directory
+// entry is gone (the file or directory was removed while open). The log
+// checks it before it reports data durable: data synced to a file that no
+// longer has a name would not be found after a restart.
+type Unlinker interface {
+	Unlinked() (bool, error)
+}
+
+// IsUnlinked reports whether f is known to have lost its name; false when
+// f cannot tell.
+func IsUnlinked(f File) (bool, error) {
+	if u, ok := f.(Unlinker); ok {
+		return u.Unlinked()
+	}
+	return false, nil
+}
