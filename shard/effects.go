@@ -100,7 +100,7 @@ func (s *Shard) commit(inv *Invocation, msgs []format.Envelope) {
 		s.stageAck(msgs[i].Ack)
 	}
 	if inv.hasReply && inv.replyTo != 0 {
-		s.stageReply(inv.replyTo, inv.replyType, inv.replyPayload)
+		s.stageReply(inv.replyTo&^format.ReplyKeep, inv.replyType, inv.replyPayload)
 	}
 	s.consumed.Add(uint64(len(msgs)))
 	inv.end()
@@ -179,6 +179,16 @@ func (s *Shard) encode(inv *Invocation, msgs []format.Envelope) ([]byte, error) 
 	for i := range inv.egress {
 		eg := &inv.egress[i]
 		rb.Egress(eg.name, eg.typ, eg.payload)
+	}
+	rb.BeginKeys()
+	for i := range msgs {
+		if k := msgs[i].Key; k != "" {
+			rb.Key(msgs[i].ID, inv.now+s.cfg.KeyRetention, k)
+		}
+	}
+	rb.BeginReply()
+	if inv.hasReply && inv.replyTo&format.ReplyKeep != 0 {
+		rb.Reply(inv.replyTo&^format.ReplyKeep, inv.now+s.cfg.KeyRetention, inv.replyType, inv.replyPayload)
 	}
 	return rb.End(), nil
 }

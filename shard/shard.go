@@ -85,6 +85,10 @@ type Config struct {
 	// encode larger is dead-lettered instead (the log refuses records that
 	// do not fit a segment). Default 32 MiB.
 	MaxRecordBytes int
+	// KeyRetention is how long (ns) an idempotency key, and the reply kept
+	// for an idempotent request, are remembered after the invocation that
+	// consumed or answered it. Default 24 h.
+	KeyRetention int64
 	Logger         *slog.Logger
 }
 
@@ -184,6 +188,9 @@ func New(cfg Config) *Shard {
 	}
 	if cfg.MaxRecordBytes <= 0 {
 		cfg.MaxRecordBytes = 32 << 20
+	}
+	if cfg.KeyRetention <= 0 {
+		cfg.KeyRetention = int64(24 * time.Hour)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -121,7 +121,11 @@ func (h *harness) do(t *testing.T, d *datadriven.TestData) string {
 		d.MaybeScanArgs(t, "ack", &ack)
 		d.MaybeScanArgs(t, "reply", &reply)
 		d.MaybeScanArgs(t, "id", &id)
+		if d.HasArg("keep") {
+			reply |= format.ReplyKeep
+		}
 		env := format.Envelope{Target: parseAddr(t, to), Type: typ, Payload: []byte(strings.TrimSpace(d.Input)), ReplyTo: reply}
+		d.MaybeScanArgs(t, "key", &env.Key)
 		if ack != "" {
 			env.Ack = format.NewAck(1)
 			h.acks[ack] = env.Ack
@@ -358,7 +362,9 @@ func describe(r *format.Record) string {
 		if len(m.Token) > 0 {
 			fmt.Fprintf(&b, " token=%s", m.Token)
 		}
-		if m.ReplyTo != 0 {
+		if m.ReplyTo&format.ReplyKeep != 0 {
+			fmt.Fprintf(&b, " reply=%d keep", m.ReplyTo&^format.ReplyKeep)
+		} else if m.ReplyTo != 0 {
 			fmt.Fprintf(&b, " reply=%d", m.ReplyTo)
 		}
 		b.WriteString(")")
@@ -368,6 +374,12 @@ func describe(r *format.Record) string {
 	}
 	for _, e := range r.Egress {
 		fmt.Fprintf(&b, " egress(%s %s)", e.Name, clip(e.Payload))
+	}
+	for _, k := range r.Keys {
+		fmt.Fprintf(&b, " key(%d %s expires=+%v)", k.ID, k.Key, time.Duration(k.ExpireAt-int64(time.Hour)))
+	}
+	if r.HasReply {
+		fmt.Fprintf(&b, " keep-reply(%d %s)", r.Reply.RequestID, r.Reply.Payload)
 	}
 	return b.String()
 }

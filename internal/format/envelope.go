@@ -27,6 +27,10 @@ type Envelope struct {
 	// Ack, when not nil, is released once the invocation that consumed this
 	// message is durable (ingress acknowledgement).
 	Ack *Ack
+	// Key is the idempotency key of an ingress message ("" for none): the
+	// record that consumes the message keeps it, so that the same key sent
+	// to the same address again is recognised.
+	Key string
 }
 
 // Ack is an ingress acknowledgement handle: the ingress waits on Done, the

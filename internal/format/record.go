@@ -12,7 +12,7 @@ import (
 //
 // On-disk format; never change (add a new record kind instead):
 //
-//	u8       kind (RecordInvocation = 1)
+//	u8       kind (RecordInvocation = 1, RecordInvocation2 = 2)
 //	address  target instance (AppendAddress encoding); also the caller of every message below
 //	uvarint  n, then n × u64 LE   ids of the messages this invocation consumed
 //	uvarint  n, then n × state write:
@@ -23,10 +23,28 @@ import (
 //	uvarint  n, then n × u64 LE   ids of delayed messages this invocation cancelled
 //	uvarint  n, then n × egress:  string name, string type, bytes payload
 //
+// and, in kind 2 only (what is written now; kind 1 is still read):
+//
+//	uvarint  n, then n × idempotency key of a consumed message:
+//	           u64 LE message id, i64 LE expire-at (unix ns), string key
+//	uvarint  n (0 or 1), then the reply to keep (an idempotent request's):
+//	           u64 LE request id, i64 LE expire-at (unix ns), string type, bytes payload
+//
 // string and bytes are uvarint length + bytes.
 
-// RecordInvocation is the kind byte of an invocation effect record.
-const RecordInvocation = 1
+// Kinds of effect records.
+const (
+	// RecordInvocation is an invocation record without the key and reply
+	// sections (written before they existed).
+	RecordInvocation = 1
+	// RecordInvocation2 is an invocation record with them.
+	RecordInvocation2 = 2
+)
+
+// ReplyKeep is set in a request id (Envelope.ReplyTo) whose reply must be
+// kept durably: the reply of an idempotent request, answered again to a
+// retry. Message ids stay below it.
+const ReplyKeep = uint64(1) << 63
 
 // State write operations in records (on-disk format; never change).
 const (
@@ -36,18 +54,25 @@ const (
 
 // RecordBuilder encodes one effect record into a reusable buffer. The
 // sections must be written in order: Begin, Consumed*, BeginStates, State*,
-// BeginMessages, Message*, BeginCancels, Cancel*, BeginEgress, Egress*, End.
+// BeginMessages, Message*, BeginCancels, Cancel*, BeginEgress, Egress*,
+// BeginKeys, Key*, Reply (at most once), End.
 // Counts are written as fixed-width placeholders and patched by End, so a
 // record is encoded in one pass without allocation.
 type RecordBuilder struct {
 	buf      []byte
 	countPos int
 	count    int
+	section  int // 0 consumed … 6 reply
 }
+
+// recordSections is the number of count-prefixed sections of a kind 2
+// record.
+const recordSections = 7
 
 // count placeholders are 5-byte non-minimal uvarints, patched in End of each
 // section; binary.Uvarint accepts them.
 func (r *RecordBuilder) openCount() {
+	r.section++
 	r.countPos = len(r.buf)
 	r.count = 0
 	r.buf = append(r.buf, 0x80, 0x80, 0x80, 0x80, 0x00)
@@ -65,8 +90,9 @@ func (r *RecordBuilder) closeCount() {
 
 // Begin starts a record for target in dst's buffer (dst is reused).
 func (r *RecordBuilder) Begin(dst []byte, target Address) {
-	r.buf = append(dst[:0], RecordInvocation)
+	r.buf = append(dst[:0], RecordInvocation2)
 	r.buf = AppendAddress(r.buf, target)
+	r.section = -1
 	r.openCount()
 }
 
@@ -125,10 +151,36 @@ func (r *RecordBuilder) Egress(name, typ string, payload []byte) {
 	r.count++
 }
 
-// End closes the record and returns its bytes (aliasing the builder's
-// buffer until the next Begin).
+// BeginKeys closes the egress section.
+func (r *RecordBuilder) BeginKeys() { r.closeCount(); r.openCount() }
+
+// Key adds the idempotency key of consumed message id.
+func (r *RecordBuilder) Key(id uint64, expireAt int64, key string) {
+	r.buf = binary.LittleEndian.AppendUint64(r.buf, id)
+	r.buf = binary.LittleEndian.AppendUint64(r.buf, uint64(expireAt))
+	r.buf = appendString(r.buf, key)
+	r.count++
+}
+
+// BeginReply closes the key section.
+func (r *RecordBuilder) BeginReply() { r.closeCount(); r.openCount() }
+
+// Reply adds the reply to keep for request reqID (once).
+func (r *RecordBuilder) Reply(reqID uint64, expireAt int64, typ string, payload []byte) {
+	r.buf = binary.LittleEndian.AppendUint64(r.buf, reqID)
+	r.buf = binary.LittleEndian.AppendUint64(r.buf, uint64(expireAt))
+	r.buf = appendString(r.buf, typ)
+	r.buf = appendBytes(r.buf, payload)
+	r.count++
+}
+
+// End closes the record (sections not begun are empty) and returns its
+// bytes (aliasing the builder's buffer until the next Begin).
 func (r *RecordBuilder) End() []byte {
 	r.closeCount()
+	for ; r.section < recordSections-1; r.section++ {
+		r.buf = append(r.buf, 0)
+	}
 	return r.buf
 }
 
@@ -143,6 +195,24 @@ type Record struct {
 	Messages  []RecordMessage
 	Cancels   []uint64
 	Egress    []RecordEgress
+	Keys      []RecordKey
+	Reply     RecordReply // valid when HasReply
+	HasReply  bool
+}
+
+// RecordKey is the idempotency key of a message a Record consumed.
+type RecordKey struct {
+	ID       uint64
+	ExpireAt int64
+	Key      []byte
+}
+
+// RecordReply is the reply a Record keeps for an idempotent request.
+type RecordReply struct {
+	RequestID uint64
+	ExpireAt  int64
+	Type      []byte
+	Payload   []byte
 }
 
 // RecordState is one state write of a Record.
@@ -187,7 +257,7 @@ func (d *decoder) rawAddress() []byte {
 func DecodeRecord(rec []byte, r *Record) error {
 	d := decoder{b: rec}
 	r.Kind = d.byte1()
-	if d.err == nil && r.Kind != RecordInvocation {
+	if d.err == nil && r.Kind != RecordInvocation && r.Kind != RecordInvocation2 {
 		return fmt.Errorf("%w: unknown record kind %d", ErrCorrupt, r.Kind)
 	}
 	r.TargetRaw = d.rawAddress()
@@ -240,6 +310,29 @@ func DecodeRecord(rec []byte, r *Record) error {
 		e.Type = d.bytes()
 		e.Payload = d.bytes()
 		r.Egress = append(r.Egress, e)
+	}
+	r.Keys = r.Keys[:0]
+	r.HasReply = false
+	if r.Kind == RecordInvocation2 {
+		n = d.count(17)
+		for i := 0; i < n && d.err == nil; i++ {
+			var k RecordKey
+			k.ID = d.u64()
+			k.ExpireAt = int64(d.u64())
+			k.Key = d.bytes()
+			r.Keys = append(r.Keys, k)
+		}
+		n = d.count(18)
+		if n > 1 && d.err == nil {
+			d.err = fmt.Errorf("%w: %d replies in one record", ErrCorrupt, n)
+		}
+		if n == 1 && d.err == nil {
+			r.HasReply = true
+			r.Reply.RequestID = d.u64()
+			r.Reply.ExpireAt = int64(d.u64())
+			r.Reply.Type = d.bytes()
+			r.Reply.Payload = d.bytes()
+		}
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.err = fmt.Errorf("%w: %d trailing bytes in record", ErrCorrupt, len(d.b))

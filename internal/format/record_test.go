@@ -88,3 +88,48 @@ func FuzzDecodeRecord(f *testing.F) {
 		_, _ = DecodeStoredMessage(b)
 	})
 }
+
+func TestRecordKeysAndReply(t *testing.T) {
+	var rb RecordBuilder
+	rb.Begin(nil, Address{Namespace: "n", Type: "t", ID: "i"})
+	rb.Consumed(7)
+	rb.BeginStates()
+	rb.BeginMessages()
+	rb.BeginCancels()
+	rb.BeginEgress()
+	rb.BeginKeys()
+	rb.Key(7, 1000, "order-42")
+	rb.BeginReply()
+	rb.Reply(7, 2000, "text", []byte("done"))
+	b := append([]byte(nil), rb.End()...)
+	var r Record
+	if err := DecodeRecord(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Keys) != 1 || r.Keys[0].ID != 7 || r.Keys[0].ExpireAt != 1000 || string(r.Keys[0].Key) != "order-42" {
+		t.Fatalf("keys %+v", r.Keys)
+	}
+	if !r.HasReply || r.Reply.RequestID != 7 || r.Reply.ExpireAt != 2000 || string(r.Reply.Type) != "text" || string(r.Reply.Payload) != "done" {
+		t.Fatalf("reply %+v", r.Reply)
+	}
+	for i := 0; i < len(b); i++ {
+		if err := DecodeRecord(b[:i], &r); err == nil {
+			t.Fatalf("truncated record (%d of %d bytes) decoded", i, len(b))
+		}
+	}
+}
+
+// Records of kind 1 (written before keys and replies existed) still read.
+func TestRecordKind1StillDecodes(t *testing.T) {
+	b := []byte{RecordInvocation}
+	b = AppendAddress(b, Address{Namespace: "n", Type: "t", ID: "i"})
+	b = append(b, 1, 5, 0, 0, 0, 0, 0, 0, 0) // consumed [5]
+	b = append(b, 0, 0, 0, 0)                // states, messages, cancels, egress
+	var r Record
+	if err := DecodeRecord(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Kind != RecordInvocation || len(r.Consumed) != 1 || r.Consumed[0] != 5 || len(r.Keys) != 0 || r.HasReply {
+		t.Fatalf("%+v", r)
+	}
+}
