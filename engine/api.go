@@ -135,6 +135,8 @@ var (
 type Outgoing struct {
 	To      Address
 	Message Message
+	// Key is an optional idempotency key (see IdempotencyKey).
+	Key string
 }
 
 // EgressRecord is one durable record of an egress log.

@@ -29,6 +29,7 @@ type applier struct {
 	log    logDevice // set once the log is open
 	logger *slog.Logger
 	m      *metrics
+	now    func() int64
 	batch  store.Batch
 	rd     logReader
 	pos    uint64 // every record before pos is applied
@@ -41,17 +42,19 @@ type applier struct {
 	egressW  bool
 	rec      format.Record
 	msgBuf   []byte
+	keyBuf   []byte
 
 	lastCheckpoint time.Time
 	records        atomic.Uint64
 	applied        atomic.Uint64
 }
 
-func newApplier(st store.Store, logger *slog.Logger, m *metrics) *applier {
+func newApplier(st store.Store, logger *slog.Logger, m *metrics, now func() int64) *applier {
 	return &applier{
 		st:      st,
 		logger:  logger,
 		m:       m,
+		now:     now,
 		batch:   st.NewBatch(),
 		pending: map[uint64][2]uint32{},
 		timers:  map[uint64]struct{}{},
@@ -243,8 +246,31 @@ func (a *applier) apply(rec []byte) error {
 		*next++
 		a.egressW = true
 	}
+	for i := range r.Keys {
+		k := &r.Keys[i]
+		a.keyBuf = append(append(a.keyBuf[:0], r.TargetRaw...), k.Key...)
+		b.PutKey(keyHash(a.keyBuf), k.ExpireAt, k.ID, a.keyBuf)
+	}
+	if r.HasReply {
+		b.PutReply(r.Reply.RequestID, r.Reply.ExpireAt, r.Reply.Type, r.Reply.Payload)
+	}
 	return nil
 }
+
+// expireKeys deletes the idempotency keys and kept replies whose retention
+// has passed (at each checkpoint, at most expireBatch of them).
+func (a *applier) expireKeys() error {
+	n, err := a.st.Expire(a.batch, a.now(), expireBatch)
+	if err != nil {
+		return fmt.Errorf("engine: expire idempotency keys: %w", err)
+	}
+	if n > 0 {
+		a.logger.Debug("idempotency keys expired", "count", n)
+	}
+	return nil
+}
+
+const expireBatch = 100_000
 
 // checkpoint records the in-flight messages and egress offsets at a.pos,
 // makes the store durable, and lets the log drop what it covers. Call only
@@ -252,6 +278,9 @@ func (a *applier) apply(rec []byte) error {
 func (a *applier) checkpoint() error {
 	start := time.Now()
 	b := a.batch
+	if err := a.expireKeys(); err != nil {
+		return err
+	}
 	b.ReplacePending()
 	for id, loc := range a.pending {
 		b.PutPending(id, a.pendBuf[loc[0]:loc[0]+loc[1]])
@@ -326,6 +355,7 @@ func (e *Engine) applyOnce(checkpoint bool) error {
 	for _, s := range e.shards {
 		s.SetApplied(pos)
 	}
+	e.evictKeys(pos)
 	if e.ap.egressW {
 		e.egressMu.Lock()
 		close(e.egressCh)

@@ -38,6 +38,7 @@ type Engine struct {
 	watch   *storageWatch
 
 	requests requestTable
+	keys     keyTable
 
 	closed    atomic.Bool
 	ready     atomic.Bool

@@ -440,7 +440,8 @@ func TestTokenReplacementSurvivesRestart(t *testing.T) {
 }
 
 // TestCloseWakesWaitingRequests: a Request whose chain never replies ends
-// with ErrClosed when the engine closes, not at its own deadline.
+// when the engine closes, not at its own deadline, and says its message was
+// processed (ErrReplyUnavailable: sending it again would apply it twice).
 func TestCloseWakesWaitingRequests(t *testing.T) {
 	e := openTest(t, Options{Shards: 1})
 	done := make(chan error, 1)
@@ -454,8 +455,8 @@ func TestCloseWakesWaitingRequests(t *testing.T) {
 	go e.Close()
 	select {
 	case err := <-done:
-		if !errors.Is(err, ErrClosed) {
-			t.Fatalf("got %v, want ErrClosed", err)
+		if !errors.Is(err, ErrReplyUnavailable) {
+			t.Fatalf("got %v, want ErrReplyUnavailable", err)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("Close left a Request waiting")

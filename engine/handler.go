@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/shardfn/shardfn/internal/format"
 	"github.com/shardfn/shardfn/shard"
 )
 
@@ -188,8 +189,18 @@ func checkOut(to Address, m Message, max int) error {
 	return nil
 }
 
+// Reply delivers a durable reply. The reply of an idempotent request
+// (format.ReplyKeep) is also remembered until the store has it, for its
+// retries.
 func (h *shardHandler) Reply(reqID uint64, typ string, payload []byte) {
-	h.e.requests.deliver(reqID, Message{Type: typ, Value: payload})
+	m := Message{Type: typ, Value: payload}
+	if reqID&format.ReplyKeep != 0 {
+		reqID &^= format.ReplyKeep
+		h.e.keepReply(reqID, m)
+	}
+	if !h.e.requests.deliver(reqID, m) {
+		h.e.metrics.repliesDropped.Inc()
+	}
 }
 
 func (h *shardHandler) DeadLetter(target Address, typ string, err error) {

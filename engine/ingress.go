@@ -9,10 +9,25 @@ import (
 )
 
 // Ingress: every way in (Send, SendAsync, SendBatch, Request) goes through
-// enter (refused once closing or failed), validate, an id, and push into
-// the owning shard's mailbox, then leaves before it waits for the outcome:
-// Close waits for pushes (nothing is pushed after its drain) but not for
-// acknowledgements or replies.
+// enter (refused once closing or failed), validation, an id, and a push
+// into the owning shard's mailbox, then leaves before it waits for the
+// outcome: Close waits for pushes (nothing is pushed after its drain) but
+// not for acknowledgements or replies.
+
+// Errors of ingress calls that were accepted but could not tell the
+// outcome.
+var (
+	// ErrInDoubt: the message was accepted, and the call ended (its context,
+	// or the engine closing) before the message's consuming invocation was
+	// known to be durable. It may be applied, or not yet (a crash may then
+	// lose it): send it again only with an idempotency key.
+	ErrInDoubt = errors.New("engine: accepted, outcome not known yet")
+	// ErrReplyUnavailable: the request's message was processed (its
+	// consuming invocation is durable) but its reply was not released
+	// before the engine closed or the wait ran out. Do not send it again
+	// without an idempotency key.
+	ErrReplyUnavailable = errors.New("engine: processed, reply unavailable")
+)
 
 // enter admits one ingress call; e.inflight.Done ends it.
 func (e *Engine) enter() error {
@@ -26,6 +41,19 @@ func (e *Engine) enter() error {
 		return err
 	}
 	return nil
+}
+
+// admission is one admitted ingress call; leave is safe to call twice.
+type admission struct {
+	e    *Engine
+	left bool
+}
+
+func (a *admission) leave() {
+	if !a.left {
+		a.left = true
+		a.e.inflight.Done()
+	}
 }
 
 func (e *Engine) validate(to Address, msg Message) error {
@@ -55,17 +83,13 @@ func checkAddress(to Address) error {
 	return nil
 }
 
-// envelope validates msg for to and gives it an id.
-func (e *Engine) envelope(to Address, msg Message, ack *format.Ack) (format.Envelope, error) {
-	if err := e.validate(to, msg); err != nil {
-		return format.Envelope{}, err
-	}
+// newID gives an ingress message its id; running out fails the engine.
+func (e *Engine) newID() (uint64, error) {
 	id, err := e.ids.one()
 	if err != nil {
 		e.failStop(err)
-		return format.Envelope{}, err
 	}
-	return format.Envelope{ID: id, Target: to, Type: msg.Type, Payload: msg.Value, Ack: ack}, nil
+	return id, err
 }
 
 // push hands env to its shard's mailbox.
@@ -85,11 +109,15 @@ func (e *Engine) submit(to Address, msg Message, ack *format.Ack) (uint64, error
 		return 0, err
 	}
 	defer e.inflight.Done()
-	env, err := e.envelope(to, msg, ack)
+	if err := e.validate(to, msg); err != nil {
+		return 0, err
+	}
+	id, err := e.newID()
 	if err != nil {
 		return 0, err
 	}
-	return env.ID, e.push(&env)
+	env := format.Envelope{ID: id, Target: to, Type: msg.Type, Payload: msg.Value, Ack: ack}
+	return id, e.push(&env)
 }
 
 // await waits for ack.
@@ -101,19 +129,77 @@ func await(ctx context.Context, ack *format.Ack, what string) error {
 		}
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("engine: %s: %w (the message may still be processed)", what, ctx.Err())
+		return fmt.Errorf("%w: %s: %w", ErrInDoubt, what, ctx.Err())
 	}
 }
 
+func sendOpts(opts []SendOption) sendOptions {
+	var o sendOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
+
 // Send accepts one message and returns once the invocation that consumed
-// it is durable. The returned id identifies the message.
-func (e *Engine) Send(ctx context.Context, to Address, msg Message) (uint64, error) {
+// it is durable. The returned id identifies the message. With an
+// IdempotencyKey, a message already sent with that key to that address is
+// not applied again: Send answers with the first one's id (waiting for its
+// outcome if it is still in flight).
+func (e *Engine) Send(ctx context.Context, to Address, msg Message, opts ...SendOption) (uint64, error) {
+	if o := sendOpts(opts); o.key != "" {
+		return e.sendKeyed(ctx, to, msg, o.key)
+	}
 	ack := format.NewAck(1)
 	id, err := e.submit(to, msg, ack)
 	if err != nil {
 		return 0, err
 	}
 	return id, await(ctx, ack, "send "+to.String())
+}
+
+func (e *Engine) sendKeyed(ctx context.Context, to Address, msg Message, key string) (uint64, error) {
+	if err := checkKey(key); err != nil {
+		return 0, err
+	}
+	if err := e.enter(); err != nil {
+		return 0, err
+	}
+	adm := admission{e: e}
+	defer adm.leave()
+	if err := e.validate(to, msg); err != nil {
+		return 0, err
+	}
+	ident := keyIdentity(to, key)
+	out, ent, id, err := e.admitKey(ident, e.newID)
+	if err != nil {
+		return 0, err
+	}
+	adm.leave()
+	switch out {
+	case keyDurable, keyInMemory:
+		return id, nil
+	case keyPending:
+		return id, waitKey(ctx, ent)
+	}
+	ack := format.NewAck(1)
+	ack.OnDone(func(err error) { e.settleKey(ident, ent, err) })
+	env := format.Envelope{ID: id, Target: to, Type: msg.Type, Payload: msg.Value, Ack: ack, Key: key}
+	if err := e.pushAdmitted(&env); err != nil {
+		e.settleKey(ident, ent, err)
+		return 0, err
+	}
+	return id, await(ctx, ack, "send "+to.String())
+}
+
+// pushAdmitted pushes a message whose call already left admission: it is
+// refused if the engine closed meanwhile.
+func (e *Engine) pushAdmitted(env *format.Envelope) error {
+	if err := e.enter(); err != nil {
+		return err
+	}
+	defer e.inflight.Done()
+	return e.push(env)
 }
 
 // SendAsync accepts one message without waiting for durability: nothing
@@ -124,83 +210,256 @@ func (e *Engine) SendAsync(to Address, msg Message) error {
 	return err
 }
 
-// SendBatch accepts many messages and returns once all are durable. On
-// error, messages before the failing one may have been accepted (each at
-// most once); none after it.
+// SendBatch accepts many messages, whole or not at all, and returns once
+// all are durable. When the shards' mailboxes cannot take the whole batch
+// it is refused (ErrOverloaded) and nothing is accepted. Messages with an
+// idempotency key (Outgoing.Key) that was sent before are not applied
+// again.
 func (e *Engine) SendBatch(ctx context.Context, msgs []Outgoing) error {
 	if err := e.enter(); err != nil {
 		return err
 	}
-	left := false
-	leave := func() {
-		if !left {
-			left = true
-			e.inflight.Done()
-		}
-	}
-	defer leave()
+	adm := admission{e: e}
+	defer adm.leave()
 	for i := range msgs {
 		if err := e.validate(msgs[i].To, msgs[i].Message); err != nil {
 			return fmt.Errorf("message %d: %w", i, err)
 		}
-	}
-	if len(msgs) == 0 {
-		return nil
-	}
-	ack := format.NewAck(len(msgs))
-	var pushErr error
-	for i := range msgs {
-		env, err := e.envelope(msgs[i].To, msgs[i].Message, ack)
-		if err == nil {
-			err = e.push(&env)
-		}
-		if err != nil {
-			pushErr = fmt.Errorf("message %d: %w", i, err)
-			for j := i; j < len(msgs); j++ {
-				ack.Release(nil)
+		if k := msgs[i].Key; k != "" {
+			if err := checkKey(k); err != nil {
+				return fmt.Errorf("message %d: %w", i, err)
 			}
-			break
 		}
 	}
-	leave()
-	if err := await(ctx, ack, "batch"); err != nil {
+	b := batchAdmission{e: e}
+	if err := b.admit(msgs); err != nil {
 		return err
 	}
-	return pushErr
+	adm.leave()
+	return b.wait(ctx)
+}
+
+// batchAdmission is one SendBatch between admission and its outcome.
+type batchAdmission struct {
+	e       *Engine
+	envs    []format.Envelope
+	idents  [][]byte    // per env: the key identity, if keyed
+	ents    []*keyEntry // per env: the key entry, if keyed
+	waitFor []*keyEntry // keyed messages sent before and still in flight
+	ack     *format.Ack
+}
+
+// admit resolves keys, reserves room in every shard it needs and pushes
+// the batch, or refuses it whole.
+func (b *batchAdmission) admit(msgs []Outgoing) error {
+	e := b.e
+	for i := range msgs {
+		m := &msgs[i]
+		env := format.Envelope{Target: m.To, Type: m.Message.Type, Payload: m.Message.Value}
+		var ident []byte
+		var ent *keyEntry
+		if m.Key != "" {
+			ident = keyIdentity(m.To, m.Key)
+			out, en, id, err := e.admitKey(ident, e.newID)
+			if err != nil {
+				b.forget(err)
+				return fmt.Errorf("message %d: %w", i, err)
+			}
+			switch out {
+			case keyDurable, keyInMemory:
+				continue
+			case keyPending:
+				b.waitFor = append(b.waitFor, en)
+				continue
+			}
+			ent, env.ID, env.Key = en, id, m.Key
+		} else {
+			id, err := e.newID()
+			if err != nil {
+				b.forget(err)
+				return err
+			}
+			env.ID = id
+		}
+		b.envs = append(b.envs, env)
+		b.idents = append(b.idents, ident)
+		b.ents = append(b.ents, ent)
+	}
+	if len(b.envs) == 0 {
+		return nil
+	}
+	if err := b.reserve(); err != nil {
+		b.forget(err)
+		return err
+	}
+	b.ack = format.NewAck(len(b.envs))
+	keyed := false
+	for i := range b.envs {
+		b.envs[i].Ack = b.ack
+		keyed = keyed || b.ents[i] != nil
+	}
+	if keyed {
+		// The keyed messages settle with the batch's outcome.
+		b.ack.OnDone(b.forget)
+	}
+	for i := range b.envs {
+		s := e.shardFor(b.envs[i].Target)
+		s.Mailbox().PushReserved(&b.envs[i])
+		s.AddIngress(1)
+	}
+	return nil
+}
+
+// reserve claims room for the whole batch in every mailbox it goes to, or
+// nothing.
+func (b *batchAdmission) reserve() error {
+	e := b.e
+	need := make([]int, len(e.shards))
+	for i := range b.envs {
+		need[e.shardFor(b.envs[i].Target).Index()]++
+	}
+	for j, n := range need {
+		if n == 0 || e.shards[j].Mailbox().Reserve(n) {
+			continue
+		}
+		for k := 0; k < j; k++ {
+			if need[k] > 0 {
+				e.shards[k].Mailbox().Unreserve(need[k])
+			}
+		}
+		e.metrics.overloaded.Add(float64(len(b.envs)))
+		return fmt.Errorf("%w: shard %d has no room for the %d messages of this batch bound to it; nothing of the batch was accepted", ErrOverloaded, j, n)
+	}
+	return nil
+}
+
+// forget settles the keys registered for the batch: with the batch's
+// outcome, or with the error that stopped it from being sent.
+func (b *batchAdmission) forget(err error) {
+	for i, ent := range b.ents {
+		if ent != nil {
+			b.e.settleKey(b.idents[i], ent, err)
+		}
+	}
+}
+
+func (b *batchAdmission) wait(ctx context.Context) error {
+	if b.ack != nil {
+		if err := await(ctx, b.ack, "batch"); err != nil {
+			return err
+		}
+	}
+	for _, ent := range b.waitFor {
+		if err := waitKey(ctx, ent); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Request sends msg and waits for the Reply of the chain it starts, up to
 // ctx's deadline (ErrNoReply). Replies are released only once the effects
 // that made them are durable. The request is known by its message's id,
 // which is unique across restarts, so a reply made before a restart can
-// never answer a request made after it.
-func (e *Engine) Request(ctx context.Context, to Address, msg Message) (Message, error) {
+// never answer a request made after it. With an IdempotencyKey, a request
+// sent before with the key is not sent again: Request waits for, or
+// returns, its reply (kept durably for the retention window).
+func (e *Engine) Request(ctx context.Context, to Address, msg Message, opts ...SendOption) (Message, error) {
+	if o := sendOpts(opts); o.key != "" {
+		return e.requestKeyed(ctx, to, msg, o.key)
+	}
 	if err := e.enter(); err != nil {
 		return Message{}, err
 	}
-	env, err := e.envelope(to, msg, nil)
-	if err != nil {
-		e.inflight.Done()
+	adm := admission{e: e}
+	defer adm.leave()
+	if err := e.validate(to, msg); err != nil {
 		return Message{}, err
 	}
-	env.ReplyTo = env.ID
-	ch := e.requests.add(env.ID)
-	defer e.requests.remove(env.ID)
-	err = e.push(&env)
-	e.inflight.Done()
+	id, err := e.newID()
 	if err != nil {
 		return Message{}, err
+	}
+	ack := format.NewAck(1)
+	env := format.Envelope{ID: id, Target: to, Type: msg.Type, Payload: msg.Value, ReplyTo: id, Ack: ack}
+	ch := e.requests.add(id)
+	defer e.requests.remove(id, ch)
+	if err := e.push(&env); err != nil {
+		return Message{}, err
+	}
+	adm.leave()
+	return e.awaitReply(ctx, to, ch, ack)
+}
+
+func (e *Engine) requestKeyed(ctx context.Context, to Address, msg Message, key string) (Message, error) {
+	if err := checkKey(key); err != nil {
+		return Message{}, err
+	}
+	if err := e.enter(); err != nil {
+		return Message{}, err
+	}
+	adm := admission{e: e}
+	defer adm.leave()
+	if err := e.validate(to, msg); err != nil {
+		return Message{}, err
+	}
+	ident := keyIdentity(to, key)
+	out, ent, id, err := e.admitKey(ident, e.newID)
+	if err != nil {
+		return Message{}, err
+	}
+	ch := e.requests.add(id)
+	defer e.requests.remove(id, ch)
+	if out != keyNew {
+		adm.leave()
+		// Sent before: its reply is kept, or will come (the waiter is
+		// registered before the look-up, so it cannot slip between).
+		if r, ok, err := e.keptReply(id); err != nil || ok {
+			return r, err
+		}
+		return e.awaitReply(ctx, to, ch, nil)
+	}
+	ack := format.NewAck(1)
+	ack.OnDone(func(err error) { e.settleKey(ident, ent, err) })
+	env := format.Envelope{ID: id, Target: to, Type: msg.Type, Payload: msg.Value, ReplyTo: id | format.ReplyKeep, Ack: ack, Key: key}
+	if err := e.push(&env); err != nil {
+		e.settleKey(ident, ent, err)
+		return Message{}, err
+	}
+	adm.leave()
+	return e.awaitReply(ctx, to, ch, ack)
+}
+
+// awaitReply waits for a request's reply. ack (nil if unknown) tells
+// whether the request's message was consumed when the reply cannot come.
+func (e *Engine) awaitReply(ctx context.Context, to Address, ch chan Message, ack *format.Ack) (Message, error) {
+	processed := func() bool {
+		if ack == nil {
+			return false
+		}
+		select {
+		case <-ack.Done():
+			return ack.Err() == nil
+		default:
+			return false
+		}
 	}
 	select {
 	case r, ok := <-ch:
-		if !ok {
-			return Message{}, fmt.Errorf("%w: no reply came before the engine closed", ErrClosed)
+		if ok {
+			return r, nil
 		}
-		return r, nil
+		if processed() {
+			return Message{}, fmt.Errorf("%w: %s: the engine closed before the reply was released", ErrReplyUnavailable, to)
+		}
+		return Message{}, fmt.Errorf("%w: %s: the engine closed before the message was processed; it was not applied", ErrClosed, to)
 	case <-ctx.Done():
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return Message{}, fmt.Errorf("%w: %s (the message is still processed exactly once)", ErrNoReply, to)
+		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return Message{}, fmt.Errorf("%w: %s: %w", ErrInDoubt, to, ctx.Err())
 		}
-		return Message{}, ctx.Err()
+		if processed() {
+			return Message{}, fmt.Errorf("%w: %s (the message was processed; its reply did not come in time)", ErrNoReply, to)
+		}
+		return Message{}, fmt.Errorf("%w: %s (the message is queued and will be processed exactly once unless the engine crashes first)", ErrNoReply, to)
 	}
 }

@@ -12,14 +12,15 @@ import (
 // at scrape time by the collector below; only sampled latencies and rare
 // events touch Prometheus objects directly.
 type metrics struct {
-	e           *Engine
-	invokeDur   *prometheus.HistogramVec
-	remoteDur   *prometheus.HistogramVec
-	checkpoints prometheus.Histogram
-	deadLetters prometheus.Counter
-	overloaded  prometheus.Counter
-	walSync     prometheus.Histogram
-	walBatch    prometheus.Histogram
+	e              *Engine
+	invokeDur      *prometheus.HistogramVec
+	remoteDur      *prometheus.HistogramVec
+	checkpoints    prometheus.Histogram
+	deadLetters    prometheus.Counter
+	overloaded     prometheus.Counter
+	repliesDropped prometheus.Counter
+	walSync        prometheus.Histogram
+	walBatch       prometheus.Histogram
 }
 
 func newMetrics(e *Engine) *metrics {
@@ -58,6 +59,10 @@ func newMetrics(e *Engine) *metrics {
 			Name: "shardfn_ingress_overloaded_total",
 			Help: "Ingress messages refused because a shard mailbox was full.",
 		}),
+		repliesDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shardfn_replies_dropped_total",
+			Help: "Replies released with no request waiting for them (timed out, or made before a restart).",
+		}),
 	}
 }
 
@@ -78,7 +83,7 @@ func (m *metrics) walFlush(bytes int, sync time.Duration) {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.invokeDur, m.remoteDur, m.checkpoints, m.deadLetters, m.overloaded, m.walSync, m.walBatch, &scrape{m: m}}
+	return []prometheus.Collector{m.invokeDur, m.remoteDur, m.checkpoints, m.deadLetters, m.overloaded, m.repliesDropped, m.walSync, m.walBatch, &scrape{m: m}}
 }
 
 // scrape gathers the per-shard counters at scrape time.

@@ -43,6 +43,7 @@ func Open(opts Options, specs ...FunctionSpec) (*Engine, error) {
 		egressCh: make(chan struct{}),
 	}
 	e.requests.init()
+	e.keys.init()
 	e.metrics = newMetrics(e)
 	reg.setShards(opts.Shards)
 	if err := e.openStore(); err != nil {
@@ -112,7 +113,7 @@ func (e *Engine) recover() error {
 	if err := e.reg.loadSpecs(e.st); err != nil {
 		return err
 	}
-	e.ap = newApplier(e.st, e.logger, e.metrics)
+	e.ap = newApplier(e.st, e.logger, e.metrics, e.now)
 	if err := e.ap.load(); err != nil {
 		return fmt.Errorf("engine: load checkpoint: %w", err)
 	}
@@ -155,6 +156,7 @@ func (e *Engine) makeShards() {
 			Clock:           e.now,
 			MaxStateBytes:   opts.MaxStateBytes,
 			MaxRecordBytes:  opts.MaxRecordBytes,
+			KeyRetention:    int64(opts.IdempotencyRetention),
 			Logger:          e.logger,
 		})
 		e.overloadErr = append(e.overloadErr, fmt.Errorf("%w: shard %d mailbox is full", ErrOverloaded, i))

@@ -55,6 +55,10 @@ type Options struct {
 	// a log refuses to open, naming the segment and the range, and nothing
 	// on disk is changed. Default false.
 	AcceptLogLoss bool
+	// IdempotencyRetention is how long an idempotency key (and the reply of
+	// an idempotent request) is remembered after its message was consumed.
+	// Default 24h.
+	IdempotencyRetention time.Duration
 	// Clock tells the time (invocations, timers, expiry). Default time.Now.
 	// Tests and the simulator set it.
 	Clock func() time.Time
@@ -108,6 +112,9 @@ func (o *Options) EnsureDefaults() {
 	}
 	if o.CheckpointInterval <= 0 {
 		o.CheckpointInterval = 10 * time.Second
+	}
+	if o.IdempotencyRetention <= 0 {
+		o.IdempotencyRetention = 24 * time.Hour
 	}
 	if o.Clock == nil {
 		o.Clock = time.Now

@@ -359,7 +359,7 @@ func TestRemovedDataDirectoryStopsTheEngine(t *testing.T) {
 	if acked > 0 {
 		t.Fatalf("%d writes acknowledged after the data directory was removed", acked)
 	}
-	if err := e.Err(); err == nil || !strings.Contains(err.Error(), "removed") {
+	if err := e.Err(); err == nil || !(strings.Contains(err.Error(), "removed") || strings.Contains(err.Error(), "no such file")) {
 		t.Fatalf("Err after the removal: %v", err)
 	}
 	done := make(chan error, 1)

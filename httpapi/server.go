@@ -22,9 +22,9 @@ import (
 // Engine is what the server needs of the engine; *engine.Engine implements
 // it. Every method must be safe for concurrent use.
 type Engine interface {
-	Send(ctx context.Context, to engine.Address, msg engine.Message) (uint64, error)
+	Send(ctx context.Context, to engine.Address, msg engine.Message, opts ...engine.SendOption) (uint64, error)
 	SendBatch(ctx context.Context, msgs []engine.Outgoing) error
-	Request(ctx context.Context, to engine.Address, msg engine.Message) (engine.Message, error)
+	Request(ctx context.Context, to engine.Address, msg engine.Message, opts ...engine.SendOption) (engine.Message, error)
 	ReadEgress(ctx context.Context, name string, from uint64, max int, wait time.Duration) ([]engine.EgressRecord, error)
 	State(ctx context.Context, addr engine.Address) ([]engine.StateValue, error)
 	Ready() bool

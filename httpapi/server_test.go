@@ -45,7 +45,7 @@ func (f *fakeEngine) check(to engine.Address) error {
 	return nil
 }
 
-func (f *fakeEngine) Send(_ context.Context, to engine.Address, msg engine.Message) (uint64, error) {
+func (f *fakeEngine) Send(_ context.Context, to engine.Address, msg engine.Message, _ ...engine.SendOption) (uint64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.check(to); err != nil {
@@ -69,7 +69,7 @@ func (f *fakeEngine) SendBatch(ctx context.Context, msgs []engine.Outgoing) erro
 	return nil
 }
 
-func (f *fakeEngine) Request(ctx context.Context, to engine.Address, msg engine.Message) (engine.Message, error) {
+func (f *fakeEngine) Request(ctx context.Context, to engine.Address, msg engine.Message, _ ...engine.SendOption) (engine.Message, error) {
 	if _, err := f.Send(ctx, to, msg); err != nil {
 		return engine.Message{}, err
 	}

@@ -100,7 +100,7 @@ func (s *Shard) commit(inv *Invocation, msgs []format.Envelope) {
 		s.stageAck(msgs[i].Ack)
 	}
 	if inv.hasReply && inv.replyTo != 0 {
-		s.stageReply(inv.replyTo&^format.ReplyKeep, inv.replyType, inv.replyPayload)
+		s.stageReply(inv.replyTo, inv.replyType, inv.replyPayload)
 	}
 	s.consumed.Add(uint64(len(msgs)))
 	inv.end()

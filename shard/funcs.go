@@ -74,7 +74,8 @@ type Handler interface {
 	// retry asks the shard to start the same call again (for example after
 	// new state specs were registered); err fails the batch (dead letters).
 	Resume(inv *Invocation, call *AsyncCall) (retry bool, err error)
-	// Reply delivers a durable reply to a waiting request.
+	// Reply delivers a durable reply to a waiting request. reqID carries
+	// format.ReplyKeep when the request is idempotent.
 	Reply(reqID uint64, typ string, payload []byte)
 	// DeadLetter is told about a failed invocation (for logs and metrics).
 	DeadLetter(target format.Address, typ string, err error)

@@ -40,6 +40,9 @@ type Mailbox struct {
 	lanesMu sync.Mutex
 
 	shared mpscRing
+	// used counts the shared lane's slots taken or reserved (Reserve); a
+	// push into a reserved slot cannot fail.
+	used atomic.Int64
 
 	// Consumer-only fields.
 	_     pad
@@ -115,11 +118,39 @@ func (p *Producer) Free() int {
 // Push copies *e into the shared lane of m. It is safe from any goroutine;
 // it returns false, without blocking, if the shared lane is full.
 func (m *Mailbox) Push(e *format.Envelope) bool {
-	if !m.shared.push(e) {
+	if !m.Reserve(1) {
 		return false
 	}
-	m.signal()
+	m.PushReserved(e)
 	return true
+}
+
+// Reserve claims n slots of the shared lane for PushReserved, or returns
+// false, claiming nothing, if fewer are free. Any goroutine. It lets a
+// producer admit a batch whole or not at all.
+func (m *Mailbox) Reserve(n int) bool {
+	for {
+		u := m.used.Load()
+		if u+int64(n) > int64(m.laneCap) {
+			return false
+		}
+		if m.used.CompareAndSwap(u, u+int64(n)) {
+			return true
+		}
+	}
+}
+
+// Unreserve gives back n reserved slots that will not be pushed.
+func (m *Mailbox) Unreserve(n int) { m.used.Add(-int64(n)) }
+
+// PushReserved copies *e into a slot claimed by Reserve; it cannot fail
+// (the lane has a free slot for every reservation: slots are freed before
+// the consumer gives their reservation back).
+func (m *Mailbox) PushReserved(e *format.Envelope) {
+	if !m.shared.push(e) {
+		panic("shard: mailbox push into a reserved slot failed")
+	}
+	m.signal()
 }
 
 // Drain appends up to max envelopes to dst and returns the extended slice.
@@ -153,6 +184,7 @@ func (m *Mailbox) Drain(dst []format.Envelope, max int) []format.Envelope {
 			var k int
 			if j == len(lanes) {
 				dst, k = m.shared.drain(dst, want)
+				m.used.Add(-int64(k))
 			} else {
 				dst, k = lanes[j].drain(dst, want)
 			}

@@ -448,7 +448,11 @@ func (h *scriptHandler) Resume(inv *Invocation, call *AsyncCall) (bool, error) {
 }
 
 func (h *scriptHandler) Reply(reqID uint64, typ string, payload []byte) {
-	fmt.Fprintf(h.out, "reply to request %d: %s\n", reqID, payload)
+	keep := ""
+	if reqID&format.ReplyKeep != 0 {
+		keep = " (kept)"
+	}
+	fmt.Fprintf(h.out, "reply to request %d%s: %s\n", reqID&^format.ReplyKeep, keep, payload)
 }
 
 func (h *scriptHandler) DeadLetter(target format.Address, typ string, err error) {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"sort"
 	"sync"
 
@@ -69,6 +70,52 @@ func (m *Memory) ReadEgress(name string, from uint64, max int, fn func(offset ui
 		max--
 	}
 	return nil
+}
+
+// GetKey implements Store.
+func (m *Memory) GetKey(h uint64) (KeyEntry, bool, error) {
+	v, err := m.Get(keyKey(nil, h))
+	if err != nil || v == nil {
+		return KeyEntry{}, false, err
+	}
+	e, err := decodeKeyValue(v)
+	return e, err == nil, err
+}
+
+// GetReply implements Store.
+func (m *Memory) GetReply(id uint64) (KeptReply, bool, error) {
+	v, err := m.Get(replyKey(nil, id))
+	if err != nil || v == nil {
+		return KeptReply{}, false, err
+	}
+	r, err := decodeReplyValue(v)
+	return r, err == nil, err
+}
+
+// Expire implements Store.
+func (m *Memory) Expire(b Batch, now int64, limit int) (int, error) {
+	upper := string(binary.BigEndian.AppendUint64([]byte{'x'}, uint64(max(now, 0))+1))
+	var keys []string
+	m.mu.RLock()
+	for k := range m.meta {
+		if len(k) > 0 && k[0] == 'x' && k < upper {
+			keys = append(keys, k)
+		}
+	}
+	m.mu.RUnlock()
+	sort.Strings(keys)
+	n := 0
+	for _, k := range keys {
+		if n == limit {
+			break
+		}
+		if key, ok := expired([]byte(k)); ok {
+			b.Delete(key)
+		}
+		b.Delete([]byte(k))
+		n++
+	}
+	return n, nil
 }
 
 // Err implements Store: a Memory store never fails.
@@ -204,6 +251,20 @@ func (b *memBatch) Set(key, value []byte) {
 	b.ops = append(b.ops, memOp{kind: 'k', a: b.keep(key), c: b.keep(value)})
 }
 
+func (b *memBatch) PutKey(h uint64, expireAt int64, id uint64, identity []byte) {
+	b.Set(keyKey(nil, h), appendKeyValue(nil, expireAt, id, identity))
+	b.Set(expiryKey(nil, expireAt, 'i', h), nil)
+}
+
+func (b *memBatch) PutReply(id uint64, expireAt int64, typ, payload []byte) {
+	b.Set(replyKey(nil, id), appendReplyValue(nil, expireAt, typ, payload))
+	b.Set(expiryKey(nil, expireAt, 'r', id), nil)
+}
+
+func (b *memBatch) Delete(key []byte) {
+	b.ops = append(b.ops, memOp{kind: 'D', a: b.keep(key)})
+}
+
 func (b *memBatch) PutSpecs(fnType string, specs []byte) {
 	b.Set(append([]byte{'f'}, fnType...), specs)
 }
@@ -248,6 +309,8 @@ func (b *memBatch) Commit() error {
 					delete(m.states, string(prefix))
 				}
 			}
+		case 'D':
+			delete(m.meta, string(op.a))
 		case 't':
 			m.ids['t'][op.id] = append([]byte(nil), op.c...)
 		case 'T':

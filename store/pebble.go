@@ -196,6 +196,45 @@ func (p *Pebble) ReadEgress(name string, from uint64, max int, fn func(offset ui
 	return it.Error()
 }
 
+// GetKey implements Store.
+func (p *Pebble) GetKey(h uint64) (KeyEntry, bool, error) {
+	v, err := p.Get(keyKey(nil, h))
+	if err != nil || v == nil {
+		return KeyEntry{}, false, err
+	}
+	e, err := decodeKeyValue(v)
+	return e, err == nil, err
+}
+
+// GetReply implements Store.
+func (p *Pebble) GetReply(id uint64) (KeptReply, bool, error) {
+	v, err := p.Get(replyKey(nil, id))
+	if err != nil || v == nil {
+		return KeptReply{}, false, err
+	}
+	r, err := decodeReplyValue(v)
+	return r, err == nil, err
+}
+
+// Expire implements Store.
+func (p *Pebble) Expire(b Batch, now int64, limit int) (int, error) {
+	upper := binary.BigEndian.AppendUint64([]byte{'x'}, uint64(max(now, 0))+1)
+	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: []byte{'x'}, UpperBound: upper})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	n := 0
+	for ok := it.First(); ok && n < limit; ok = it.Next() {
+		if key, ok := expired(it.Key()); ok {
+			b.Delete(key)
+		}
+		b.Delete(append([]byte(nil), it.Key()...))
+		n++
+	}
+	return n, it.Error()
+}
+
 // ScanTimers implements Store.
 func (p *Pebble) ScanTimers(fn func(id uint64, msg []byte) error) error {
 	return p.scan('t', idScan(fn))
@@ -339,6 +378,24 @@ func (b *pebbleBatch) PutPending(id uint64, msg []byte) {
 }
 
 func (b *pebbleBatch) Set(key, value []byte) { _ = b.b.Set(key, value, nil) }
+
+func (b *pebbleBatch) PutKey(h uint64, expireAt int64, id uint64, identity []byte) {
+	b.key = keyKey(b.key, h)
+	b.val = appendKeyValue(b.val[:0], expireAt, id, identity)
+	_ = b.b.Set(b.key, b.val, nil)
+	b.key = expiryKey(b.key, expireAt, 'i', h)
+	_ = b.b.Set(b.key, nil, nil)
+}
+
+func (b *pebbleBatch) PutReply(id uint64, expireAt int64, typ, payload []byte) {
+	b.key = replyKey(b.key, id)
+	b.val = appendReplyValue(b.val[:0], expireAt, typ, payload)
+	_ = b.b.Set(b.key, b.val, nil)
+	b.key = expiryKey(b.key, expireAt, 'r', id)
+	_ = b.b.Set(b.key, nil, nil)
+}
+
+func (b *pebbleBatch) Delete(key []byte) { _ = b.b.Delete(key, nil) }
 
 func (b *pebbleBatch) PutSpecs(fnType string, specs []byte) {
 	b.key = append(append(b.key[:0], 'f'), fnType...)

@@ -54,6 +54,14 @@ type Store interface {
 	// ScanSpecs calls fn for every remembered remote spec list, by function
 	// type name ("namespace/type").
 	ScanSpecs(fn func(fnType string, specs []byte) error) error
+	// GetKey returns the remembered idempotency key with hash h.
+	GetKey(h uint64) (KeyEntry, bool, error)
+	// GetReply returns the reply kept for request id.
+	GetReply(id uint64) (KeptReply, bool, error)
+	// Expire adds to b the deletion of every idempotency key and kept
+	// reply that expired at now (unix ns), at most max of them, and returns
+	// how many.
+	Expire(b Batch, now int64, max int) (int, error)
 	// Get returns a metadata value ('M' keys), or nil.
 	Get(key []byte) ([]byte, error)
 	// Flush makes everything committed so far durable. It fails, rather
@@ -81,6 +89,12 @@ type Batch interface {
 	Set(key, value []byte)
 	// PutSpecs remembers the encoded remote specs of a function type.
 	PutSpecs(fnType string, specs []byte)
+	// PutKey remembers an idempotency key (hash h of its identity) until
+	// expireAt; PutReply keeps the reply of request id until expireAt.
+	PutKey(h uint64, expireAt int64, id uint64, identity []byte)
+	PutReply(id uint64, expireAt int64, typ, payload []byte)
+	// Delete deletes a key (expiry).
+	Delete(key []byte)
 	Commit() error
 	// Reset empties the batch for reuse after Commit.
 	Reset()

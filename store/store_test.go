@@ -109,3 +109,44 @@ func TestDecodeMetaRejectsGarbage(t *testing.T) {
 		}
 	}
 }
+
+func TestKeysRepliesAndExpiry(t *testing.T) {
+	forEach(t, func(t *testing.T, s Store) {
+		b := s.NewBatch()
+		b.PutKey(11, 100, 7, []byte("id-a"))
+		b.PutKey(12, 300, 8, []byte("id-b"))
+		b.PutReply(7, 150, []byte("text"), []byte("done"))
+		if err := b.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		b.Reset()
+		e, ok, err := s.GetKey(11)
+		if err != nil || !ok || e.ExpireAt != 100 || e.ID != 7 || string(e.Identity) != "id-a" {
+			t.Fatalf("key %+v %v %v", e, ok, err)
+		}
+		r, ok, err := s.GetReply(7)
+		if err != nil || !ok || r.ExpireAt != 150 || string(r.Type) != "text" || string(r.Payload) != "done" {
+			t.Fatalf("reply %+v %v %v", r, ok, err)
+		}
+		n, err := s.Expire(b, 200, 100)
+		if err != nil || n != 2 {
+			t.Fatalf("expired %d %v", n, err)
+		}
+		if err := b.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		b.Reset()
+		if _, ok, _ := s.GetKey(11); ok {
+			t.Fatal("expired key kept")
+		}
+		if _, ok, _ := s.GetReply(7); ok {
+			t.Fatal("expired reply kept")
+		}
+		if _, ok, _ := s.GetKey(12); !ok {
+			t.Fatal("live key dropped")
+		}
+		if n, _ := s.Expire(b, 200, 100); n != 0 {
+			t.Fatalf("expired again: %d", n)
+		}
+	})
+}

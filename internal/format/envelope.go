@@ -45,7 +45,13 @@ type Ack struct {
 	errSet  atomic.Bool
 	err     error
 	done    chan struct{}
+	onDone  func(error)
 }
+
+// OnDone sets a function called once, by the last Release, with the first
+// error; set it before the ack is handed to a shard. It runs on the
+// releasing goroutine (a shard's): it must be quick and must not block.
+func (a *Ack) OnDone(fn func(error)) { a.onDone = fn }
 
 // NewAck makes an acknowledgement for n messages.
 func NewAck(n int) *Ack {
@@ -61,6 +67,9 @@ func (a *Ack) Release(err error) {
 		a.err = err
 	}
 	if a.pending.Add(-1) == 0 {
+		if a.onDone != nil {
+			a.onDone(a.Err())
+		}
 		close(a.done)
 	}
 }
