@@ -2,6 +2,7 @@ package engine
 
 import (
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +21,8 @@ type metrics struct {
 	overloaded  prometheus.Counter
 	walSync     prometheus.Histogram
 	walBatch    prometheus.Histogram
+
+	lastCheckpoint atomic.Int64 // unix ns of the last checkpoint's end, 0 before the first
 }
 
 func newMetrics(e *Engine) *metrics {
@@ -69,7 +72,10 @@ func (m *metrics) observeRemote(fe *funcEntry, d time.Duration) {
 	m.remoteDur.WithLabelValues(fe.name).Observe(d.Seconds())
 }
 
-func (m *metrics) checkpoint(d time.Duration) { m.checkpoints.Observe(d.Seconds()) }
+func (m *metrics) checkpoint(d time.Duration) {
+	m.checkpoints.Observe(d.Seconds())
+	m.lastCheckpoint.Store(time.Now().UnixNano()) // read by Status
+}
 
 // walFlush is called by the log's flusher after each batch.
 func (m *metrics) walFlush(bytes int, sync time.Duration) {

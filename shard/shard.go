@@ -120,6 +120,7 @@ type Shard struct {
 	lastEnd  uint64
 	idSeq    uint64
 	drainBuf []Envelope
+	unknown  []Envelope // messages for unregistered types, dead-lettered in Step
 	cur      Envelope
 	inv      Invocation
 	blobBuf  []byte
@@ -459,6 +460,13 @@ func (s *Shard) Step(now int64) bool {
 		s.run(inst)
 		worked = true
 	}
+	// Messages to unregistered types (enqueueLocal) become dead letters.
+	for i := 0; i < len(s.unknown); i++ {
+		s.deadLetterUnknown(&s.unknown[i])
+		s.unknown[i] = Envelope{}
+		worked = true
+	}
+	s.unknown = s.unknown[:0]
 	// 4. Append and hand over.
 	if s.batch.Len() > 0 {
 		s.commitBatch()
@@ -654,7 +662,10 @@ func (s *Shard) enqueueLocal(e *Envelope) {
 	if inst == nil {
 		fn := s.cfg.Handler.Lookup(e.Target.Namespace, e.Target.Type)
 		if fn == nil {
-			s.deadLetterUnknown(e)
+			// Dead-lettered by Step after the run queue: a local send
+			// arrives here while its sender's effects are being committed,
+			// which the dead letter's own commit would reset.
+			s.unknown = append(s.unknown, *e)
 			return
 		}
 		inst = s.newInstance(h, e.Target, fn)
@@ -778,13 +789,15 @@ func (s *Shard) nextID() uint64 {
 }
 
 // run gives one instance its turn: one message for an embedded function,
-// the whole queue as one batch for a remote one.
+// the whole queue as one batch for a remote one. A RepairType message runs
+// on the shard like an embedded invocation even for a remote type, in its
+// place in the queue (a remote batch stops before it).
 func (s *Shard) run(inst *instance) {
 	if inst.busy || inst.q.len() == 0 {
 		s.retire(inst)
 		return
 	}
-	if inst.fn.Async {
+	if inst.fn.Async && inst.q.peek().Type != RepairType {
 		s.startAsync(inst)
 		return
 	}
@@ -986,7 +999,7 @@ func (s *Shard) startAsync(inst *instance) {
 	// A batch holds messages of one request chain at most (one ReplyTo),
 	// so that the result's sends and reply carry the right request id.
 	replyTo := inst.q.peek().ReplyTo
-	for inst.q.len() > 0 && len(call.Messages) < max && inst.q.peek().ReplyTo == replyTo {
+	for inst.q.len() > 0 && len(call.Messages) < max && inst.q.peek().ReplyTo == replyTo && inst.q.peek().Type != RepairType {
 		call.Messages = append(call.Messages, inst.q.pop())
 		s.depth.Add(-1)
 	}
