@@ -108,13 +108,14 @@ var (
 	descRecovery    = prometheus.NewDesc("shardfn_recovery_duration_seconds", "Duration of the last recovery (Open).", nil, nil)
 	descReplayed    = prometheus.NewDesc("shardfn_recovery_replayed_bytes", "Log bytes replayed by the last recovery.", nil, nil)
 	descFailed      = prometheus.NewDesc("shardfn_failed", "1 when the engine is in failed-stop.", nil, nil)
+	descLastCkpt    = prometheus.NewDesc("shardfn_last_checkpoint_timestamp_seconds", "Unix time at which the last checkpoint of this process ended (0 before the first).", nil, nil)
 	descStore       = prometheus.NewDesc("shardfn_store_metric", "Store (Pebble) metrics, by name.", []string{"name"}, nil)
 )
 
 func (s *scrape) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descInvocations, descFailures, descMailbox, descQueue, descHits, descMisses,
 		descEvictions, descCacheBytes, descCacheCap, descTimers, descBatches, descRecords, descDurable, descApplied,
-		descRecovery, descReplayed, descFailed, descStore} {
+		descRecovery, descReplayed, descFailed, descLastCkpt, descStore} {
 		ch <- d
 	}
 }
@@ -153,6 +154,7 @@ func (s *scrape) Collect(ch chan<- prometheus.Metric) {
 		failed = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descFailed, prometheus.GaugeValue, failed)
+	ch <- prometheus.MustNewConstMetric(descLastCkpt, prometheus.GaugeValue, float64(s.m.lastCheckpoint.Load())/1e9)
 	if !e.closed.Load() {
 		for k, v := range e.st.Metrics() {
 			ch <- prometheus.MustNewConstMetric(descStore, prometheus.GaugeValue, v, k)
