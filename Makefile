@@ -2,7 +2,9 @@
 GO ?= go
 export GOFLAGS := -buildvcs=false
 
-.PHONY: run build test bench bench-micro bench-rs1 bench-peers bench-http lint crash fuzz proto results
+# test-ui: installs Chromium (Debian's package) when missing and runs the
+# console's browser test, saving screenshots into results/.
+.PHONY: run build test test-ui bench bench-micro bench-rs1 bench-peers bench-http lint crash fuzz proto results
 
 # run: the standalone server with the ride-sharing (RS-1) functions built in.
 run:
@@ -15,6 +17,10 @@ build:
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 9m ./...
+
+test-ui:
+	scripts/install-chromium.sh
+	SHARDFN_REQUIRE_BROWSER=1 SHARDFN_SCREENSHOT_DIR=$(CURDIR)/results $(GO) test -count=1 -timeout 5m -run TestConsoleInBrowser -v ./console/
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

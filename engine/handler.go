@@ -54,12 +54,15 @@ func (h *shardHandler) Lookup(ns, typ string) *shard.FuncType {
 const latencySample = 32
 
 func (h *shardHandler) Invoke(inv *shard.Invocation) error {
+	typ, payload := inv.Message()
+	if typ == RepairType {
+		return h.repair(inv, payload) // state repair (repair.go): not the function's
+	}
 	fe := inv.Func().Impl.(*funcEntry)
 	if len(fe.counts) > h.idx {
 		fe.counts[h.idx].n.Add(1)
 	}
 	h.ctx.inv = inv
-	typ, payload := inv.Message()
 	h.tick++
 	var err error
 	if h.tick%latencySample == 0 {
@@ -182,6 +185,9 @@ func checkOut(to Address, m Message, max int) error {
 	}
 	if m.Type == "" {
 		return fmt.Errorf("%w: send to %s: message has no type name", ErrBadMessage, to)
+	}
+	if m.Type == RepairType {
+		return fmt.Errorf("send to %s: %w", to, errReserved)
 	}
 	if len(m.Value) > max {
 		return fmt.Errorf("%w: send to %s: %d bytes, limit %d", ErrTooLarge, to, len(m.Value), max)

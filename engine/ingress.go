@@ -63,6 +63,9 @@ func (e *Engine) validate(to Address, msg Message) error {
 	if msg.Type == "" {
 		return fmt.Errorf("%w: the message has no type name", ErrBadMessage)
 	}
+	if msg.Type == RepairType {
+		return errReserved // see validateInternal (repair.go)
+	}
 	if len(msg.Value) > e.opts.MaxMessageBytes {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(msg.Value), e.opts.MaxMessageBytes)
 	}

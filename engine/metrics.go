@@ -2,6 +2,7 @@ package engine
 
 import (
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +22,8 @@ type metrics struct {
 	repliesDropped prometheus.Counter
 	walSync        prometheus.Histogram
 	walBatch       prometheus.Histogram
+
+	lastCheckpoint atomic.Int64 // unix ns of the last checkpoint's end, 0 before the first
 }
 
 func newMetrics(e *Engine) *metrics {
@@ -74,7 +77,10 @@ func (m *metrics) observeRemote(fe *funcEntry, d time.Duration) {
 	m.remoteDur.WithLabelValues(fe.name).Observe(d.Seconds())
 }
 
-func (m *metrics) checkpoint(d time.Duration) { m.checkpoints.Observe(d.Seconds()) }
+func (m *metrics) checkpoint(d time.Duration) {
+	m.checkpoints.Observe(d.Seconds())
+	m.lastCheckpoint.Store(time.Now().UnixNano()) // read by Status
+}
 
 // walFlush is called by the log's flusher after each batch.
 func (m *metrics) walFlush(bytes int, sync time.Duration) {
@@ -107,13 +113,14 @@ var (
 	descRecovery    = prometheus.NewDesc("shardfn_recovery_duration_seconds", "Duration of the last recovery (Open).", nil, nil)
 	descReplayed    = prometheus.NewDesc("shardfn_recovery_replayed_bytes", "Log bytes replayed by the last recovery.", nil, nil)
 	descFailed      = prometheus.NewDesc("shardfn_failed", "1 when the engine is in failed-stop.", nil, nil)
+	descLastCkpt    = prometheus.NewDesc("shardfn_last_checkpoint_timestamp_seconds", "Unix time at which the last checkpoint of this process ended (0 before the first).", nil, nil)
 	descStore       = prometheus.NewDesc("shardfn_store_metric", "Store (Pebble) metrics, by name.", []string{"name"}, nil)
 )
 
 func (s *scrape) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descInvocations, descFailures, descMailbox, descQueue, descHits, descMisses,
 		descEvictions, descCacheBytes, descCacheCap, descTimers, descBatches, descRecords, descDurable, descApplied,
-		descRecovery, descReplayed, descFailed, descStore} {
+		descRecovery, descReplayed, descFailed, descLastCkpt, descStore} {
 		ch <- d
 	}
 }
@@ -152,6 +159,7 @@ func (s *scrape) Collect(ch chan<- prometheus.Metric) {
 		failed = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descFailed, prometheus.GaugeValue, failed)
+	ch <- prometheus.MustNewConstMetric(descLastCkpt, prometheus.GaugeValue, float64(s.m.lastCheckpoint.Load())/1e9)
 	if !e.closed.Load() {
 		for k, v := range e.st.Metrics() {
 			ch <- prometheus.MustNewConstMetric(descStore, prometheus.GaugeValue, v, k)

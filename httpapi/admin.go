@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/shardfn/shardfn/console"
 	"github.com/shardfn/shardfn/engine"
 )
 
@@ -24,8 +25,21 @@ func (s *Server) adminHandler() http.Handler {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /state/{namespace}/{type}/{id}", s.state)
+	mux.HandleFunc("POST /state/{namespace}/{type}/{id}", s.stateWriteMany)
+	mux.HandleFunc("PUT /state/{namespace}/{type}/{id}/{name}", s.stateSet)
+	mux.HandleFunc("DELETE /state/{namespace}/{type}/{id}/{name}", s.stateDelete)
+	mux.HandleFunc("GET /admin/status", s.adminStatus)
+	mux.HandleFunc("GET /admin/functions", s.adminFunctions)
+	mux.HandleFunc("GET /admin/instances/{namespace}/{type}/{id}", s.adminInstance)
+	mux.HandleFunc("GET /admin/dead-letters", s.adminDeadLetters)
+	mux.HandleFunc("POST /admin/dead-letters/replay", s.adminReplay)
+	mux.HandleFunc("GET /admin/egress/{name}", s.adminEgress)
+	mux.Handle("GET /ui/", http.StripPrefix("/ui/", console.Handler()))
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/ui/", http.StatusFound)
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSONError(w, http.StatusNotFound, "no such admin route; use /health, /ready, /metrics, /debug/pprof/ or /state/{namespace}/{type}/{id}", false)
+		writeJSONError(w, http.StatusNotFound, "no such admin route; use /ui/ (the console), /health, /ready, /metrics, /debug/pprof/, /state/{namespace}/{type}/{id} or /admin/...", false)
 	})
 	return mux
 }
@@ -108,7 +122,15 @@ func (s *Server) state(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b := append([]byte(`{"address":`), appendJSONString(nil, addr.String())...)
-	b = append(b, `,"state":{`...)
+	b = append(b, `,"state":`...)
+	b = appendStateObject(b, vals)
+	b = append(b, '}', '\n')
+	writeJSON(w, http.StatusOK, b)
+}
+
+// appendStateObject appends {"<name>":{"type":"...","value":<JSON>},...}.
+func appendStateObject(b []byte, vals []engine.StateValue) []byte {
+	b = append(b, '{')
 	for i, v := range vals {
 		if i > 0 {
 			b = append(b, ',')
@@ -124,6 +146,5 @@ func (s *Server) state(w http.ResponseWriter, r *http.Request) {
 		}
 		b = append(b, '}')
 	}
-	b = append(b, '}', '}', '\n')
-	writeJSON(w, http.StatusOK, b)
+	return append(b, '}')
 }

@@ -59,6 +59,13 @@
 //	GET /metrics  Prometheus text format: engine, Go, process and ingress metrics
 //	GET /debug/pprof/...  net/http/pprof
 //	GET /state/{namespace}/{type}/{id}  the instance's state as JSON (Options.DisableStateAPI turns it off)
+//	PUT|DELETE /state/{namespace}/{type}/{id}/{name}, POST /state/{namespace}/{type}/{id}  state repair through the log
+//	GET /admin/status, /admin/functions, /admin/instances/{namespace}/{type}/{id}, /admin/dead-letters, /admin/egress/{name}
+//	POST /admin/dead-letters/replay?from=&to=
+//	GET /ui/      the web console (package console); GET / redirects to it
+//
+// The operator routes (/admin/..., state writes) need an engine that also
+// implements OpsEngine; cmd/engine/README.md documents their JSON.
 //
 // What it relies on: an Engine (normally *engine.Engine) handed over with
 // SetEngine once it has opened; until then ingress answers 503 and /health

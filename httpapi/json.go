@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/shardfn/shardfn/engine"
@@ -83,6 +86,13 @@ func appendValue(dst []byte, key, typ string, b []byte) []byte {
 			dst = append(dst, `":`...)
 			return fmt.Appendf(dst, "%t", v)
 		}
+	case engine.TypeDouble, engine.TypeFloat:
+		if v, ok := decodeFloating(typ, b); ok {
+			dst = append(dst, '"')
+			dst = append(dst, key...)
+			dst = append(dst, `":`...)
+			return strconv.AppendFloat(dst, v, 'g', -1, 64)
+		}
 	}
 	if len(b) > 0 && json.Valid(b) {
 		dst = append(dst, '"')
@@ -152,8 +162,31 @@ func builtinDecodable(typ string, b []byte) bool {
 		_, err = (engine.Message{Type: typ, Value: b}).AsInt64()
 	case engine.TypeBool:
 		_, err = engine.DecodeBoolWrapper(b)
+	case engine.TypeDouble, engine.TypeFloat:
+		_, ok := decodeFloating(typ, b)
+		return ok
 	default:
 		return false
 	}
 	return err == nil
+}
+
+// decodeFloating decodes DoubleWrapper (field 1, fixed64) or FloatWrapper
+// (field 1, fixed32) when b is exactly that field or empty (zero); NaN and
+// infinities, which JSON cannot carry, are not decoded.
+func decodeFloating(typ string, b []byte) (float64, bool) {
+	var v float64
+	switch {
+	case len(b) == 0:
+	case typ == engine.TypeDouble && len(b) == 9 && b[0] == 0x09:
+		v = math.Float64frombits(binary.LittleEndian.Uint64(b[1:]))
+	case typ == engine.TypeFloat && len(b) == 5 && b[0] == 0x0d:
+		v = float64(math.Float32frombits(binary.LittleEndian.Uint32(b[1:])))
+	default:
+		return 0, false
+	}
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0, false
+	}
+	return v, true
 }

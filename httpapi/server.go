@@ -142,6 +142,7 @@ type Server struct {
 	baseCtx, pollCtx       context.Context
 	cancelBase, cancelPoll context.CancelFunc
 
+	rates   rates     // /admin/status's per-second figures
 	reqPool sync.Pool // *IngressRequest
 	types   interner  // namespaces, function types, message types
 }
@@ -211,6 +212,9 @@ func (s *Server) SetEngine(e Engine) error {
 		}
 	}
 	s.eng.Store(&engineBox{e: e})
+	if o, ok := e.(OpsEngine); ok {
+		go s.runSampler(o)
+	}
 	return nil
 }
 

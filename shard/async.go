@@ -15,20 +15,38 @@ func (s *Shard) Complete(call *AsyncCall) {
 	s.mb.Wake()
 }
 
-// resumeDone applies every completed call.
+// Control runs fn on the shard goroutine, at the start of its next Step,
+// and waits for it. For reads of the shard's memory (Inspect); the shard
+// must be running.
+func (s *Shard) Control(fn func()) {
+	done := make(chan struct{})
+	s.doneMu.Lock()
+	s.controls = append(s.controls, func() { fn(); close(done) })
+	s.doneMu.Unlock()
+	s.doneN.Add(1)
+	s.mb.Wake()
+	<-done
+}
+
+// resumeDone runs the pending controls and applies every completed call.
 func (s *Shard) resumeDone() bool {
 	if s.doneN.Load() == 0 {
 		return false
 	}
 	s.doneMu.Lock()
 	s.doneBuf, s.doneCalls = s.doneCalls, s.doneBuf[:0]
+	controls := s.controls
+	s.controls = nil
 	s.doneN.Store(0)
 	s.doneMu.Unlock()
+	for _, fn := range controls {
+		fn()
+	}
 	for i, call := range s.doneBuf {
 		s.resume(call)
 		s.doneBuf[i] = nil
 	}
-	return len(s.doneBuf) > 0
+	return len(s.doneBuf) > 0 || len(controls) > 0
 }
 
 func (s *Shard) startAsync(inst *instance) {
@@ -40,7 +58,7 @@ func (s *Shard) startAsync(inst *instance) {
 	// A batch holds messages of one request chain at most (one ReplyTo),
 	// so that the result's sends and reply carry the right request id.
 	replyTo := inst.q.peek().ReplyTo
-	for inst.q.len() > 0 && len(call.Messages) < max && inst.q.peek().ReplyTo == replyTo {
+	for inst.q.len() > 0 && len(call.Messages) < max && inst.q.peek().ReplyTo == replyTo && inst.q.peek().Type != RepairType {
 		call.Messages = append(call.Messages, inst.q.pop())
 		s.depth.Add(-1)
 	}

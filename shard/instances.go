@@ -105,13 +105,15 @@ func (s *Shard) retire(inst *instance) {
 }
 
 // run gives one instance its turn: one message for an embedded function,
-// the whole queue as one batch for a remote one.
+// the whole queue as one batch for a remote one. A RepairType message runs
+// on the shard like an embedded invocation even for a remote type, in its
+// place in the queue (a remote batch stops before it).
 func (s *Shard) run(inst *instance) {
 	if inst.busy || inst.q.len() == 0 {
 		s.retire(inst)
 		return
 	}
-	if inst.fn.Async {
+	if inst.fn.Async && inst.q.peek().Type != RepairType {
 		s.startAsync(inst)
 		return
 	}

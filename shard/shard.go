@@ -89,7 +89,7 @@ type Config struct {
 	// for an idempotent request, are remembered after the invocation that
 	// consumed or answered it. Default 24 h.
 	KeyRetention int64
-	Logger         *slog.Logger
+	Logger       *slog.Logger
 }
 
 // Stats are a shard's counters, readable from any goroutine.
@@ -152,6 +152,7 @@ type Shard struct {
 	// Completed remote calls, handed back by Complete (async.go).
 	doneMu    sync.Mutex
 	doneCalls []*AsyncCall
+	controls  []func()
 	doneN     atomic.Int32
 	doneBuf   []*AsyncCall
 
@@ -262,6 +263,9 @@ func (s *Shard) ProducedCount() uint64 { return s.produced.Load() + s.ingressIn.
 // calls it after a successful push (a message is never consumed before its
 // push returns, and quiescence reads consumed counts first).
 func (s *Shard) AddIngress(n uint64) { s.ingressIn.Add(n) }
+
+// IngressCount is the number of ingress messages counted by AddIngress.
+func (s *Shard) IngressCount() uint64 { return s.ingressIn.Load() }
 
 // Unreleased is the number of acknowledgements and replies waiting for
 // durability.

@@ -64,7 +64,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	fs.StringVar(&c.dataDir, "data-dir", "./data", "directory of the write-ahead log and the state store (created if missing)")
 	fs.StringVar(&c.ingressAddr, "ingress-addr", "127.0.0.1:8080", "listen address of the HTTP ingress (messages, batches, egress reads); port 0 picks a free port")
-	fs.StringVar(&c.adminAddr, "admin-addr", "127.0.0.1:9090", "listen address of the admin endpoints (/health, /ready, /metrics, /debug/pprof/, /state/); keep it on loopback")
+	fs.StringVar(&c.adminAddr, "admin-addr", "127.0.0.1:9090", "listen address of the admin endpoints (/health, /ready, /metrics, /debug/pprof/, /state/, /admin/) and the web console (/ui/); keep it on loopback")
 	fs.IntVar(&c.shards, "shards", 0, "number of shards; 0 means one per available core")
 	fs.Var(&c.memoryBudget, "memory-budget", "state cache size in bytes; suffixes KB, MB, GB (powers of 1000) and KiB, MiB, GiB (powers of 1024) are accepted")
 	fs.DurationVar(&c.maxBatchDelay, "max-batch-delay", 0, "longest the group commit waits to batch more records before syncing; 0 syncs as soon as the previous sync returns")

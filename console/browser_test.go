@@ -1,0 +1,251 @@
+package console_test
+
+// This file is in package console_test so that it may start the whole
+// server (httpapi imports console).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/shardfn/shardfn/engine"
+	"github.com/shardfn/shardfn/internal/testserver"
+)
+
+var visits = engine.ValueSpec{Name: "visits", Type: engine.TypeLong}
+
+// greeter counts visits per instance, writes an egress record per visit
+// and fails "fail" messages (dead letters).
+func greeter() engine.FunctionSpec {
+	return engine.FunctionSpec{Namespace: "example", Type: "greeter", States: []engine.ValueSpec{visits},
+		Function: engine.FunctionFunc(func(ctx engine.Context, msg engine.Message) error {
+			name, err := msg.AsString()
+			if err != nil {
+				return err
+			}
+			if name == "fail" {
+				return errors.New("refused to greet")
+			}
+			n, _, err := ctx.GetInt64(visits)
+			if err != nil {
+				return err
+			}
+			if err := ctx.SetInt64(visits, n+1); err != nil {
+				return err
+			}
+			ctx.Reply(engine.String(fmt.Sprintf("hello %s, visit %d", name, n+1)))
+			if n%50 == 0 {
+				ctx.Egress("greetings", engine.String(name))
+			}
+			return nil
+		})}
+}
+
+// findChromium returns the browser to drive: $SHARDFN_CHROMIUM, else
+// chromium or chromium-browser on PATH.
+func findChromium() string {
+	if p := os.Getenv("SHARDFN_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, n := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(n); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// screenshotDir is where screenshots go: $SHARDFN_SCREENSHOT_DIR (make
+// test-ui sets it to results/), else a temporary directory.
+func screenshotDir(t *testing.T) string {
+	if d := os.Getenv("SHARDFN_SCREENSHOT_DIR"); d != "" {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	return t.TempDir()
+}
+
+// TestConsoleInBrowser drives the console in headless Chromium against a
+// server under load: the overview's charts update, and a state edit made
+// in the instance inspector is visible through the admin API.
+func TestConsoleInBrowser(t *testing.T) {
+	bin := findChromium()
+	if bin == "" {
+		if os.Getenv("SHARDFN_REQUIRE_BROWSER") != "" {
+			t.Fatal("SHARDFN_REQUIRE_BROWSER is set but no Chromium was found (scripts/install-chromium.sh installs it)")
+		}
+		t.Skip("no Chromium on this machine: the console's browser test is skipped (scripts/install-chromium.sh, run by make test-ui, installs it)")
+	}
+	s := testserver.Start(t, engine.Options{Shards: 2}, greeter())
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	e := s.Engine
+	bob := engine.Address{Namespace: "example", Type: "greeter", ID: "bob"}
+	if _, err := e.Send(ctx, bob, engine.String("Bob")); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := e.Send(ctx, engine.Address{Namespace: "example", Type: "greeter", ID: fmt.Sprint("f-", i)}, engine.String("fail")); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	b := startBrowser(t, bin)
+	p, err := b.newPage(ctx, 1400, 1100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := screenshotDir(t)
+	if err := p.navigate(ctx, s.Admin+"/ui/"); err != nil {
+		t.Fatal(err)
+	}
+	// First paint on a quiet server, warm browser: load once, then reload.
+	if err := p.waitFor(ctx, "the first overview", `document.getElementById("c-events") && document.getElementById("c-events").dataset.points >= 1`); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.eval(ctx, `location.reload()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.waitFor(ctx, "the reloaded overview", `document.getElementById("c-events") && document.getElementById("c-events").dataset.points >= 1`); err != nil {
+		t.Fatal(err)
+	}
+	var quietFCP float64
+	_ = p.eval(ctx, `(performance.getEntriesByName("first-contentful-paint")[0] || {startTime: -1}).startTime`, &quietFCP)
+	t.Logf("first contentful paint: %.0f ms (loopback, quiet server, warm browser)", quietFCP)
+
+	// Load: a few senders through the HTTP ingress until the test ends
+	// (bounded by loadCtx), so the charts have something to show.
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var sent atomic.Int64
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			c := &http.Client{Timeout: 5 * time.Second}
+			for i := 0; loadCtx.Err() == nil; i++ {
+				body := fmt.Sprintf(`{"to":"example/greeter/u-%d-%d","type":"io.statefun.types/string","body":"u%d"}`+"\n", w, i%500, i)
+				req, _ := http.NewRequestWithContext(loadCtx, "POST", s.Ingress+"/batch", strings.NewReader(strings.Repeat(body, 20)))
+				resp, err := c.Do(req)
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					sent.Add(20)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}(w)
+	}
+	defer func() { stopLoad(); wg.Wait() }()
+
+	if err := p.eval(ctx, `location.reload()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.waitFor(ctx, "the overview's first samples", `document.getElementById("c-events").dataset.points >= 3`); err != nil {
+		t.Fatal(err)
+	}
+	// The charts move: more points, and the event rate shows the load.
+	var before int
+	if err := p.eval(ctx, `Number(document.getElementById("c-events").dataset.points)`, &before); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ what, expr string }{
+		{"events chart gains points", fmt.Sprintf(`Number(document.getElementById("c-events").dataset.points) >= %d`, before+3)},
+		{"events per second above zero", `Number(document.getElementById("c-events").dataset.last) > 0`},
+		{"invocations per second above zero", `Number(document.getElementById("c-invocations").dataset.last) > 0`},
+		{"queue chart has points", `Number(document.getElementById("c-queue").dataset.points) > 3`},
+		{"fsync latency measured", `document.getElementById("c-fsync").dataset.last !== ""`},
+		{"health pill says ready", `document.getElementById("health").textContent === "ready"`},
+	} {
+		if err := p.waitFor(ctx, c.what, c.expr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.screenshot(ctx, filepath.Join(dir, "console-overview.png")); err != nil {
+		t.Fatal(err)
+	}
+
+	// Functions.
+	if err := p.eval(ctx, `location.hash = "#functions"`, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.waitFor(ctx, "the functions table", `document.querySelector("#functions tbody").textContent.includes("example/greeter")`); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.screenshot(ctx, filepath.Join(dir, "console-functions.png")); err != nil {
+		t.Fatal(err)
+	}
+
+	// Instance inspector: edit bob's visits in the page, then read it
+	// through the admin API.
+	if err := p.eval(ctx, `location.hash = "#instance/example/greeter/bob"`, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.waitFor(ctx, "bob's state row", `document.querySelector('input[data-name="visits"]') && document.querySelector('input[data-name="visits"]').value === "1"`); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.eval(ctx, `(() => { const i = document.querySelector('input[data-name="visits"]'); i.value = "777"; document.querySelector('button[data-save="visits"]').click(); return true; })()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.waitFor(ctx, "the save to be confirmed", `document.getElementById("inst-msg").textContent.includes("saved visits")`); err != nil {
+		var msg string
+		_ = p.eval(ctx, `document.getElementById("inst-msg").textContent`, &msg)
+		t.Fatalf("%v (message: %q)", err, msg)
+	}
+	resp, err := http.Get(s.Admin + "/state/example/greeter/bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `"visits":{"type":"io.statefun.types/long","value":777}`) {
+		t.Fatalf("admin API after the console's edit: %s", body)
+	}
+	if err := p.screenshot(ctx, filepath.Join(dir, "console-instance.png")); err != nil {
+		t.Fatal(err)
+	}
+
+	// Dead letters: listed, and one replayed from the page.
+	if err := p.eval(ctx, `location.hash = "#dead-letters"`, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.waitFor(ctx, "the dead letters", `document.querySelectorAll("#dl-records tbody tr").length >= 3`); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.eval(ctx, `document.querySelector("#dl-records tbody tr button").click()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.waitFor(ctx, "the replay's answer", `document.getElementById("dl-msg").textContent.includes("replayed offsets 0")`); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.waitFor(ctx, "the replayed message's new dead letter", `document.querySelectorAll("#dl-records tbody tr").length >= 4`); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.screenshot(ctx, filepath.Join(dir, "console-dead-letters.png")); err != nil {
+		t.Fatal(err)
+	}
+
+	// Egress tail.
+	if err := p.eval(ctx, `location.hash = "#egress/greetings"`, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.waitFor(ctx, "egress records", `document.querySelectorAll("#eg-records tbody tr").length > 0`); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.screenshot(ctx, filepath.Join(dir, "console-egress.png")); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("load: %d messages sent during the test; screenshots in %s", sent.Load(), dir)
+}
