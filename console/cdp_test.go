@@ -265,7 +265,7 @@ func (p *page) waitFor(ctx context.Context, what, expr string) error {
 }
 
 func (p *page) screenshot(ctx context.Context, path string) error {
-	res, err := p.b.call(ctx, p.session, "Page.captureScreenshot", map[string]any{"format": "png", "captureBeyondViewport": true})
+	res, err := p.b.call(ctx, p.session, "Page.captureScreenshot", map[string]any{"format": "png", "captureBeyondViewport": false})
 	if err != nil {
 		return err
 	}
