@@ -162,7 +162,11 @@ func Open(opts Options) (*Log, error) {
 	l.mu.segBase = end
 	l.opts.Logger.Info("wal: opened", "dir", opts.Dir, "first", l.FirstLSN(), "end", end,
 		"segments", len(l.segs), "tornBytes", tornBytes)
-	go l.flushLoop()
+	if opts.Manual {
+		close(l.done)
+	} else {
+		go l.flushLoop()
+	}
 	return l, nil
 }
 
@@ -418,7 +422,7 @@ func (l *Log) Append(b *Batch) (end LSN, err error) {
 			l.mu.Unlock()
 			return 0, err
 		}
-		if len(l.mu.buf) == 0 || len(l.mu.buf)+len(b.buf) <= l.opts.BufferSize {
+		if len(l.mu.buf) == 0 || len(l.mu.buf)+len(b.buf) <= l.opts.BufferSize || l.opts.Manual {
 			break
 		}
 		l.mu.space.Wait()
@@ -565,37 +569,66 @@ func (l *Log) flushLoop() {
 			timer.Stop()
 			l.mu.Lock()
 		}
-		buf, cuts, end := l.mu.buf, l.mu.cuts, l.mu.end
-		l.mu.buf, l.mu.cuts = l.w.spare[:0], l.w.cuts[:0]
-		l.mu.space.Broadcast()
-		l.mu.Unlock()
-
-		l.w.syncTime = 0
-		n := len(buf)
-		err := l.writeBuf(buf, cuts)
-		if err == nil && l.opts.OnFlush != nil {
-			l.opts.OnFlush(n, l.w.syncTime)
-		}
-		if cap(buf) <= 4*l.opts.BufferSize { // drop an outsized buffer
-			l.w.spare = buf[:0]
-		} else {
-			l.w.spare = nil
-		}
-		l.w.cuts = cuts[:0]
-		if err == nil {
-			err = l.checkLinked()
-		}
-		if err != nil {
-			l.fail(err)
+		if err := l.flushLocked(); err != nil {
 			l.stop()
 			return
 		}
-		l.publish(end)
 		// Let the appenders just woken by publish run before the next
 		// batch is taken: with few cores they otherwise miss it and the
 		// next sync carries only a few records.
 		runtime.Gosched()
 	}
+}
+
+// flushLocked is one round of the flusher, entered with l.mu held (and
+// left with it released): take the whole pending buffer (appenders continue
+// into the spare one), write it, sync, check the files are still linked,
+// and publish the new durable end. An error fails the log for good.
+func (l *Log) flushLocked() error {
+	buf, cuts, end := l.mu.buf, l.mu.cuts, l.mu.end
+	l.mu.buf, l.mu.cuts = l.w.spare[:0], l.w.cuts[:0]
+	l.mu.space.Broadcast()
+	l.mu.Unlock()
+
+	l.w.syncTime = 0
+	n := len(buf)
+	err := l.writeBuf(buf, cuts)
+	if err == nil && l.opts.OnFlush != nil {
+		l.opts.OnFlush(n, l.w.syncTime)
+	}
+	if cap(buf) <= 4*l.opts.BufferSize { // drop an outsized buffer
+		l.w.spare = buf[:0]
+	} else {
+		l.w.spare = nil
+	}
+	l.w.cuts = cuts[:0]
+	if err == nil {
+		err = l.checkLinked()
+	}
+	if err != nil {
+		l.fail(err)
+		return err
+	}
+	l.publish(end)
+	return nil
+}
+
+// Flush writes and syncs what has been appended, on the caller's goroutine.
+// Only for a Log opened with Options.Manual (the engine's simulator), where
+// no flusher goroutine runs; it returns the log's failure, if any.
+func (l *Log) Flush() error {
+	if !l.opts.Manual {
+		return errors.New("wal: Flush is only for a log opened with Options.Manual")
+	}
+	if err := l.Err(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	if len(l.mu.buf) == 0 {
+		l.mu.Unlock()
+		return nil
+	}
+	return l.flushLocked()
 }
 
 func (l *Log) publish(end LSN) {
@@ -793,6 +826,9 @@ func (l *Log) RemoveBefore(lsn LSN) error {
 // synced everything appended before, and closes the files. It returns the
 // failure if the log failed, ErrClosed if already closed.
 func (l *Log) Close() error {
+	if l.opts.Manual {
+		_ = l.Flush() // no flusher does it
+	}
 	l.mu.Lock()
 	if l.mu.closed {
 		l.mu.Unlock()

@@ -372,3 +372,41 @@ func TestBackpressure(t *testing.T) {
 		t.Fatalf("read %d records, want 800", got)
 	}
 }
+
+// A manual log has no flusher: nothing is durable until Flush, which
+// writes and syncs on the caller's goroutine.
+func TestManualFlush(t *testing.T) {
+	fs := vfs.NewMemFS()
+	o := memOptions(fs, 4096)
+	o.Manual = true
+	l := mustOpen(t, o)
+	var b Batch
+	for i := 0; i < 50; i++ { // more than a segment: a rollover inside Flush
+		b.Reset()
+		b.Add([]byte(payload(i)))
+		if _, err := l.Append(&b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l.DurableLSN() != 0 {
+		t.Fatalf("durable %d before Flush", l.DurableLSN())
+	}
+	if err := l.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if l.DurableLSN() != l.EndLSN() {
+		t.Fatalf("durable %d after Flush, end %d", l.DurableLSN(), l.EndLSN())
+	}
+	if got := readAllRecords(t, l); len(got) != 50 {
+		t.Fatalf("read %d records", len(got))
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	o.Manual = false
+	l = mustOpen(t, o)
+	if got := readAllRecords(t, l); len(got) != 50 {
+		t.Fatalf("after reopen: %d records", len(got))
+	}
+	l.Close()
+}

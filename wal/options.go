@@ -69,6 +69,9 @@ type Options struct {
 	// after it was written, or ending before KnownDurable) instead of
 	// refusing it: the missing records are lost. Default false.
 	AcceptLoss bool
+	// Manual runs no flusher goroutine: the caller writes and syncs with
+	// Flush, and Append never blocks. For a deterministic simulation.
+	Manual bool
 	// Logger receives one line per event that matters (open, torn tail
 	// dropped, failure). Default slog.Default().
 	Logger *slog.Logger
