@@ -36,6 +36,7 @@ type Engine struct {
 	requests   requestTable
 
 	closed    atomic.Bool
+	closing   chan struct{} // closed by Close: remote calls stop retrying (RemoteBatch.Closing)
 	ready     atomic.Bool
 	failErr   atomic.Pointer[error]
 	inflight  sync.WaitGroup // ingress calls admitted and still pushing
@@ -92,6 +93,7 @@ func Open(opts Options, specs ...FunctionSpec) (*Engine, error) {
 		apStop:   make(chan struct{}),
 		apDone:   make(chan struct{}),
 		egressCh: make(chan struct{}),
+		closing:  make(chan struct{}),
 	}
 	e.requests.init()
 	e.metrics = newMetrics(e)
@@ -398,7 +400,7 @@ func (e *Engine) Send(ctx context.Context, to Address, msg Message) (uint64, err
 	select {
 	case <-ack.Done():
 		if err := ack.Err(); err != nil {
-			return env.ID, fmt.Errorf("%w: %v", ErrFailed, err)
+			return env.ID, ackError(err)
 		}
 		return env.ID, nil
 	case <-ctx.Done():
@@ -453,7 +455,7 @@ func (e *Engine) SendBatch(ctx context.Context, msgs []Outgoing) error {
 	select {
 	case <-ack.Done():
 		if err := ack.Err(); err != nil {
-			return fmt.Errorf("%w: %v", ErrFailed, err)
+			return ackError(err)
 		}
 		return pushErr
 	case <-ctx.Done():
@@ -665,6 +667,7 @@ func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
 		e.closed.Store(true)
 		e.inflight.Wait()
+		close(e.closing) // remote calls that are failing give up their batches (ErrAbandoned)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if err := e.Drain(ctx); err != nil && e.Err() == nil {
 			e.logger.Warn("close: drain did not finish", "err", err)

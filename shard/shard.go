@@ -186,6 +186,9 @@ type instance struct {
 	busy   bool
 	queued bool
 	next   *instance
+	// call is the async call in flight (busy); abandoned: see ErrAbandoned.
+	call      *AsyncCall
+	abandoned bool
 }
 
 // New makes a shard; Start runs it.
@@ -333,6 +336,11 @@ func (s *Shard) Stop() {
 func (s *Shard) Complete(call *AsyncCall) {
 	env := Envelope{Kind: KindResume, Ctl: call}
 	for !s.mb.Push(&env) {
+		select {
+		case <-s.done: // stopped: nobody will take it (releaseUnprocessed did)
+			return
+		default:
+		}
 		time.Sleep(50 * time.Microsecond)
 	}
 }
@@ -361,6 +369,7 @@ func (s *Shard) loop() {
 		now := s.cfg.Clock()
 		worked := s.Step(now)
 		if s.stopping.Load() && !worked && s.mb.Len() == 0 {
+			s.releaseUnprocessed()
 			return
 		}
 		if worked {
@@ -658,6 +667,9 @@ func (s *Shard) enqueueLocal(e *Envelope) {
 			return
 		}
 		inst = s.newInstance(h, e.Target, fn)
+	} else if inst.abandoned {
+		s.leaveUnconsumed(e, errAbandonedBehind)
+		return
 	}
 	inst.q.push(*e)
 	s.depth.Add(1)
@@ -693,8 +705,8 @@ func (s *Shard) newInstance(h uint64, a Address, fn *FuncType) *instance {
 }
 
 func (s *Shard) retire(inst *instance) {
-	if inst.fn == nil || inst.busy || inst.queued || inst.q.len() > 0 {
-		return // already retired, or still has work
+	if inst.fn == nil || inst.busy || inst.queued || inst.q.len() > 0 || inst.abandoned {
+		return // already retired, or still has work (or holds back an abandoned address)
 	}
 	p := s.insts[inst.hash]
 	if p == inst {
@@ -991,6 +1003,7 @@ func (s *Shard) startAsync(inst *instance) {
 		s.depth.Add(-1)
 	}
 	inst.busy = true
+	inst.call = call
 	s.fillAsyncState(call)
 	call.Attempts++
 	s.cfg.Handler.StartAsync(call)
@@ -1029,6 +1042,10 @@ func (s *Shard) resume(call *AsyncCall) {
 		}
 	}
 	switch {
+	case err != nil && errors.Is(err, ErrAbandoned):
+		inv.end()
+		s.abandon(inst, call, err)
+		return
 	case err != nil:
 		inv.end()
 		s.failures.Add(1)
@@ -1043,6 +1060,7 @@ func (s *Shard) resume(call *AsyncCall) {
 		s.commitInvocation(inv, 0, call.Messages, nil)
 	}
 	inst.busy = false
+	inst.call = nil
 	if inst.q.len() > 0 {
 		if !inst.queued {
 			inst.queued = true
