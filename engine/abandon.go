@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/shardfn/shardfn/shard"
 )
@@ -31,4 +32,23 @@ func ackError(err error) error {
 		return fmt.Errorf("%w: the message was not processed before the engine closed and nothing of it was applied; send it again (%v)", ErrClosed, err)
 	}
 	return fmt.Errorf("%w: %v", ErrFailed, err)
+}
+
+// pendingInOrder returns the in-flight messages to restore in id order. A
+// sender's messages come from one shard's id sequence (boot number in the
+// high bits), so id order is the order the sender produced them: restoring
+// them so keeps per-sender order per address across a restart (iterating
+// the map did not, and messages left by an abandoned remote batch were
+// applied out of order at the next Open).
+func pendingInOrder(pending map[uint64][2]uint32) [][2]uint32 {
+	ids := make([]uint64, 0, len(pending))
+	for id := range pending {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	out := make([][2]uint32, len(ids))
+	for i, id := range ids {
+		out[i] = pending[id]
+	}
+	return out
 }

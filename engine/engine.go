@@ -189,7 +189,7 @@ func Open(opts Options, specs ...FunctionSpec) (*Engine, error) {
 		s.SetApplied(e.ap.pos)
 	}
 	// Restore in-flight and delayed messages.
-	for _, loc := range e.ap.pending {
+	for _, loc := range pendingInOrder(e.ap.pending) {
 		m, err := shard.DecodeStoredMessage(e.ap.pendBuf[loc[0] : loc[0]+loc[1]])
 		if err != nil {
 			return fail(fmt.Errorf("engine: recovery: %w", err))
