@@ -83,7 +83,10 @@ func TestAbandonedRemoteBatchIsLeftForNextOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	direct := make(chan error, 1)
-	go func() { _, err := e.Send(ctx, Address{Namespace: "r", Type: "seq", ID: "direct"}, Int64(1)); direct <- err }()
+	go func() {
+		_, err := e.Send(ctx, Address{Namespace: "r", Type: "seq", ID: "direct"}, Int64(1))
+		direct <- err
+	}()
 	for stall.batchesStarted() < 2 {
 		time.Sleep(time.Millisecond)
 	}

@@ -67,9 +67,11 @@ type call struct {
 	from, to int                 // the current request's invocations
 	mg       merger              // split: results of earlier sub-requests
 
-	backoff      time.Duration // next backoff before jitter
-	failures     int           // failed attempts in all
-	failingSince time.Time     // start of the first failed attempt
+	backoff time.Duration // next backoff before jitter
+
+	// Written under c.mu (a closing engine's watcher reads them).
+	failures     int       // failed attempts in all
+	failingSince time.Time // start of the first failed attempt
 	lastErr      error
 
 	// Guarded by c.mu.
@@ -205,12 +207,7 @@ func (f *Function) failed(k *call, start time.Time, err error) (*engine.RemoteRe
 	if !errors.As(err, &ae) {
 		ae = &attemptError{err: err, reason: "internal"}
 	}
-	k.failures++
-	k.lastErr = err
-	if k.failingSince.IsZero() {
-		k.failingSince = start
-	}
-	f.endFailedAttempt(k, ae, now).log(f.c.opts.Logger)
+	f.endFailedAttempt(k, ae, start, now).log(f.c.opts.Logger)
 	where := ""
 	if k.split {
 		where = fmt.Sprintf("sub-request for invocations %d..%d of %d: ", k.from, k.to-1, len(k.b.Invocations))

@@ -158,13 +158,19 @@ func (f *Function) succeeded(k *call) {
 	c.submitAll(start)
 }
 
-// endFailedAttempt records a failed attempt of k (k.failures and
-// k.failingSince already updated).
-func (f *Function) endFailedAttempt(k *call, ae *attemptError, now time.Time) transition {
+// endFailedAttempt records a failed attempt of k that started at start.
+// k's failure fields are written under the lock: a closing engine's
+// watcher reads them.
+func (f *Function) endFailedAttempt(k *call, ae *attemptError, start, now time.Time) transition {
 	c := f.c
 	c.metrics.failures.WithLabelValues(f.label, ae.reason).Inc()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	k.failures++
+	k.lastErr = ae
+	if k.failingSince.IsZero() {
+		k.failingSince = start
+	}
 	k.cancel = nil
 	delete(f.h.active, k)
 	f.h.lastErr = ae.Error()

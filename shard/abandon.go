@@ -31,7 +31,7 @@ func (s *Shard) abandon(inst *instance, call *AsyncCall, err error) {
 	inst.busy = false
 	inst.call = nil
 	inst.abandoned = true
-	s.cfg.Logger.Warn("remote batch abandoned at shutdown; its messages stay for the next start",
+	s.cfg.Logger.Debug("async call abandoned; its messages stay for the next start",
 		"shard", s.cfg.Index, "target", inst.addr.String(), "messages", len(call.Messages), "queued_behind", inst.q.len(), "err", err)
 	for i := range call.Messages {
 		s.leaveUnconsumed(&call.Messages[i], err)
@@ -48,6 +48,7 @@ func (s *Shard) leaveUnconsumed(e *Envelope, err error) {
 	if e.Ack != nil {
 		e.Ack.Release(err)
 	}
+	s.left++
 	s.consumed.Add(1) // for quiescence: nothing more will happen to it here
 }
 
@@ -57,6 +58,10 @@ func (s *Shard) leaveUnconsumed(e *Envelope, err error) {
 // gone. Nothing is consumed; durable messages are restored at the next
 // start.
 func (s *Shard) releaseUnprocessed() {
+	if s.left > 0 {
+		s.cfg.Logger.Info("shard stopped; messages of abandoned async calls (remote endpoints failing at shutdown) stay for the next start",
+			"shard", s.cfg.Index, "messages", s.left)
+	}
 	for _, head := range s.insts {
 		for inst := head; inst != nil; inst = inst.next {
 			if inst.call != nil {

@@ -103,6 +103,7 @@ type Shard struct {
 	tokens  map[tokenKey]timerRef
 	insts   map[uint64]*instance
 	free    []*instance
+	left    int // messages left unconsumed by abandoned async calls (abandon.go)
 	runq    ring[*instance]
 	out     [][]Envelope // per destination shard, waiting for the next append
 	backlog [][]Envelope // per destination shard, pushed after append but refused (lane full)

@@ -188,7 +188,9 @@ func TestModuleEndpointDown(t *testing.T) {
 		}
 	}
 	a := call(t, "GET", s.ingress+"/egress/greetings?from=0&max=100&wait=5s", "", nil)
-	var out struct{ Records []struct{ Body json.RawMessage } }
+	var out struct {
+		Records []struct{ Body json.RawMessage }
+	}
 	if a.status != 200 || json.Unmarshal(a.body, &out) != nil || len(out.Records) != len(names) {
 		t.Fatalf("greetings: %d %s", a.status, a.body)
 	}
