@@ -177,12 +177,14 @@ func TestRetryPolicy(t *testing.T) {
 		reason   string // bad_responses reason
 		failure  string // failures reason
 		hijacked bool
+		cutShort bool // the answer's body breaks off mid-way
 	}{
 		{name: "500", fail: reply{status: 500}, retried: true, failure: failHTTP5xx},
 		{name: "503", fail: reply{status: 503}, retried: true, failure: failHTTP5xx},
 		{name: "429", fail: reply{status: 429}, retried: true, failure: failHTTP429},
 		{name: "408", fail: reply{status: 408}, retried: true, failure: failHTTP408},
 		{name: "disconnect", hijacked: true, retried: true, failure: failNetwork},
+		{name: "reset mid-response", hijacked: true, cutShort: true, retried: true, failure: failNetwork},
 		{name: "garbage", fail: reply{raw: []byte{0xff, 0xff, 0xff}}, reason: reasonProtobuf, failure: failBadResponse},
 		{name: "html", fail: reply{raw: []byte("<html>"), contentType: "text/html"}, reason: reasonContentType, failure: failBadResponse},
 		{name: "400", fail: reply{status: 400}, failure: failHTTPStatus},
@@ -201,6 +203,9 @@ func TestRetryPolicy(t *testing.T) {
 				srv.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					if srv.calls.Add(1) <= 2 {
 						conn, _, _ := w.(http.Hijacker).Hijack()
+						if tc.cutShort {
+							_, _ = conn.Write([]byte("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 100\r\n\r\n0123456789"))
+						}
 						conn.Close()
 						return
 					}
