@@ -175,6 +175,13 @@ type RemoteBatch struct {
 	States []StateValue
 	// Invocations are the queued messages, in arrival order.
 	Invocations []RemoteInvocation
+	// Closing is closed when the engine starts to close. A RemoteFunction
+	// that retries (package remote retries an endpoint that is down without
+	// end) stops retrying once it is closed and ends the call with an Err
+	// that wraps ErrAbandoned: the messages stay unconsumed, durable ones
+	// are delivered again after the next Open. Nil for callers that never
+	// close.
+	Closing <-chan struct{}
 }
 
 // RemoteInvocation is one message of a RemoteBatch.
@@ -190,7 +197,10 @@ type RemoteInvocation struct {
 type RemoteResult struct {
 	// Err, when set, means the batch failed for good (after the callee's own
 	// retries): its messages go to the "dead-letters" egress and nothing
-	// else happens.
+	// else happens. An Err that wraps ErrAbandoned instead means the call
+	// was given up without an answer (the engine or the callee is closing):
+	// nothing is applied or dead-lettered, and the messages are left for the
+	// next Open (see ErrAbandoned).
 	Err error
 	// MissingSpecs, when not empty, asks the engine to register these specs
 	// for the function type and to call again with the same batch.

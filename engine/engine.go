@@ -41,6 +41,7 @@ type Engine struct {
 	keys     keyTable
 
 	closed    atomic.Bool
+	closing   chan struct{} // closed by Close: remote calls stop retrying (RemoteBatch.Closing)
 	ready     atomic.Bool
 	failErr   atomic.Pointer[error]
 	inflight  sync.WaitGroup // ingress calls admitted and still pushing
@@ -172,6 +173,7 @@ func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
 		e.closed.Store(true)
 		e.inflight.Wait()
+		close(e.closing) // remote calls that are failing give up their batches (ErrAbandoned)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if err := e.Drain(ctx); err != nil && e.Err() == nil {
 			e.logger.Warn("close: drain did not finish", "err", err)

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -81,7 +82,7 @@ func (h *shardHandler) Invoke(inv *shard.Invocation) error {
 
 func (h *shardHandler) StartAsync(call *shard.AsyncCall) {
 	fe := call.Fn.Impl.(*funcEntry)
-	b := &RemoteBatch{Target: call.Target}
+	b := &RemoteBatch{Target: call.Target, Closing: h.e.closing}
 	for _, st := range call.States {
 		b.States = append(b.States, StateValue{Spec: fromShardSpec(st.Spec), Value: st.Value, Present: st.Present})
 	}
@@ -109,6 +110,9 @@ func (h *shardHandler) Resume(inv *shard.Invocation, call *shard.AsyncCall) (boo
 	call.Result = nil
 	if r == nil {
 		return false, fmt.Errorf("remote function %s returned no result", fe.name)
+	}
+	if r.Err != nil && errors.Is(r.Err, ErrAbandoned) {
+		return false, abandonedResume(fe, r) // not applied: left for the next Open
 	}
 	if len(fe.counts) > h.idx {
 		fe.counts[h.idx].n.Add(uint64(len(call.Messages)))

@@ -128,7 +128,7 @@ func await(ctx context.Context, ack *format.Ack, what string) error {
 	select {
 	case <-ack.Done():
 		if err := ack.Err(); err != nil {
-			return fmt.Errorf("%w: %v", ErrFailed, err)
+			return ackError(err)
 		}
 		return nil
 	case <-ctx.Done():

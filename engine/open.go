@@ -41,6 +41,7 @@ func Open(opts Options, specs ...FunctionSpec) (*Engine, error) {
 		apDone:   make(chan struct{}),
 		ckptReq:  make(chan chan error),
 		egressCh: make(chan struct{}),
+		closing:  make(chan struct{}),
 	}
 	e.requests.init()
 	e.keys.init()

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -62,7 +63,12 @@ func writeJSONError(w http.ResponseWriter, status int, msg string, retry bool) {
 }
 
 // health is 200 while the process lives (recovering included) and 503 once
-// the engine is in failed-stop.
+// the engine is in failed-stop. While remote endpoints are stuck it is 200
+// with "status":"degraded" and the list of them:
+//
+//	{"status":"degraded","stuck_endpoints":[{"endpoint":"ns/*","url":"...",
+//	  "since":"2006-01-02T15:04:05.000Z","consecutive_failures":12,
+//	  "retrying_batches":3,"last_error":"..."}]}
 func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
 	e := s.engine()
 	switch {
@@ -72,8 +78,38 @@ func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
 		b := append([]byte(`{"status":"failed","error":`), appendJSONString(nil, e.Err().Error())...)
 		writeJSON(w, http.StatusServiceUnavailable, append(b, '}', '\n'))
 	default:
-		writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`+"\n"))
+		var stuck []StuckEndpoint
+		if s.opts.StuckEndpoints != nil {
+			stuck = s.opts.StuckEndpoints()
+		}
+		if len(stuck) == 0 {
+			writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`+"\n"))
+			return
+		}
+		writeJSON(w, http.StatusOK, appendStuck([]byte(`{"status":"degraded","stuck_endpoints":[`), stuck))
 	}
+}
+
+func appendStuck(b []byte, stuck []StuckEndpoint) []byte {
+	for i, st := range stuck {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"endpoint":`...)
+		b = appendJSONString(b, st.Endpoint)
+		b = append(b, `,"url":`...)
+		b = appendJSONString(b, st.URL)
+		b = append(b, `,"since":`...)
+		b = appendJSONString(b, st.Since.UTC().Format("2006-01-02T15:04:05.000Z07:00"))
+		b = append(b, `,"consecutive_failures":`...)
+		b = strconv.AppendInt(b, int64(st.ConsecutiveFailures), 10)
+		b = append(b, `,"retrying_batches":`...)
+		b = strconv.AppendInt(b, int64(st.RetryingBatches), 10)
+		b = append(b, `,"last_error":`...)
+		b = appendJSONString(b, st.LastError)
+		b = append(b, '}')
+	}
+	return append(b, ']', '}', '\n')
 }
 
 // ready is 200 once the engine has recovered and until it closes or fails.

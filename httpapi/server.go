@@ -69,6 +69,29 @@ type Options struct {
 	// collectors, and the engine's collectors (at SetEngine); /metrics
 	// serves it. Default: a new registry.
 	Registry *prometheus.Registry
+	// StuckEndpoints, when set, is asked by every GET /health for the remote
+	// function endpoints that are stuck (their batches keep failing and are
+	// retried; later messages of those addresses wait). Any answer makes
+	// /health 200 with "status":"degraded" and a "stuck_endpoints" list.
+	// cmd/engine sets it from remote.Client.Stuck.
+	StuckEndpoints func() []StuckEndpoint
+}
+
+// StuckEndpoint is one remote function endpoint that /health reports as
+// stuck.
+type StuckEndpoint struct {
+	// Endpoint is the function pattern ("namespace/type" or
+	// "namespace/*"); URL its urlPathTemplate.
+	Endpoint string
+	URL      string
+	// Since is when the endpoint started failing.
+	Since time.Time
+	// ConsecutiveFailures are failed attempts since its last answer;
+	// RetryingBatches the batches waiting for it.
+	ConsecutiveFailures int
+	RetryingBatches     int
+	// LastError describes the last failed attempt.
+	LastError string
 }
 
 // EnsureDefaults fills in zero fields.

@@ -167,24 +167,28 @@ func okResult() *pb.FromFunction {
 }
 
 // TestRetryPolicy: failures that may heal are retried and then succeed;
-// the others fail the batch at the first attempt.
+// the others (a 4xx, a malformed answer) fail the batch at the first
+// attempt. Each failed attempt is counted by reason.
 func TestRetryPolicy(t *testing.T) {
 	cases := []struct {
 		name     string
 		fail     reply
 		retried  bool
-		reason   string
+		reason   string // bad_responses reason
+		failure  string // failures reason
 		hijacked bool
+		cutShort bool // the answer's body breaks off mid-way
 	}{
-		{name: "500", fail: reply{status: 500}, retried: true},
-		{name: "503", fail: reply{status: 503}, retried: true},
-		{name: "429", fail: reply{status: 429}, retried: true},
-		{name: "408", fail: reply{status: 408}, retried: true},
-		{name: "garbage", fail: reply{raw: []byte{0xff, 0xff, 0xff}}, retried: true, reason: reasonProtobuf},
-		{name: "html", fail: reply{raw: []byte("<html>"), contentType: "text/html"}, retried: true, reason: reasonContentType},
-		{name: "disconnect", hijacked: true, retried: true},
-		{name: "400", fail: reply{status: 400}, retried: false},
-		{name: "404", fail: reply{status: 404}, retried: false},
+		{name: "500", fail: reply{status: 500}, retried: true, failure: failHTTP5xx},
+		{name: "503", fail: reply{status: 503}, retried: true, failure: failHTTP5xx},
+		{name: "429", fail: reply{status: 429}, retried: true, failure: failHTTP429},
+		{name: "408", fail: reply{status: 408}, retried: true, failure: failHTTP408},
+		{name: "disconnect", hijacked: true, retried: true, failure: failNetwork},
+		{name: "reset mid-response", hijacked: true, cutShort: true, retried: true, failure: failNetwork},
+		{name: "garbage", fail: reply{raw: []byte{0xff, 0xff, 0xff}}, reason: reasonProtobuf, failure: failBadResponse},
+		{name: "html", fail: reply{raw: []byte("<html>"), contentType: "text/html"}, reason: reasonContentType, failure: failBadResponse},
+		{name: "400", fail: reply{status: 400}, failure: failHTTPStatus},
+		{name: "404", fail: reply{status: 404}, failure: failHTTPStatus},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -199,6 +203,9 @@ func TestRetryPolicy(t *testing.T) {
 				srv.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					if srv.calls.Add(1) <= 2 {
 						conn, _, _ := w.(http.Hijacker).Hijack()
+						if tc.cutShort {
+							_, _ = conn.Write([]byte("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 100\r\n\r\n0123456789"))
+						}
 						conn.Close()
 						return
 					}
@@ -219,10 +226,8 @@ func TestRetryPolicy(t *testing.T) {
 				if v := counterValue(t, c.metrics.retries, "test/*"); v != 2 {
 					t.Fatalf("retries metric %v, want 2", v)
 				}
-				if tc.reason != "" {
-					if v := counterValue(t, c.metrics.badResponses, "test/*", tc.reason); v != 2 {
-						t.Fatalf("bad_responses{%s} = %v, want 2", tc.reason, v)
-					}
+				if v := counterValue(t, c.metrics.failures, "test/*", tc.failure); v != 2 {
+					t.Fatalf("failures{%s} = %v, want 2", tc.failure, v)
 				}
 				return
 			}
@@ -231,6 +236,17 @@ func TestRetryPolicy(t *testing.T) {
 			}
 			if got := srv.calls.Load(); got != 1 {
 				t.Fatalf("%d attempts, want 1", got)
+			}
+			if v := counterValue(t, c.metrics.failures, "test/*", tc.failure); v != 1 {
+				t.Fatalf("failures{%s} = %v, want 1", tc.failure, v)
+			}
+			if tc.reason != "" {
+				if v := counterValue(t, c.metrics.badResponses, "test/*", tc.reason); v != 1 {
+					t.Fatalf("bad_responses{%s} = %v, want 1", tc.reason, v)
+				}
+			}
+			if v := counterValue(t, c.metrics.batches, "test/*", outcomeFailed); v != 1 {
+				t.Fatalf("failed batches %v, want 1", v)
 			}
 		})
 	}
@@ -245,7 +261,7 @@ func TestDeadLetterAfterMaxRetries(t *testing.T) {
 	ep.MaxRetries = 4
 	f := newTestFunction(t, c, ep)
 	res := invoke(t, f, oneBatch())
-	if res.Err == nil || !strings.Contains(res.Err.Error(), "giving up after 5 attempts") || !strings.Contains(res.Err.Error(), "HTTP 503: overloaded") {
+	if res.Err == nil || !errors.Is(res.Err, ErrGaveUp) || !strings.Contains(res.Err.Error(), "after 5 attempts (maxRetries 4)") || !strings.Contains(res.Err.Error(), "HTTP 503: overloaded") {
 		t.Fatalf("got %+v", res)
 	}
 	if len(res.Mutations)+len(res.Sends)+len(res.Egress)+len(res.Delayed)+len(res.Cancels)+len(res.MissingSpecs) != 0 {
@@ -256,13 +272,6 @@ func TestDeadLetterAfterMaxRetries(t *testing.T) {
 	}
 	if v := counterValue(t, c.metrics.batches, "test/*", "failed"); v != 1 {
 		t.Fatalf("failed batches %v", v)
-	}
-	ep.MaxRetries = 0
-	ep.Type = "none"
-	f0 := newTestFunction(t, c, ep)
-	srv.calls.Store(0)
-	if res := invoke(t, f0, oneBatch()); res.Err == nil || srv.calls.Load() != 1 {
-		t.Fatalf("MaxRetries 0: %d attempts, %+v", srv.calls.Load(), res)
 	}
 }
 
@@ -310,19 +319,31 @@ func TestAttemptTimeoutIsRetried(t *testing.T) {
 	}
 }
 
-func TestCallTimeoutDeadLetters(t *testing.T) {
+// TestCallTimeoutBoundsOneAttempt: CallTimeout ends an attempt that hangs,
+// and the batch is retried (it used to bound the whole batch and
+// dead-letter it).
+func TestCallTimeoutBoundsOneAttempt(t *testing.T) {
 	srv := newFnServer(t, func(n int, r *http.Request, _ *pb.ToFunction_InvocationBatchRequest) reply {
-		<-r.Context().Done()
-		return reply{status: 500}
+		if n <= 3 {
+			<-r.Context().Done()
+			return reply{status: 500}
+		}
+		return reply{from: okResult()}
 	})
 	c := newTestClient(t)
 	ep := testEndpoint(srv.srv.URL)
 	ep.CallTimeout = 100 * time.Millisecond
-	ep.MaxRetries = 1000
+	ep.MaxRetries = 0
 	f := newTestFunction(t, c, ep)
 	res := invoke(t, f, oneBatch())
-	if res.Err == nil || !strings.Contains(res.Err.Error(), "call timeout") {
+	if res.Err != nil || len(res.Egress) != 1 {
 		t.Fatalf("got %+v", res)
+	}
+	if n := srv.calls.Load(); n != 4 {
+		t.Fatalf("%d attempts, want 4", n)
+	}
+	if v := counterValue(t, c.metrics.failures, "test/*", failTimeout); v != 3 {
+		t.Fatalf("timeout failures %v, want 3", v)
 	}
 }
 
@@ -510,9 +531,9 @@ func TestSingleOversizedInvocationStillSent(t *testing.T) {
 	}
 }
 
-// TestHostileResponses: every malformed answer fails the attempt with a
-// clear error and a counter, is retried, and finally dead-letters; nothing
-// panics.
+// TestHostileResponses: every malformed answer fails the batch at once
+// (it will not heal by asking again) with a clear error and a counter;
+// nothing panics.
 func TestHostileResponses(t *testing.T) {
 	mod := pb.FromFunction_PersistedValueMutation_MODIFY
 	cases := []struct {
@@ -554,18 +575,18 @@ func TestHostileResponses(t *testing.T) {
 			srv := newFnServer(t, func(int, *http.Request, *pb.ToFunction_InvocationBatchRequest) reply { return tc.rep })
 			c := newTestClient(t)
 			ep := testEndpoint(srv.srv.URL)
-			ep.MaxRetries = 1
+			ep.MaxRetries = 0
 			ep.MaxResponseBytes = 4096
 			f := newTestFunction(t, c, ep)
 			res := invoke(t, f, oneBatch())
 			if res.Err == nil || !errors.Is(res.Err, ErrBadResponse) || !strings.Contains(res.Err.Error(), tc.msg) {
 				t.Fatalf("want a bad-response error containing %q, got %v", tc.msg, res.Err)
 			}
-			if srv.calls.Load() != 2 {
-				t.Fatalf("%d attempts, want 2 (retried once)", srv.calls.Load())
+			if srv.calls.Load() != 1 {
+				t.Fatalf("%d attempts, want 1 (not retried)", srv.calls.Load())
 			}
-			if v := counterValue(t, c.metrics.badResponses, "test/*", tc.reason); v != 2 {
-				t.Fatalf("bad_responses{%s} = %v, want 2", tc.reason, v)
+			if v := counterValue(t, c.metrics.badResponses, "test/*", tc.reason); v != 1 {
+				t.Fatalf("bad_responses{%s} = %v, want 1", tc.reason, v)
 			}
 		})
 	}

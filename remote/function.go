@@ -33,6 +33,7 @@ type Function struct {
 	// Guarded by c.mu.
 	queue   []*call
 	running int
+	h       endpointState
 }
 
 var _ engine.RemoteFunction = (*Function)(nil)
@@ -43,105 +44,211 @@ func (f *Function) Endpoint() Endpoint { return f.ep }
 // InvokeBatch queues the batch and returns at once; the call runs on the
 // client's pool (never on the caller's goroutine), within the endpoint's
 // concurrency limit, and done is called exactly once from a pool goroutine
-// (or from the caller's goroutine if the client is closed).
+// or a retry timer (or from the caller's goroutine if the client is
+// closed).
 func (f *Function) InvokeBatch(b *engine.RemoteBatch, done func(*engine.RemoteResult)) {
-	f.c.enqueue(f, &call{b: b, done: done})
+	f.c.enqueue(f, &call{f: f, b: b, done: done})
 }
 
-// run performs one batch: one request, or several sequential sub-requests
-// when the encoded batch exceeds MaxRequestBytes, each retried per policy.
-// It returns the merged result, or a result with Err once retries or the
-// call timeout are exhausted.
-func (f *Function) run(b *engine.RemoteBatch) *engine.RemoteResult {
-	ctx, cancel := context.WithTimeout(f.c.ctx, f.ep.CallTimeout)
-	defer cancel()
-	res, err := f.runBatch(ctx, b)
-	m := f.c.metrics
-	switch {
-	case err != nil:
-		if f.c.ctx.Err() != nil {
-			err = fmt.Errorf("%w: %v", ErrClosed, err)
+// call is one InvokeBatch: the batch and its progress through attempts.
+// Its run state is touched by one goroutine at a time (the worker running
+// it, or the timer or closing watcher that ends it); hand-overs go through
+// the client's mutex.
+type call struct {
+	f    *Function
+	b    *engine.RemoteBatch
+	done func(*engine.RemoteResult)
+
+	prepared bool
+	u        string
+	body     []byte              // encoding of the current (sub-)request
+	states   []engine.StateValue // the state sent with it
+	split    bool                // sent as sequential sub-requests
+	from, to int                 // the current request's invocations
+	mg       merger              // split: results of earlier sub-requests
+
+	backoff time.Duration // next backoff before jitter
+
+	// Written under c.mu (a closing engine's watcher reads them).
+	failures     int       // failed attempts in all
+	failingSince time.Time // start of the first failed attempt
+	lastErr      error
+
+	// Guarded by c.mu.
+	timer  *time.Timer        // armed while waiting for a retry
+	cancel context.CancelFunc // of the attempt in flight
+}
+
+// step runs k's attempts until the batch has a result, or must wait (the
+// returned duration) before its next attempt. One batch is one request, or
+// several sequential sub-requests when its encoding exceeds
+// MaxRequestBytes: the state mutations of each answer are applied to the
+// state sent with the next sub-request, so the function sees exactly what
+// one big request would have shown it. Nothing is returned to the engine
+// before every sub-request has succeeded: the merged result is one
+// RemoteResult, applied by the engine as one atomic effect record; a
+// sub-request that fails for good fails the whole batch (dead letter), and
+// an incomplete-context answer to any sub-request discards the earlier
+// sub-results and asks for the whole batch again.
+func (f *Function) step(k *call) (*engine.RemoteResult, time.Duration) {
+	if !k.prepared {
+		if err := f.prepare(k); err != nil {
+			return f.fail(k, err), 0
 		}
-		m.batches.WithLabelValues(f.label, "failed").Inc()
-		f.c.opts.Logger.Warn("remote: batch failed for good; its messages go to dead-letters",
-			"endpoint", f.label, "target", b.Target.String(), "invocations", len(b.Invocations), "err", err)
-		return &engine.RemoteResult{Err: err}
-	case len(res.MissingSpecs) > 0:
-		m.batches.WithLabelValues(f.label, "incomplete").Inc()
-	default:
-		m.batches.WithLabelValues(f.label, "ok").Inc()
 	}
-	return res
-}
-
-func (f *Function) runBatch(ctx context.Context, b *engine.RemoteBatch) (*engine.RemoteResult, error) {
-	u, err := f.url(b.Target.Type)
-	if err != nil {
-		return nil, err
-	}
-	req := buildRequest(b.Target, b.States, b.Invocations)
-	body, err := proto.Marshal(req)
-	if err != nil {
-		return nil, fmt.Errorf("remote: encoding ToFunction: %w", err)
-	}
-	if len(body) <= f.ep.MaxRequestBytes || len(b.Invocations) <= 1 {
-		resp, err := f.exchange(ctx, u, body, b.States)
+	for {
+		ctx, cancel, res := f.beginAttempt(k)
+		if res != nil {
+			return res, 0
+		}
+		start := time.Now()
+		resp, err := f.attempt(ctx, k.u, k.body, k.states)
+		aborted := ctx.Err() == context.Canceled
+		cancel()
 		if err != nil {
-			return nil, err
-		}
-		return resp.toResult(), nil
-	}
-	return f.runSplit(ctx, u, b)
-}
-
-// runSplit sends the invocations in sequential sub-requests that each fit
-// the byte budget (a single invocation larger than the budget goes alone).
-// The state mutations of each answer are applied to the state sent with the
-// next sub-request, so the function sees exactly what one big request would
-// have shown it. Nothing is returned to the engine before every sub-request
-// has succeeded: the merged result is one RemoteResult, applied by the
-// engine as one atomic effect record; a failure of any sub-request fails the
-// whole batch (dead letter), and an incomplete-context answer discards the
-// earlier sub-results and asks for the whole batch again.
-func (f *Function) runSplit(ctx context.Context, u string, b *engine.RemoteBatch) (*engine.RemoteResult, error) {
-	states := make([]engine.StateValue, len(b.States))
-	copy(states, b.States)
-	var mg merger
-	for i := 0; i < len(b.Invocations); {
-		size := proto.Size(buildRequest(b.Target, states, nil))
-		j := i
-		for j < len(b.Invocations) {
-			s := invocationSize(b.Invocations[j])
-			if j > i && size+s > f.ep.MaxRequestBytes {
-				break
+			switch {
+			case f.c.ctx.Err() != nil: // Client.Close
+				f.endAttempt(k)
+				return &engine.RemoteResult{Err: ErrClosed}, 0
+			case aborted: // the engine is closing and this batch was failing
+				f.endAttempt(k)
+				return f.abandoned(k), 0
 			}
-			size += s
-			j++
+			return f.failed(k, start, err)
 		}
-		body, err := proto.Marshal(buildRequest(b.Target, states, b.Invocations[i:j]))
-		if err != nil {
-			return nil, fmt.Errorf("remote: encoding ToFunction: %w", err)
-		}
-		f.c.metrics.splits.WithLabelValues(f.label).Inc()
-		resp, err := f.exchange(ctx, u, body, states)
-		if err != nil {
-			return nil, fmt.Errorf("sub-request for invocations %d..%d of %d: %w", i, j-1, len(b.Invocations), err)
+		f.succeeded(k)
+		if !k.split {
+			return resp.toResult(), 0
 		}
 		if len(resp.missing) > 0 {
-			return &engine.RemoteResult{MissingSpecs: resp.missing}, nil
+			return &engine.RemoteResult{MissingSpecs: resp.missing}, 0
 		}
-		mg.add(&resp.result)
+		k.mg.add(&resp.result)
 		for _, mu := range resp.result.Mutations {
-			for k := range states {
-				if states[k].Spec.Name == mu.Name {
-					states[k].Present = !mu.Delete
-					states[k].Value = mu.Value.Value
+			for i := range k.states {
+				if k.states[i].Spec.Name == mu.Name {
+					k.states[i].Present = !mu.Delete
+					k.states[i].Value = mu.Value.Value
 				}
 			}
 		}
-		i = j
+		if k.to >= len(k.b.Invocations) {
+			res := k.mg.res
+			return &res, 0
+		}
+		k.from = k.to
+		if err := f.nextSub(k); err != nil {
+			return f.fail(k, err), 0
+		}
 	}
-	return &mg.res, nil
+}
+
+// prepare encodes k's first request.
+func (f *Function) prepare(k *call) error {
+	k.prepared = true
+	k.backoff = f.ep.RetryBackoff
+	u, err := f.url(k.b.Target.Type)
+	if err != nil {
+		return err
+	}
+	k.u = u
+	invs := k.b.Invocations
+	body, err := proto.Marshal(buildRequest(k.b.Target, k.b.States, invs))
+	if err != nil {
+		return fmt.Errorf("remote: encoding ToFunction: %w", err)
+	}
+	if len(body) <= f.ep.MaxRequestBytes || len(invs) <= 1 {
+		k.body, k.states, k.from, k.to = body, k.b.States, 0, len(invs)
+		return nil
+	}
+	k.split = true
+	k.states = make([]engine.StateValue, len(k.b.States))
+	copy(k.states, k.b.States)
+	return f.nextSub(k)
+}
+
+// nextSub encodes the sub-request of the consecutive invocations from
+// k.from that fit the byte budget (a single invocation larger than the
+// budget goes alone).
+func (f *Function) nextSub(k *call) error {
+	invs := k.b.Invocations
+	size := proto.Size(buildRequest(k.b.Target, k.states, nil))
+	j := k.from
+	for j < len(invs) {
+		s := invocationSize(invs[j])
+		if j > k.from && size+s > f.ep.MaxRequestBytes {
+			break
+		}
+		size += s
+		j++
+	}
+	body, err := proto.Marshal(buildRequest(k.b.Target, k.states, invs[k.from:j]))
+	if err != nil {
+		return fmt.Errorf("remote: encoding ToFunction: %w", err)
+	}
+	k.body, k.to = body, j
+	f.c.metrics.splits.WithLabelValues(f.label).Inc()
+	return nil
+}
+
+// attemptTimeout bounds one attempt: CallTimeout, or WriteTimeout +
+// ReadTimeout when that is shorter.
+func (f *Function) attemptTimeout() time.Duration {
+	return min(f.ep.CallTimeout, f.ep.WriteTimeout+f.ep.ReadTimeout)
+}
+
+// failed handles a failed attempt: it dead-letters a failure that cannot
+// heal, gives up past GiveUpAfter or MaxRetries, gives the batch up when
+// the engine is closing, and otherwise returns the backoff before the next
+// attempt.
+func (f *Function) failed(k *call, start time.Time, err error) (*engine.RemoteResult, time.Duration) {
+	now := time.Now()
+	var ae *attemptError
+	if !errors.As(err, &ae) {
+		ae = &attemptError{err: err, reason: "internal"}
+	}
+	f.endFailedAttempt(k, ae, start, now).log(f.c.opts.Logger)
+	where := ""
+	if k.split {
+		where = fmt.Sprintf("sub-request for invocations %d..%d of %d: ", k.from, k.to-1, len(k.b.Invocations))
+	}
+	if !ae.retry {
+		return f.fail(k, fmt.Errorf("remote: %s: %sattempt %d failed, not retryable: %w", f.label, where, k.failures, err)), 0
+	}
+	if closed(k.b.Closing) {
+		return f.abandoned(k), 0
+	}
+	if f.ep.MaxRetries > 0 && k.failures > f.ep.MaxRetries {
+		return f.fail(k, fmt.Errorf("remote: %s: %s%w after %d attempts (maxRetries %d): %w", f.label, where, ErrGaveUp, k.failures, f.ep.MaxRetries, err)), 0
+	}
+	g := f.ep.GiveUpAfter
+	if g > 0 && now.Sub(k.failingSince) >= g {
+		return f.fail(k, fmt.Errorf("remote: %s: %s%w: still failing after %v (giveUpAfter %v), %d attempts: %w",
+			f.label, where, ErrGaveUp, now.Sub(k.failingSince).Round(time.Millisecond), g, k.failures, err)), 0
+	}
+	wait := f.c.jitter(k.backoff)
+	k.backoff = min(2*k.backoff, f.ep.MaxRetryBackoff)
+	if g > 0 {
+		// The last attempt is made at the give-up deadline, not after it.
+		wait = min(wait, k.failingSince.Add(g).Sub(now))
+	}
+	f.c.metrics.retries.WithLabelValues(f.label).Inc()
+	return nil, wait
+}
+
+// fail is the result of a batch that failed for good: the engine sends its
+// messages to dead-letters.
+func (f *Function) fail(k *call, err error) *engine.RemoteResult {
+	f.c.opts.Logger.Warn("remote: batch failed for good; its messages go to dead-letters",
+		"endpoint", f.label, "target", k.b.Target.String(), "invocations", len(k.b.Invocations), "err", err)
+	return &engine.RemoteResult{Err: err}
+}
+
+// abandoned is the result of a batch given up because its engine is
+// closing; the engine leaves its messages for the next start.
+func (f *Function) abandoned(k *call) *engine.RemoteResult {
+	return &engine.RemoteResult{Err: fmt.Errorf("remote: %s: the engine is closing: batch of %d messages for %s left for the next start after %d failed attempts (last error: %v): %w",
+		f.label, len(k.b.Invocations), k.b.Target.String(), k.failures, k.lastErr, engine.ErrAbandoned)}
 }
 
 // merger folds sub-results into one: the last mutation of each state wins,
@@ -177,67 +284,50 @@ func (r *response) toResult() *engine.RemoteResult {
 	return &res
 }
 
-// attemptError is a failed attempt; retry says whether policy allows
-// another one.
+// attemptError is a failed attempt: retry says whether the failure may
+// heal (and so whether policy allows another attempt); reason is the label
+// of shardfn_remote_failures_total.
 type attemptError struct {
-	err   error
-	retry bool
+	err    error
+	retry  bool
+	reason string
 }
 
 func (e *attemptError) Error() string { return e.err.Error() }
 func (e *attemptError) Unwrap() error { return e.err }
 
-// exchange sends one request body, retrying failed attempts with
-// exponential backoff and jitter, up to MaxRetries retries and within the
-// call deadline of ctx.
-func (f *Function) exchange(ctx context.Context, u string, body []byte, states []engine.StateValue) (*response, error) {
-	m := f.c.metrics
-	backoff := f.ep.RetryBackoff
-	for attempt := 0; ; attempt++ {
-		resp, err := f.attempt(ctx, u, body, states)
-		if err == nil {
-			return resp, nil
-		}
-		var ae *attemptError
-		if !errors.As(err, &ae) || !ae.retry {
-			return nil, fmt.Errorf("remote: %s: attempt %d failed, not retryable: %w", f.label, attempt+1, err)
-		}
-		if attempt >= f.ep.MaxRetries {
-			return nil, fmt.Errorf("remote: %s: giving up after %d attempts: %w", f.label, attempt+1, err)
-		}
-		if f.c.ctx.Err() != nil {
-			return nil, fmt.Errorf("remote: %s: aborted by Close after %d attempts: %w", f.label, attempt+1, err)
-		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("remote: %s: call timeout %v exhausted after %d attempts: %w", f.label, f.ep.CallTimeout, attempt+1, err)
-		}
-		wait := f.c.jitter(backoff)
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
-			return nil, fmt.Errorf("remote: %s: call timeout %v leaves no time for retry %d: %w", f.label, f.ep.CallTimeout, attempt+1, err)
-		}
-		m.retries.WithLabelValues(f.label).Inc()
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return nil, fmt.Errorf("remote: %s: call timeout or close during backoff after %d attempts: %w", f.label, attempt+1, err)
-		}
-		backoff *= 2
-		if backoff > f.ep.MaxRetryBackoff {
-			backoff = f.ep.MaxRetryBackoff
-		}
+// Failure reasons (the "reason" label of shardfn_remote_failures_total).
+// The first six may heal and are retried; the others dead-letter at once.
+const (
+	failConnect     = "connect"      // dialing failed: connection refused, no route, DNS
+	failTimeout     = "timeout"      // an attempt, dial or response header timed out
+	failNetwork     = "network"      // the connection broke, e.g. reset mid-response
+	failHTTP408     = "http_408"     // Request Timeout
+	failHTTP429     = "http_429"     // Too Many Requests
+	failHTTP5xx     = "http_5xx"     // server errors (502/503 of a restarting service)
+	failHTTPStatus  = "http_4xx"     // any other status outside 2xx
+	failBadResponse = "bad_response" // a 2xx answer that breaks the protocol
+)
+
+func netFailure(err error, actx context.Context, u, what string) *attemptError {
+	reason := failNetwork
+	var oe *net.OpError
+	switch {
+	case isTimeout(err) || actx.Err() != nil:
+		reason = failTimeout
+	case errors.As(err, &oe) && oe.Op == "dial":
+		reason = failConnect
 	}
+	return &attemptError{err: fmt.Errorf("POST %s: %s%w", u, what, err), retry: true, reason: reason}
 }
 
-// attempt performs one HTTP exchange and validates the answer.
-func (f *Function) attempt(ctx context.Context, u string, body []byte, states []engine.StateValue) (*response, error) {
+// attempt performs one HTTP exchange and validates the answer. Every
+// failure is an *attemptError.
+func (f *Function) attempt(actx context.Context, u string, body []byte, states []engine.StateValue) (*response, error) {
 	m := f.c.metrics
-	actx, cancel := context.WithTimeout(ctx, f.ep.WriteTimeout+f.ep.ReadTimeout)
-	defer cancel()
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
-		return nil, fmt.Errorf("remote: %s: building request: %w", f.label, err)
+		return nil, &attemptError{err: fmt.Errorf("remote: %s: building request: %w", f.label, err), reason: failBadResponse}
 	}
 	req.Header.Set("Content-Type", "application/octet-stream")
 	req.Header.Set("Accept", "application/octet-stream")
@@ -245,41 +335,34 @@ func (f *Function) attempt(ctx context.Context, u string, body []byte, states []
 	start := time.Now()
 	hr, err := f.http.Do(req)
 	if err != nil {
-		outcome := "network"
-		if isTimeout(err) || actx.Err() != nil {
-			outcome = "timeout"
-		}
-		m.requests.WithLabelValues(f.label, outcome).Inc()
-		return nil, &attemptError{err: fmt.Errorf("POST %s: %w", u, err), retry: true}
+		ae := netFailure(err, actx, u, "")
+		m.requests.WithLabelValues(f.label, requestOutcome(ae)).Inc()
+		return nil, ae
 	}
 	defer hr.Body.Close()
 	limit := int64(f.ep.MaxResponseBytes)
 	data, err := io.ReadAll(io.LimitReader(hr.Body, limit+1))
 	m.latency.WithLabelValues(f.label).Observe(time.Since(start).Seconds())
 	if err != nil {
-		outcome := "network"
-		if isTimeout(err) || actx.Err() != nil {
-			outcome = "timeout"
-		}
-		m.requests.WithLabelValues(f.label, outcome).Inc()
-		return nil, &attemptError{err: fmt.Errorf("POST %s: reading response: %w", u, err), retry: true}
+		// The connection broke or timed out mid-response (a body cut short
+		// with a Content-Length or chunked encoding lands here): may heal.
+		ae := netFailure(err, actx, u, "reading response: ")
+		m.requests.WithLabelValues(f.label, requestOutcome(ae)).Inc()
+		return nil, ae
 	}
 	if hr.StatusCode < 200 || hr.StatusCode > 299 {
 		m.requests.WithLabelValues(f.label, "http_error").Inc()
-		return nil, &attemptError{
-			err:   fmt.Errorf("POST %s: HTTP %d: %s", u, hr.StatusCode, snippet(data)),
-			retry: retryableStatus(hr.StatusCode),
-		}
+		return nil, statusFailure(hr.StatusCode, fmt.Errorf("POST %s: HTTP %d: %s", u, hr.StatusCode, snippet(data)))
 	}
 	if int64(len(data)) > limit {
 		m.requests.WithLabelValues(f.label, "bad_response").Inc()
 		m.badResponses.WithLabelValues(f.label, reasonTooLarge).Inc()
-		return nil, &attemptError{err: badf(reasonTooLarge, "POST %s: body exceeds MaxResponseBytes %d", u, limit), retry: true}
+		return nil, &attemptError{err: badf(reasonTooLarge, "POST %s: body exceeds MaxResponseBytes %d", u, limit), reason: failBadResponse}
 	}
 	if ct := hr.Header.Get("Content-Type"); ct != "" && !acceptedContentType(ct) {
 		m.requests.WithLabelValues(f.label, "bad_response").Inc()
 		m.badResponses.WithLabelValues(f.label, reasonContentType).Inc()
-		return nil, &attemptError{err: badf(reasonContentType, "POST %s: Content-Type %q, want application/octet-stream", u, ct), retry: true}
+		return nil, &attemptError{err: badf(reasonContentType, "POST %s: Content-Type %q, want application/octet-stream", u, ct), reason: failBadResponse}
 	}
 	resp, err := decodeResponse(data, states)
 	if err != nil {
@@ -290,21 +373,39 @@ func (f *Function) attempt(ctx context.Context, u string, body []byte, states []
 		}
 		m.requests.WithLabelValues(f.label, "bad_response").Inc()
 		m.badResponses.WithLabelValues(f.label, reason).Inc()
-		return nil, &attemptError{err: fmt.Errorf("POST %s: %w", u, err), retry: true}
+		return nil, &attemptError{err: fmt.Errorf("POST %s: %w", u, err), reason: failBadResponse}
 	}
 	m.requests.WithLabelValues(f.label, "ok").Inc()
 	return resp, nil
 }
 
+// requestOutcome is the shardfn_remote_requests_total outcome of a
+// network failure.
+func requestOutcome(ae *attemptError) string {
+	if ae.reason == failTimeout {
+		return "timeout"
+	}
+	return "network"
+}
+
+// statusFailure classifies a non-2xx answer: 408, 429 and every 5xx may
+// heal (a restarting or overloaded service); any other status will not get
+// better by asking again.
+func statusFailure(code int, err error) *attemptError {
+	switch {
+	case code == http.StatusRequestTimeout:
+		return &attemptError{err: err, retry: true, reason: failHTTP408}
+	case code == http.StatusTooManyRequests:
+		return &attemptError{err: err, retry: true, reason: failHTTP429}
+	case code >= 500:
+		return &attemptError{err: err, retry: true, reason: failHTTP5xx}
+	}
+	return &attemptError{err: err, reason: failHTTPStatus}
+}
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
-}
-
-// retryableStatus: 408, 429 and every 5xx are retried; other statuses fail
-// the batch at once (a 4xx will not get better by asking again).
-func retryableStatus(code int) bool {
-	return code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500
 }
 
 func acceptedContentType(ct string) bool {

@@ -13,6 +13,9 @@ type metrics struct {
 	latency      *prometheus.HistogramVec // endpoint
 	inflight     *prometheus.GaugeVec     // endpoint
 	queued       *prometheus.GaugeVec     // endpoint
+	failures     *prometheus.CounterVec   // endpoint, reason
+	stuck        *prometheus.GaugeVec     // endpoint
+	retrying     *prometheus.GaugeVec     // endpoint
 }
 
 func newMetrics() *metrics {
@@ -31,7 +34,7 @@ func newMetrics() *metrics {
 		}, []string{"endpoint"}),
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shardfn_remote_batches_total",
-			Help: "Remote invocation batches by result (ok, incomplete, failed = dead-lettered).",
+			Help: "Remote invocation batches by result (ok, incomplete, failed = dead-lettered, abandoned = left for the next start by a closing engine).",
 		}, []string{"endpoint", "result"}),
 		splits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shardfn_remote_split_requests_total",
@@ -44,15 +47,27 @@ func newMetrics() *metrics {
 		}, []string{"endpoint"}),
 		inflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "shardfn_remote_inflight",
-			Help: "Remote batches being executed.",
+			Help: "HTTP attempts to remote functions in flight.",
 		}, []string{"endpoint"}),
 		queued: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "shardfn_remote_queued",
 			Help: "Remote batches waiting for the endpoint's concurrency limit or a pool worker.",
 		}, []string{"endpoint"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shardfn_remote_failures_total",
+			Help: "Failed attempts by reason: connect, timeout, network, http_408, http_429, http_5xx (retried), http_4xx, bad_response (dead-lettered at once).",
+		}, []string{"endpoint", "reason"}),
+		stuck: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "shardfn_remote_stuck",
+			Help: "1 while the endpoint is stuck: a batch has been failing for Options.StuckAfter or longer and is being retried.",
+		}, []string{"endpoint"}),
+		retrying: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "shardfn_remote_retrying_batches",
+			Help: "Remote batches that have failed at least once and wait for, or run, their next attempt.",
+		}, []string{"endpoint"}),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.requests, m.badResponses, m.retries, m.batches, m.splits, m.latency, m.inflight, m.queued}
+	return []prometheus.Collector{m.requests, m.badResponses, m.retries, m.batches, m.splits, m.latency, m.inflight, m.queued, m.failures, m.stuck, m.retrying}
 }

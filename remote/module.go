@@ -41,7 +41,6 @@ const (
 	DefaultConnectTimeout      = 10 * time.Second
 	DefaultReadTimeout         = 10 * time.Second
 	DefaultWriteTimeout        = 10 * time.Second
-	DefaultMaxRetries          = 8
 	DefaultRetryBackoff        = 10 * time.Millisecond
 	DefaultMaxRetryBackoff     = time.Second
 	DefaultMaxConcurrency      = 256
@@ -77,14 +76,23 @@ type Endpoint struct {
 	// 1000). The engine may read it for its per-address queue; the client
 	// does not enforce it.
 	MaxNumBatchRequests int
-	// CallTimeout bounds one batch including all its retries; ConnectTimeout
-	// bounds dialing; ReadTimeout bounds the wait for the response headers
-	// after the request is written; WriteTimeout + ReadTimeout bound one
-	// attempt.
+	// CallTimeout bounds one attempt (one HTTP exchange: connecting, writing
+	// the request, the function's work and reading the answer), as
+	// StateFun's call timeout bounds one call of its HTTP client. It is not
+	// a bound on the batch: StateFun fails and restarts the job when its
+	// call timeout passes, and shardfn, which has no job restart, retries
+	// instead (see GiveUpAfter). ConnectTimeout bounds dialing; ReadTimeout
+	// bounds the wait for the response headers after the request is
+	// written; an attempt also ends after WriteTimeout + ReadTimeout when
+	// that is shorter than CallTimeout.
 	CallTimeout, ConnectTimeout, ReadTimeout, WriteTimeout time.Duration
-	// MaxRetries is the number of retries after the first attempt before the
-	// batch fails for good (dead letter). 0 means no retries; module.yaml
-	// defaults it to 8 when spec.shardfn.maxRetries is absent.
+	// GiveUpAfter, when positive, dead-letters a batch that is still
+	// failing (with failures that may heal) this long after its first failed
+	// attempt began. 0, the default, never gives up: the batch is retried
+	// until the endpoint answers, while its address's later messages wait.
+	GiveUpAfter time.Duration
+	// MaxRetries, when positive, dead-letters a batch after that many
+	// retries of failures that may heal. 0, the default, sets no bound.
 	MaxRetries int
 	// RetryBackoff is the first backoff (default 10ms), doubled per retry up
 	// to MaxRetryBackoff (default 1s), with jitter.
@@ -248,7 +256,6 @@ func (p *parser) endpoint(n *yaml.Node, v1 bool) ([]Endpoint, string, error) {
 		ConnectTimeout:      DefaultConnectTimeout,
 		ReadTimeout:         DefaultReadTimeout,
 		WriteTimeout:        DefaultWriteTimeout,
-		MaxRetries:          DefaultMaxRetries,
 		RetryBackoff:        DefaultRetryBackoff,
 		MaxRetryBackoff:     DefaultMaxRetryBackoff,
 		MaxConcurrency:      DefaultMaxConcurrency,
@@ -409,7 +416,7 @@ func (p *parser) timeouts(n *yaml.Node, field string, ep *Endpoint) error {
 // extensions parses spec.shardfn, the settings StateFun does not have.
 func (p *parser) extensions(n *yaml.Node, ep *Endpoint) error {
 	const f = "spec.shardfn"
-	x, err := p.mapping(n, f, "maxRetries", "retryBackoff", "maxRetryBackoff", "maxConcurrency", "maxRequestBytes", "maxResponseBytes")
+	x, err := p.mapping(n, f, "maxRetries", "giveUpAfter", "retryBackoff", "maxRetryBackoff", "maxConcurrency", "maxRequestBytes", "maxResponseBytes")
 	if err != nil {
 		return err
 	}
@@ -421,10 +428,20 @@ func (p *parser) extensions(n *yaml.Node, ep *Endpoint) error {
 			if err != nil {
 				return err
 			}
+			if i == 0 {
+				return p.errf(field, "0 is no longer accepted (it used to mean no retries); omit maxRetries to retry until the endpoint answers, or set 1..1000 or giveUpAfter")
+			}
 			if i < 0 || i > 1000 {
-				return p.errf(field, "want 0..1000, have %d", i)
+				return p.errf(field, "want 1..1000, have %d", i)
 			}
 			ep.MaxRetries = i
+		case "giveUpAfter":
+			if ep.GiveUpAfter, err = p.duration(v, field); err != nil {
+				return err
+			}
+			if ep.GiveUpAfter <= 0 {
+				return p.errf(field, "want a positive duration such as 10min; omit it to never give up")
+			}
 		case "retryBackoff":
 			if ep.RetryBackoff, err = p.duration(v, field); err != nil {
 				return err

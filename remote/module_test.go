@@ -19,12 +19,12 @@ func TestLoadModuleFull(t *testing.T) {
 	want := []Endpoint{
 		{Namespace: "com.example", Type: "*", URLTemplate: "http://functions:8000/statefun/{function.name}", MaxNumBatchRequests: 500,
 			CallTimeout: 2 * time.Minute, ConnectTimeout: 500 * time.Millisecond, ReadTimeout: 10 * time.Second, WriteTimeout: 3 * time.Second,
-			MaxRetries: 3, RetryBackoff: 20 * time.Millisecond, MaxRetryBackoff: 2 * time.Second, MaxConcurrency: 64,
+			MaxRetries: 3, GiveUpAfter: 10 * time.Minute, RetryBackoff: 20 * time.Millisecond, MaxRetryBackoff: 2 * time.Second, MaxConcurrency: 64,
 			MaxRequestBytes: 1 << 20, MaxResponseBytes: 4 << 20, Source: "document 1 (kind io.statefun.endpoints.v2/http)"},
 	}
 	v1 := Endpoint{Namespace: "geo", Type: "cell", URLTemplate: "http+unix:///run/geo.sock/fn/{function.name}", MaxNumBatchRequests: 1000,
 		CallTimeout: 30 * time.Second, ConnectTimeout: DefaultConnectTimeout, ReadTimeout: DefaultReadTimeout, WriteTimeout: DefaultWriteTimeout,
-		MaxRetries: DefaultMaxRetries, RetryBackoff: DefaultRetryBackoff, MaxRetryBackoff: DefaultMaxRetryBackoff, MaxConcurrency: DefaultMaxConcurrency,
+		RetryBackoff: DefaultRetryBackoff, MaxRetryBackoff: DefaultMaxRetryBackoff, MaxConcurrency: DefaultMaxConcurrency,
 		MaxRequestBytes: DefaultMaxRequestBytes, MaxResponseBytes: DefaultMaxResponseBytes, Source: "document 3 (kind io.statefun.endpoints.v1/http)"}
 	v1b := v1
 	v1b.Type = "driver"
@@ -50,7 +50,7 @@ func TestLoadModuleMinimalDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	ep := m.Endpoints[0]
-	if ep.MaxRetries != DefaultMaxRetries || ep.CallTimeout != DefaultCallTimeout || ep.MaxRequestBytes != DefaultMaxRequestBytes || ep.MaxNumBatchRequests != 1000 {
+	if ep.MaxRetries != 0 || ep.GiveUpAfter != 0 || ep.CallTimeout != DefaultCallTimeout || ep.MaxRequestBytes != DefaultMaxRequestBytes || ep.MaxNumBatchRequests != 1000 {
 		t.Fatalf("defaults %+v", ep)
 	}
 	if err := ep.validate(); err != nil {
@@ -82,7 +82,11 @@ func TestParseModuleErrors(t *testing.T) {
 		{"tls", head + "  functions: a/b\n  urlPathTemplate: http://a/x\n  transport:\n    trust_cacerts: file:/x\n", "TLS client settings"},
 		{"okhttp extra", head + "  functions: a/b\n  urlPathTemplate: http://a/x\n  transport:\n    type: io.statefun.transports.v1/okhttp\n    pool_size: 3\n", "spec.transport.pool_size: unknown field"},
 		{"v1 timeouts in v2", head + "  functions: a/b\n  urlPathTemplate: http://a/x\n  timeouts: {call: 1s}\n", "spec.timeouts: unknown field"},
-		{"retries", head + "  functions: a/b\n  urlPathTemplate: http://a/x\n  shardfn: {maxRetries: -2}\n", "spec.shardfn.maxRetries: want 0..1000"},
+		{"retries", head + "  functions: a/b\n  urlPathTemplate: http://a/x\n  shardfn: {maxRetries: -2}\n", "spec.shardfn.maxRetries: want 1..1000"},
+		{"zero retries", head + "  functions: a/b\n  urlPathTemplate: http://a/x\n  shardfn: {maxRetries: 0}\n", "spec.shardfn.maxRetries: 0 is no longer accepted"},
+		{"give up zero", head + "  functions: a/b\n  urlPathTemplate: http://a/x\n  shardfn: {giveUpAfter: 0s}\n", "spec.shardfn.giveUpAfter: want a positive duration"},
+		{"give up bad", head + "  functions: a/b\n  urlPathTemplate: http://a/x\n  shardfn: {giveUpAfter: never}\n", `spec.shardfn.giveUpAfter: bad duration "never"`},
+		{"give up in transport", head + "  functions: a/b\n  urlPathTemplate: http://a/x\n  transport:\n    giveUpAfter: 1s\n", "spec.transport.giveUpAfter: unknown field"},
 		{"budget", head + "  functions: a/b\n  urlPathTemplate: http://a/x\n  shardfn: {maxRequestBytes: 10}\n", "below 1024"},
 		{"backoff order", head + "  functions: a/b\n  urlPathTemplate: http://a/x\n  shardfn: {retryBackoff: 2s, maxRetryBackoff: 1s}\n", "below retryBackoff"},
 		{"unknown ext", head + "  functions: a/b\n  urlPathTemplate: http://a/x\n  shardfn: {retries: 2}\n", "spec.shardfn.retries: unknown field"},

@@ -1,5 +1,7 @@
 package shard
 
+import "errors"
+
 // Remote (async) function types run off the shard: the shard hands an
 // address's queued messages, one request chain at most, with a copy of its
 // state to Handler.StartAsync; the result comes back through Complete and is
@@ -8,6 +10,13 @@ package shard
 
 // Complete hands a finished async call back to its shard; any goroutine.
 func (s *Shard) Complete(call *AsyncCall) {
+	s.stoppedMu.Lock()
+	stopped := s.stopped
+	s.stoppedMu.Unlock()
+	if stopped { // nobody will take it: its messages were not processed
+		releaseCall(call, errStoppedUnprocessed)
+		return
+	}
 	s.doneMu.Lock()
 	s.doneCalls = append(s.doneCalls, call)
 	s.doneMu.Unlock()
@@ -63,6 +72,7 @@ func (s *Shard) startAsync(inst *instance) {
 		s.depth.Add(-1)
 	}
 	inst.busy = true
+	inst.call = call
 	s.startCall(call)
 }
 
@@ -109,6 +119,10 @@ func (s *Shard) resume(call *AsyncCall) {
 		err = inv.err
 	}
 	switch {
+	case err != nil && errors.Is(err, ErrAbandoned):
+		inv.end()
+		s.abandon(inst, call, err)
+		return
 	case err != nil:
 		s.failures.Add(1)
 		s.commitDeadLetter(call.Target, call.Messages, err)
@@ -120,5 +134,6 @@ func (s *Shard) resume(call *AsyncCall) {
 		s.commit(inv, call.Messages)
 	}
 	inst.busy = false
+	inst.call = nil
 	s.reschedule(inst)
 }

@@ -13,6 +13,9 @@ type instance struct {
 	busy   bool // a remote call of this address is in flight
 	queued bool // on the run queue
 	next   *instance
+	// call is the async call in flight (busy); abandoned: see ErrAbandoned.
+	call      *AsyncCall
+	abandoned bool
 }
 
 // enqueueLocal queues a message for an address this shard owns. A message
@@ -28,6 +31,9 @@ func (s *Shard) enqueueLocal(e *format.Envelope) {
 			return
 		}
 		inst = s.newInstance(h, e.Target, fn)
+	} else if inst.abandoned {
+		s.leaveUnconsumed(e, errAbandonedBehind)
+		return
 	}
 	inst.q.push(*e)
 	s.depth.Add(1)
@@ -79,8 +85,8 @@ func (s *Shard) reschedule(inst *instance) {
 }
 
 func (s *Shard) retire(inst *instance) {
-	if inst.fn == nil || inst.busy || inst.queued || inst.q.len() > 0 {
-		return // already retired, or still has work
+	if inst.fn == nil || inst.busy || inst.queued || inst.q.len() > 0 || inst.abandoned {
+		return // already retired, or still has work (or holds back an abandoned address)
 	}
 	p := s.insts[inst.hash]
 	if p == inst {

@@ -35,6 +35,7 @@ func (s *Shard) loop() {
 		now := s.cfg.Clock()
 		worked := s.Step(now)
 		if s.stopping.Load() && !worked && s.mb.Len() == 0 && s.doneN.Load() == 0 {
+			s.releaseUnprocessed()
 			return
 		}
 		if worked {

@@ -113,6 +113,7 @@ type Shard struct {
 	tokens  map[tokenKey]timerRef
 	insts   map[uint64]*instance
 	free    []*instance
+	left    int // messages left unconsumed by abandoned async calls (abandon.go)
 	runq    ring[*instance]
 	out     [][]format.Envelope // per destination shard, waiting for the next append
 	backlog [][]format.Envelope // per destination shard, pushed after append but refused (lane full)
@@ -153,6 +154,8 @@ type Shard struct {
 	doneMu    sync.Mutex
 	doneCalls []*AsyncCall
 	controls  []func()
+	stoppedMu sync.Mutex
+	stopped   bool // the loop ended: Complete releases instead of queueing
 	doneN     atomic.Int32
 	doneBuf   []*AsyncCall
 

@@ -244,6 +244,7 @@ func run(args []string, stderr io.Writer) int {
 		DisableStateAPI: !c.stateAPI,
 		Logger:          log,
 		Registry:        reg,
+		StuckEndpoints:  stuckEndpoints(rc),
 	})
 	if err != nil {
 		log.Error("bad server options", "err", err)
@@ -389,6 +390,24 @@ func shutdownServer(srv *httpapi.Server, log *slog.Logger, d time.Duration) {
 	}
 	if err := srv.ShutdownAdmin(ctx); err != nil {
 		log.Warn("admin shutdown", "err", err)
+	}
+}
+
+// stuckEndpoints reports the remote client's stuck endpoints to /health
+// (nil without a module).
+func stuckEndpoints(rc *remote.Client) func() []httpapi.StuckEndpoint {
+	if rc == nil {
+		return nil
+	}
+	return func() []httpapi.StuckEndpoint {
+		var out []httpapi.StuckEndpoint
+		for _, h := range rc.Stuck() {
+			out = append(out, httpapi.StuckEndpoint{
+				Endpoint: h.Endpoint, URL: h.URL, Since: h.StuckSince,
+				ConsecutiveFailures: h.ConsecutiveFailures, RetryingBatches: h.RetryingBatches, LastError: h.LastError,
+			})
+		}
+		return out
 	}
 }
 
