@@ -4,7 +4,7 @@ export GOFLAGS := -buildvcs=false
 
 # test-ui: installs Chromium (Debian's package) when missing and runs the
 # console's browser test, saving screenshots into results/.
-.PHONY: run build test test-ui bench bench-micro bench-rs1 bench-peers bench-http lint crash fuzz proto results
+.PHONY: run build test sim test-ui bench bench-micro bench-rs1 bench-peers bench-http lint crash fuzz proto results
 
 # run: the standalone server with the ride-sharing (RS-1) functions built in.
 run:
@@ -13,10 +13,21 @@ run:
 build:
 	$(GO) build -o bin/ ./cmd/...
 
-# test: what CI runs (.ci/run). Under ten minutes on 2 cores.
+# test: what CI runs (.ci/run). Under ten minutes on 2 cores: vet, every
+# test with the race detector (the simulator's short set among them), then
+# the simulator's fixed seeds without it.
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 9m ./...
+	$(MAKE) sim
+
+# sim: the deterministic simulator (engine/sim_test.go). SIM_SEEDS=N runs N
+# seeds from SIM_FIRST (default 1); a failing seed prints the command that
+# replays it.
+SIM_SEEDS ?= 600
+SIM_FIRST ?= 1
+sim:
+	SIM_SEEDS=$(SIM_SEEDS) $(GO) test -count=1 -timeout 0 -run 'TestSim$$' ./engine/ -sim.first=$(SIM_FIRST) -v | grep -v '^=== RUN'
 
 test-ui:
 	scripts/install-chromium.sh

@@ -173,17 +173,19 @@ func (e *Engine) Close() error {
 	e.closeOnce.Do(func() {
 		e.closed.Store(true)
 		e.inflight.Wait()
-		close(e.closing) // remote calls that are failing give up their batches (ErrAbandoned)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		if err := e.Drain(ctx); err != nil && e.Err() == nil {
-			e.logger.Warn("close: drain did not finish", "err", err)
+		close(e.closing)    // remote calls that are failing give up their batches (ErrAbandoned)
+		if !e.opts.manual { // the simulator drains and stops by itself
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			if err := e.Drain(ctx); err != nil && e.Err() == nil {
+				e.logger.Warn("close: drain did not finish", "err", err)
+			}
+			cancel()
+			for _, s := range e.shards {
+				s.Stop()
+			}
+			close(e.apStop)
+			<-e.apDone
 		}
-		cancel()
-		for _, s := range e.shards {
-			s.Stop()
-		}
-		close(e.apStop)
-		<-e.apDone
 		var errs []error
 		if e.Err() == nil && e.opts.DataDir != "" {
 			if _, err := e.ap.catchUp(); err != nil {

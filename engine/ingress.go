@@ -371,27 +371,37 @@ func (e *Engine) Request(ctx context.Context, to Address, msg Message, opts ...S
 	if o := sendOpts(opts); o.key != "" {
 		return e.requestKeyed(ctx, to, msg, o.key)
 	}
-	if err := e.enter(); err != nil {
+	id, ch, ack, err := e.startRequest(to, msg)
+	if err != nil {
 		return Message{}, err
 	}
-	adm := admission{e: e}
-	defer adm.leave()
+	defer e.requests.remove(id, ch)
+	return e.awaitReply(ctx, to, ch, ack)
+}
+
+// startRequest admits, validates and pushes the message of a request whose
+// id is the message's: the waiter is registered before the push. The
+// caller removes the waiter (requests.remove) when it stops waiting.
+func (e *Engine) startRequest(to Address, msg Message) (uint64, chan Message, *format.Ack, error) {
+	if err := e.enter(); err != nil {
+		return 0, nil, nil, err
+	}
+	defer e.inflight.Done()
 	if err := e.validate(to, msg); err != nil {
-		return Message{}, err
+		return 0, nil, nil, err
 	}
 	id, err := e.newID()
 	if err != nil {
-		return Message{}, err
+		return 0, nil, nil, err
 	}
 	ack := format.NewAck(1)
 	env := format.Envelope{ID: id, Target: to, Type: msg.Type, Payload: msg.Value, ReplyTo: id, Ack: ack}
 	ch := e.requests.add(id)
-	defer e.requests.remove(id, ch)
 	if err := e.push(&env); err != nil {
-		return Message{}, err
+		e.requests.remove(id, ch)
+		return 0, nil, nil, err
 	}
-	adm.leave()
-	return e.awaitReply(ctx, to, ch, ack)
+	return id, ch, ack, nil
 }
 
 func (e *Engine) requestKeyed(ctx context.Context, to Address, msg Message, key string) (Message, error) {

@@ -93,10 +93,15 @@ func (e *Engine) openStore() error {
 			return fmt.Errorf("engine: data directory: %w", err)
 		}
 	}
-	ps, err := store.OpenPebble(filepath.Join(e.opts.DataDir, "store"), store.PebbleOptions{
-		FS:     e.opts.FS.Store,
-		Logger: e.logger,
-	})
+	po := store.PebbleOptions{FS: e.opts.FS.Store, Logger: e.logger}
+	if e.opts.manual {
+		// The simulator: the store writes only when the engine asks
+		// (checkpoints), so that a run depends on its inputs alone.
+		po.DisableAutomaticCompactions = true
+		po.MemTableSize = 4 << 20
+		po.CacheSize = 8 << 20
+	}
+	ps, err := store.OpenPebble(filepath.Join(e.opts.DataDir, "store"), po)
 	if err != nil {
 		return err
 	}

@@ -27,6 +27,7 @@ func openWALLog(opts Options, checkpoint uint64, onDurable func(), onFlush func(
 		KnownDurable:    wal.LSN(checkpoint),
 		KnownDurableWhy: "the store's checkpoint covers it",
 		AcceptLoss:      opts.AcceptLogLoss,
+		Manual:          opts.manual,
 	}
 	l, err := wal.Open(wo)
 	if err != nil {

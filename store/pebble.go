@@ -48,7 +48,8 @@ type PebbleOptions struct {
 	// FS is the filesystem (default: the operating system's).
 	FS vfs.FS
 	// DisableAutomaticCompactions leaves compactions to explicit calls
-	// (the engine's simulator, for runs that depend only on its inputs).
+	// (the engine's simulator, for runs that depend only on its inputs);
+	// writes then never stall on level 0.
 	DisableAutomaticCompactions bool
 	// Logger receives Pebble's own errors (and its informational lines at
 	// debug level). Default slog.Default().
@@ -85,6 +86,9 @@ func OpenPebble(dir string, o PebbleOptions) (*Pebble, error) {
 			// retries it without end).
 			BackgroundError: func(err error) { p.fail(err) },
 		},
+	}
+	if o.DisableAutomaticCompactions {
+		opts.L0StopWritesThreshold = 1 << 30
 	}
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
