@@ -27,7 +27,7 @@ test:
 SIM_SEEDS ?= 600
 SIM_FIRST ?= 1
 sim:
-	SIM_SEEDS=$(SIM_SEEDS) $(GO) test -count=1 -timeout 0 -run 'TestSim$$' ./engine/ -sim.first=$(SIM_FIRST) -v | grep -v '^=== RUN'
+	SIM_SEEDS=$(SIM_SEEDS) $(GO) test -count=1 -timeout 0 -run 'TestSim$$' ./engine/ -sim.first=$(SIM_FIRST) -v
 
 test-ui:
 	scripts/install-chromium.sh
