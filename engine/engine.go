@@ -106,7 +106,7 @@ func Open(opts Options, specs ...FunctionSpec) (*Engine, error) {
 		}
 		ps, err := store.OpenPebble(filepath.Join(opts.DataDir, "store"), store.PebbleOptions{})
 		if err != nil {
-			return nil, err
+			return nil, dataDirError(opts.DataDir, err) // "in use by another process" for a held lock
 		}
 		e.st = ps
 	}
@@ -358,10 +358,7 @@ func (e *Engine) validate(to Address, msg Message) error {
 	if len(msg.Value) > e.opts.MaxMessageBytes {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(msg.Value), e.opts.MaxMessageBytes)
 	}
-	if e.reg.lookup(to.Namespace, to.Type) == nil {
-		return fmt.Errorf("%w: %s/%s is not registered", ErrUnknownType, to.Namespace, to.Type)
-	}
-	return nil
+	return e.reg.checkIngress(to, msg.Type) // unknown function type or refused message type
 }
 
 func (e *Engine) ingressID() uint64 {
@@ -495,9 +492,12 @@ func (e *Engine) Request(ctx context.Context, to Address, msg Message) (Message,
 }
 
 // ReadEgress reads durable records of egress name from offset from, at most
-// max (default 100, at most 10000). With wait > 0 it long-polls until at
-// least one record exists, wait passes, or ctx ends.
-func (e *Engine) ReadEgress(ctx context.Context, name string, from uint64, max int, wait time.Duration) ([]EgressRecord, error) {
+// max (default 100, at most 10000) and, when maxBytes > 0, at most maxBytes
+// bytes of records (each counted as its source, type and value), except
+// that the first record is always returned whatever its size, so a reader
+// always progresses. With wait > 0 it long-polls until at least one record
+// exists, wait passes, or ctx ends.
+func (e *Engine) ReadEgress(ctx context.Context, name string, from uint64, max, maxBytes int, wait time.Duration) ([]EgressRecord, error) {
 	if name == "" {
 		return nil, fmt.Errorf("%w: empty egress name", ErrBadMessage)
 	}
@@ -519,14 +519,20 @@ func (e *Engine) ReadEgress(ctx context.Context, name string, from uint64, max i
 		e.egressMu.Unlock()
 		var out []EgressRecord
 		var derr error
-		err := e.st.ReadEgress(name, from, max, func(off uint64, v []byte) {
+		size := 0
+		err := e.st.ReadEgress(name, from, max, func(off uint64, v []byte) bool {
+			if maxBytes > 0 && len(out) > 0 && size+len(v) > maxBytes {
+				return false // over the byte budget: the caller continues from here
+			}
+			size += len(v)
 			src, typ, payload, err := store.DecodeEgressValue(v)
 			if err != nil {
 				derr = err
-				return
+				return false
 			}
 			out = append(out, EgressRecord{Offset: off, Source: src,
 				Message: Message{Type: string(typ), Value: append([]byte(nil), payload...)}})
+			return true
 		})
 		if err == nil {
 			err = derr
@@ -556,15 +562,14 @@ func (e *Engine) State(ctx context.Context, addr Address) ([]StateValue, error) 
 	if err := e.waitApplied(ctx, e.log.Durable()); err != nil {
 		return nil, err
 	}
-	fn := e.reg.lookup(addr.Namespace, addr.Type)
-	var specs []shard.StateSpec
-	if fn != nil {
-		specs = fn.ft.Specs()
+	specs, err := e.reg.stateSpecs(addr) // ErrUnknownType for an unregistered type
+	if err != nil {
+		return nil, err
 	}
 	now := time.Now().UnixNano()
 	var out []StateValue
 	raw := shard.AppendAddress(nil, addr)
-	err := e.st.LoadInstance(shard.KeyGroup(addr.Hash()), raw, func(name []byte, writtenAt int64, value []byte) {
+	err = e.st.LoadInstance(shard.KeyGroup(addr.Hash()), raw, func(name []byte, writtenAt int64, value []byte) {
 		sv := StateValue{Spec: ValueSpec{Name: string(name)}, Value: append([]byte(nil), value...), Present: true}
 		for _, sp := range specs {
 			if sp.Name == sv.Spec.Name {
@@ -579,7 +584,7 @@ func (e *Engine) State(ctx context.Context, addr Address) ([]StateValue, error) 
 	if err != nil {
 		return nil, fmt.Errorf("engine: state of %s: %w", addr, err)
 	}
-	return out, nil
+	return appendUnset(out, specs), nil // declared values not set: Present false
 }
 
 // waitApplied waits until the store has applied the log up to pos.

@@ -43,8 +43,9 @@ type Store interface {
 	shard.StateReader
 	// NewBatch starts a write batch (one writer at a time).
 	NewBatch() Batch
-	// ReadEgress returns up to max records of egress name from offset.
-	ReadEgress(name string, from uint64, max int, fn func(offset uint64, rec []byte)) error
+	// ReadEgress calls fn with up to max records of egress name from
+	// offset, in order, until fn returns false.
+	ReadEgress(name string, from uint64, max int, fn func(offset uint64, rec []byte) bool) error
 	// Scan calls fn for every key with the given one-byte prefix ('t', 'm',
 	// 'f'), in key order.
 	Scan(prefix byte, fn func(key, value []byte) error) error
