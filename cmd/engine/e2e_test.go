@@ -325,12 +325,13 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// A body over --max-body (64KiB) is refused from its Content-Length,
-	// before it is read (a raw connection: the server answers and closes
-	// while a client would still be writing).
+	// before it is read: the server takes at most its first byte (a raw
+	// connection: the server answers and closes while a client would still
+	// be writing).
 	if c, err := net.Dial("tcp", strings.TrimPrefix(s.ingress, "http://")); err != nil {
 		t.Fatal(err)
 	} else {
-		fmt.Fprintf(c, "POST /rides/driver/d-1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/vnd.rides/location\r\nContent-Length: %d\r\n\r\n", 100<<10)
+		fmt.Fprintf(c, "POST /rides/driver/d-1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/vnd.rides/location\r\nContent-Length: %d\r\n\r\n{", 100<<10)
 		r, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil {
 			t.Fatal(err)
