@@ -48,7 +48,8 @@ type Options struct {
 	// MaxConns bounds the ingress connections open at once; more are
 	// answered 503 with Retry-After and closed at accept. MaxConnsPerClient
 	// bounds those from one client IP address the same way. Defaults:
-	// DefaultConnLimits(FileLimit()), which keep below the file limit.
+	// DefaultConnLimits(FileLimit()), below the file limit, and a quarter
+	// of MaxConns.
 	MaxConns          int
 	MaxConnsPerClient int
 	// MaxEgressBytes bounds the records of one egress answer in bytes
@@ -97,14 +98,11 @@ func (o *Options) EnsureDefaults() {
 	if o.MaxBodyBytesInFlight == 0 {
 		o.MaxBodyBytesInFlight = 16 * int64(o.MaxBodyBytes)
 	}
-	if o.MaxConns == 0 || o.MaxConnsPerClient == 0 {
-		total, per := DefaultConnLimits(FileLimit())
-		if o.MaxConns == 0 {
-			o.MaxConns = total
-		}
-		if o.MaxConnsPerClient == 0 {
-			o.MaxConnsPerClient = min(per, o.MaxConns)
-		}
+	if o.MaxConns == 0 {
+		o.MaxConns, _ = DefaultConnLimits(FileLimit())
+	}
+	if o.MaxConnsPerClient == 0 {
+		o.MaxConnsPerClient = max(o.MaxConns/4, 1)
 	}
 	if o.MaxEgressBytes == 0 {
 		o.MaxEgressBytes = 4 << 20

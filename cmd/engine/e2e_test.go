@@ -462,12 +462,17 @@ func TestFlags(t *testing.T) {
 		t.Errorf("-h: %v", err)
 	}
 	for _, name := range []string{"data-dir", "ingress-addr", "admin-addr", "shards", "memory-budget", "max-batch-delay",
-		"checkpoint-interval", "max-body", "module", "state-api", "log-level"} {
+		"checkpoint-interval", "max-body", "module", "state-api", "log-level", "max-conns", "max-conns-per-client",
+		"max-body-in-flight", "max-egress-bytes"} {
 		if !strings.Contains(out.String(), "-"+name) {
 			t.Errorf("-h does not explain --%s", name)
 		}
 	}
-	for _, args := range [][]string{{"--shards", "-1"}, {"--max-body", "0"}, {"--checkpoint-interval", "0s"}, {"stray"}, {"--memory-budget", "lots"}} {
+	if c.maxConns != 0 || c.maxConnsPerClient != 0 || c.maxBodyInFlight != 0 || c.maxEgressBytes != 4<<20 {
+		t.Errorf("limit defaults: %+v", c)
+	}
+	for _, args := range [][]string{{"--shards", "-1"}, {"--max-body", "0"}, {"--checkpoint-interval", "0s"}, {"stray"}, {"--memory-budget", "lots"},
+		{"--max-conns", "-1"}, {"--max-conns-per-client", "-2"}, {"--max-body", "1MiB", "--max-body-in-flight", "64KiB"}, {"--max-egress-bytes", "0"}} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("%v accepted", args)
 		}
