@@ -62,12 +62,18 @@ results:
 crash:
 	CRASH_KILLS=$${CRASH_KILLS:-1000} $(GO) test -count=1 -timeout 120m -run TestCrashRecovery -v ./engine/
 
+# fuzz: every fuzz target for FUZZTIME each (default 60s); their seed
+# corpora also run in make test.
+FUZZTIME ?= 60s
+RIDES_FUZZ := FuzzDecodeID FuzzDecodeFind FuzzDecodeOffer FuzzDecodeInit FuzzDecodeNone \
+	FuzzDecodeCellBody FuzzDecodeOutcome FuzzDecodeEvent FuzzDecodeSet
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./wal/
-	$(GO) test -run '^$$' -fuzz FuzzDecodeRecord -fuzztime 60s ./shard/
-	$(GO) test -run '^$$' -fuzz FuzzDecodeResponse -fuzztime 60s ./remote/
-	$(GO) test -run '^$$' -fuzz FuzzParseIngress -fuzztime 60s ./httpapi/
-	$(GO) test -run '^$$' -fuzz FuzzParseBatch -fuzztime 60s ./httpapi/
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./wal/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeRecord -fuzztime $(FUZZTIME) ./shard/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeResponse -fuzztime $(FUZZTIME) ./remote/
+	$(GO) test -run '^$$' -fuzz FuzzParseIngress -fuzztime $(FUZZTIME) ./httpapi/
+	$(GO) test -run '^$$' -fuzz FuzzParseBatch -fuzztime $(FUZZTIME) ./httpapi/
+	for f in $(RIDES_FUZZ); do $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) ./rides/ || exit 1; done
 
 proto:
 	./scripts/proto.sh

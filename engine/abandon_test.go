@@ -128,7 +128,7 @@ func TestAbandonedRemoteBatchIsLeftForNextOpen(t *testing.T) {
 	if st, _ := e2.State(ctx, Address{Namespace: "r", Type: "seq", ID: "direct"}); len(st) > 0 && st[0].Present {
 		t.Fatal("the ingress message answered 'not processed' was applied")
 	}
-	recs, err := e2.ReadEgress(ctx, "dead-letters", 0, 100, 0)
+	recs, err := e2.ReadEgress(ctx, "dead-letters", 0, 100, 0, 0)
 	if err != nil || len(recs) != 0 {
 		t.Fatalf("dead letters: %v %v", recs, err)
 	}

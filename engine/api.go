@@ -67,6 +67,17 @@ type FunctionSpec struct {
 	Function Function
 	// Remote is a remote (StateFun request-reply) implementation.
 	Remote RemoteFunction
+	// IngressTypes, when not empty, lists the message types the function
+	// type accepts from ingress (Send, SendAsync, SendBatch, Request);
+	// ingress messages of any other type are refused with ErrIngressType,
+	// which names the accepted ones. Messages from functions (Context.Send,
+	// SendAfter) are never checked. Empty accepts every type, unless
+	// NoIngress is set. Each entry must be a non-empty type name of at most
+	// 1024 bytes, listed once.
+	IngressTypes []string
+	// NoIngress refuses every ingress message: the type is reached only
+	// through other functions. It excludes IngressTypes.
+	NoIngress bool
 }
 
 // Context is what an invocation sees. It is valid only during Invoke and is
@@ -119,16 +130,18 @@ type Context interface {
 // Errors returned by the engine. Each is wrapped with details; test with
 // errors.Is.
 var (
-	ErrClosed      = errors.New("engine: closed")
-	ErrOverloaded  = errors.New("engine: overloaded, retry later")
-	ErrFailed      = errors.New("engine: failed-stop after a storage error; restart the engine")
-	ErrUnknownType = errors.New("engine: unknown function type")
-	ErrBadAddress  = errors.New("engine: bad address")
-	ErrBadMessage  = errors.New("engine: bad message")
-	ErrTooLarge    = errors.New("engine: message too large")
-	ErrStateType   = errors.New("engine: state value of the wrong type")
-	ErrUndeclared  = errors.New("engine: undeclared state")
-	ErrNoReply     = errors.New("engine: no reply before the deadline")
+	ErrClosed       = errors.New("engine: closed")
+	ErrOverloaded   = errors.New("engine: overloaded, retry later")
+	ErrFailed       = errors.New("engine: failed-stop after a storage error; restart the engine")
+	ErrUnknownType  = errors.New("engine: unknown function type")
+	ErrBadAddress   = errors.New("engine: bad address")
+	ErrBadMessage   = errors.New("engine: bad message")
+	ErrTooLarge     = errors.New("engine: message too large")
+	ErrStateType    = errors.New("engine: state value of the wrong type")
+	ErrUndeclared   = errors.New("engine: undeclared state")
+	ErrNoReply      = errors.New("engine: no reply before the deadline")
+	ErrIngressType  = errors.New("engine: message type not accepted from ingress")
+	ErrDataDirInUse = errors.New("engine: data directory in use")
 )
 
 // Outgoing is one message of an ingress batch.

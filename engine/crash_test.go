@@ -168,7 +168,7 @@ func TestCrashChild(t *testing.T) {
 				n, _ := r.AsInt64()
 				fmt.Fprintf(&sb, " %d", n)
 			}
-			if dl, _ := e.ReadEgress(ctx, "dead-letters", 0, 5, 0); len(dl) > 0 {
+			if dl, _ := e.ReadEgress(ctx, "dead-letters", 0, 5, 0, 0); len(dl) > 0 {
 				reply("error dead letters: " + string(dl[0].Message.Value))
 				continue
 			}

@@ -85,7 +85,7 @@ func (e *Engine) DeadLetters(ctx context.Context, from uint64, max int) ([]DeadL
 	if err := e.waitApplied(ctx, e.wal.Durable()); err != nil {
 		return nil, err
 	}
-	recs, err := e.ReadEgress(ctx, DeadLetterEgress, from, max, 0)
+	recs, err := e.ReadEgress(ctx, DeadLetterEgress, from, max, 0, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +127,7 @@ func (e *Engine) ReplayDeadLetters(ctx context.Context, from, to uint64) (Replay
 	}
 	var msgs []Outgoing
 	for next := from; next < to; {
-		recs, err := e.ReadEgress(ctx, DeadLetterEgress, next, int(to-next), 0)
+		recs, err := e.ReadEgress(ctx, DeadLetterEgress, next, int(to-next), 0, 0)
 		if err != nil {
 			return res, err
 		}

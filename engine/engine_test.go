@@ -147,12 +147,12 @@ func TestForwardAcrossShardsAndEgress(t *testing.T) {
 		if total != 100 {
 			t.Fatalf("forwarded %d, want 100", total)
 		}
-		recs, err := e.ReadEgress(ctx, "out", 0, 1000, time.Second)
+		recs, err := e.ReadEgress(ctx, "out", 0, 1000, 0, time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for len(recs) < 100 {
-			more, err := e.ReadEgress(ctx, "out", uint64(len(recs)), 1000, time.Second)
+			more, err := e.ReadEgress(ctx, "out", uint64(len(recs)), 1000, 0, time.Second)
 			if err != nil || len(more) == 0 {
 				t.Fatalf("egress: have %d records, err %v", len(recs), err)
 			}
@@ -246,7 +246,7 @@ func TestBadInput(t *testing.T) {
 	if _, err := e.Send(ctx, addr("f"), Message{Type: "fail"}); err != nil {
 		t.Fatal(err)
 	}
-	recs, err := e.ReadEgress(ctx, "dead-letters", 0, 10, time.Second)
+	recs, err := e.ReadEgress(ctx, "dead-letters", 0, 10, 0, time.Second)
 	if err != nil || len(recs) != 1 {
 		t.Fatalf("dead letters: %v %v", recs, err)
 	}

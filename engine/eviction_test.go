@@ -36,7 +36,7 @@ func TestEvictionUnderTinyBudget(t *testing.T) {
 					t.Fatalf("i%d = %d, want 3", i, c)
 				}
 			}
-			if dl, _ := e.ReadEgress(ctx, "dead-letters", 0, 10, 0); len(dl) > 0 {
+			if dl, _ := e.ReadEgress(ctx, "dead-letters", 0, 10, 0, 0); len(dl) > 0 {
 				t.Fatalf("dead letters: %s", dl[0].Message.Value)
 			}
 			var ev uint64

@@ -56,7 +56,18 @@ func (a *admission) leave() {
 	}
 }
 
+// validate checks a message from ingress: its shape, its function type,
+// and that the type accepts its message type from ingress.
 func (e *Engine) validate(to Address, msg Message) error {
+	if err := e.validateShape(to, msg); err != nil {
+		return err
+	}
+	return e.reg.checkIngress(to, msg.Type) // unknown function type or refused message type
+}
+
+// validateShape checks what every message must be, whoever sends it:
+// address, type name, size and a registered function type.
+func (e *Engine) validateShape(to Address, msg Message) error {
 	if err := checkAddress(to); err != nil {
 		return err
 	}

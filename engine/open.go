@@ -103,7 +103,7 @@ func (e *Engine) openStore() error {
 	}
 	ps, err := store.OpenPebble(filepath.Join(e.opts.DataDir, "store"), po)
 	if err != nil {
-		return err
+		return dataDirError(e.opts.DataDir, err) // "in use by another process" for a held lock
 	}
 	e.st = ps
 	return nil

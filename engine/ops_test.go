@@ -44,8 +44,10 @@ func TestSetStateThroughTheLog(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(vals) != 0 {
-			t.Fatalf("state of a after delete: %+v, want none", vals)
+		for _, v := range vals {
+			if v.Present {
+				t.Fatalf("state of a after delete: %+v, want none set", vals)
+			}
 		}
 		if o.DataDir == "" {
 			e.Close()

@@ -6,13 +6,15 @@ import (
 	"time"
 
 	"github.com/shardfn/shardfn/internal/format"
-	"github.com/shardfn/shardfn/shard"
 )
 
 // ReadEgress reads durable records of egress name from offset from, at most
-// max (default 100, at most 10000). With wait > 0 it long-polls until at
-// least one record exists, wait passes, or ctx ends.
-func (e *Engine) ReadEgress(ctx context.Context, name string, from uint64, max int, wait time.Duration) ([]EgressRecord, error) {
+// max (default 100, at most 10000) and, when maxBytes > 0, at most maxBytes
+// bytes of records (each counted as its source, type and value), except
+// that the first record is always returned whatever its size, so a reader
+// always progresses. With wait > 0 it long-polls until at least one record
+// exists, wait passes, or ctx ends.
+func (e *Engine) ReadEgress(ctx context.Context, name string, from uint64, max, maxBytes int, wait time.Duration) ([]EgressRecord, error) {
 	if name == "" {
 		return nil, fmt.Errorf("%w: empty egress name", ErrBadMessage)
 	}
@@ -34,14 +36,20 @@ func (e *Engine) ReadEgress(ctx context.Context, name string, from uint64, max i
 		e.egressMu.Unlock()
 		var out []EgressRecord
 		var derr error
-		err := e.st.ReadEgress(name, from, max, func(off uint64, v []byte) {
+		size := 0
+		err := e.st.ReadEgress(name, from, max, func(off uint64, v []byte) bool {
+			if maxBytes > 0 && len(out) > 0 && size+len(v) > maxBytes {
+				return false // over the byte budget: the caller continues from here
+			}
+			size += len(v)
 			src, typ, payload, err := format.DecodeEgressValue(v)
 			if err != nil {
 				derr = err
-				return
+				return false
 			}
 			out = append(out, EgressRecord{Offset: off, Source: src,
 				Message: Message{Type: string(typ), Value: append([]byte(nil), payload...)}})
+			return true
 		})
 		if err == nil {
 			err = derr
@@ -71,15 +79,14 @@ func (e *Engine) State(ctx context.Context, addr Address) ([]StateValue, error) 
 	if err := e.waitApplied(ctx, e.wal.Durable()); err != nil {
 		return nil, err
 	}
-	fn := e.reg.lookup(addr.Namespace, addr.Type)
-	var specs []shard.StateSpec
-	if fn != nil {
-		specs = fn.ft.Specs()
+	specs, err := e.reg.stateSpecs(addr) // ErrUnknownType for an unregistered type
+	if err != nil {
+		return nil, err
 	}
 	now := e.now()
 	var out []StateValue
 	raw := format.AppendAddress(nil, addr)
-	err := e.st.LoadInstance(format.KeyGroup(addr.Hash()), raw, func(name []byte, writtenAt int64, value []byte) {
+	err = e.st.LoadInstance(format.KeyGroup(addr.Hash()), raw, func(name []byte, writtenAt int64, value []byte) {
 		sv := StateValue{Spec: ValueSpec{Name: string(name)}, Value: append([]byte(nil), value...), Present: true}
 		for _, sp := range specs {
 			if sp.Name == sv.Spec.Name {
@@ -94,7 +101,7 @@ func (e *Engine) State(ctx context.Context, addr Address) ([]StateValue, error) 
 	if err != nil {
 		return nil, fmt.Errorf("engine: state of %s: %w", addr, err)
 	}
-	return out, nil
+	return appendUnset(out, specs), nil // declared values not set: Present false
 }
 
 // waitApplied waits until the store has applied the log up to pos.

@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,10 @@ type funcEntry struct {
 	remote RemoteFunction
 	counts []paddedCounter // invocations per shard
 	fails  []paddedCounter
+	// ingress lists the message types accepted from ingress (nil: all,
+	// unless noIngress); see FunctionSpec.IngressTypes.
+	ingress   []string
+	noIngress bool
 }
 
 type paddedCounter struct {
@@ -107,7 +112,47 @@ func validateSpec(sp *FunctionSpec) error {
 			return fmt.Errorf("engine: function %s/%s: state %q has an expiry mode but no positive Expiry", sp.Namespace, sp.Type, v.Name)
 		}
 	}
+	return validateIngressTypes(sp)
+}
+
+func validateIngressTypes(sp *FunctionSpec) error {
+	if sp.NoIngress && len(sp.IngressTypes) > 0 {
+		return fmt.Errorf("engine: function %s/%s: NoIngress refuses every ingress message; leave IngressTypes empty or drop NoIngress", sp.Namespace, sp.Type)
+	}
+	seen := make(map[string]bool, len(sp.IngressTypes))
+	for _, t := range sp.IngressTypes {
+		if t == "" || len(t) > 1024 {
+			return fmt.Errorf("engine: function %s/%s: ingress type %q must be a non-empty message type name of at most 1024 bytes", sp.Namespace, sp.Type, t)
+		}
+		if seen[t] {
+			return fmt.Errorf("engine: function %s/%s: ingress type %q listed twice", sp.Namespace, sp.Type, t)
+		}
+		seen[t] = true
+	}
 	return nil
+}
+
+// checkIngress resolves the function type of to and checks that it accepts
+// messages of type typ from ingress: ErrUnknownType for an unregistered
+// type, ErrIngressType (naming the accepted types) for a refused message
+// type. Safe for concurrent use; no allocation unless it fails.
+func (r *registry) checkIngress(to Address, typ string) error {
+	e := r.lookup(to.Namespace, to.Type)
+	if e == nil {
+		return fmt.Errorf("%w: %s/%s is not registered", ErrUnknownType, to.Namespace, to.Type)
+	}
+	if e.noIngress {
+		return fmt.Errorf("%w: %s takes no messages from ingress (only from other functions); %q refused", ErrIngressType, e.name, typ)
+	}
+	if e.ingress == nil {
+		return nil
+	}
+	for _, t := range e.ingress {
+		if t == typ {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %s accepts %s from ingress, not %q", ErrIngressType, e.name, strings.Join(e.ingress, ", "), typ)
 }
 
 func toShardSpec(v ValueSpec) shard.StateSpec {
@@ -124,6 +169,11 @@ func (r *registry) newEntry(sp *FunctionSpec, ns, typ string) *funcEntry {
 		name:   ns + "/" + typ,
 		fn:     sp.Function,
 		remote: sp.Remote,
+
+		noIngress: sp.NoIngress,
+	}
+	if len(sp.IngressTypes) > 0 {
+		e.ingress = append([]string(nil), sp.IngressTypes...)
 	}
 	e.ft.Impl = e
 	specs := make([]shard.StateSpec, 0, len(sp.States))
@@ -297,4 +347,32 @@ func decodeSpecs(b []byte) ([]shard.StateSpec, error) {
 		b = b[9:]
 	}
 	return out, nil
+}
+
+// stateSpecs returns the state specs declared (so far) by the function type
+// of addr, or ErrUnknownType when that type is not registered.
+func (r *registry) stateSpecs(addr Address) ([]shard.StateSpec, error) {
+	e := r.lookup(addr.Namespace, addr.Type)
+	if e == nil {
+		return nil, fmt.Errorf("%w: %s/%s is not registered", ErrUnknownType, addr.Namespace, addr.Type)
+	}
+	return e.ft.Specs(), nil
+}
+
+// appendUnset appends, for every spec that out has no value for, a value
+// with Present false, so that a state read lists every declared value.
+func appendUnset(out []StateValue, specs []shard.StateSpec) []StateValue {
+	for _, sp := range specs {
+		found := false
+		for _, v := range out {
+			if v.Spec.Name == sp.Name {
+				found = true
+				break
+			}
+		}
+		if !found {
+			out = append(out, StateValue{Spec: fromShardSpec(sp)})
+		}
+	}
+	return out
 }

@@ -69,10 +69,12 @@ func TestFailedInvocationWritesNothing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(vals) != 0 {
-			t.Fatalf("a failed invocation left state %q", vals[0].Value)
+		for _, v := range vals {
+			if v.Present {
+				t.Fatalf("a failed invocation left state %s=%q", v.Spec.Name, v.Value)
+			}
 		}
-		recs, err := e.ReadEgress(ctx, "dead-letters", 0, 10, time.Second)
+		recs, err := e.ReadEgress(ctx, "dead-letters", 0, 10, 0, time.Second)
 		if err != nil || len(recs) != 1 {
 			t.Fatalf("dead letters %v %v", recs, err)
 		}
@@ -98,7 +100,7 @@ func TestSendToUnknownTypeFromFunction(t *testing.T) {
 		if n := count(t, e, "after"); n != 1 {
 			t.Fatalf("the send after the unroutable one was applied %d times", n)
 		}
-		recs, err := e.ReadEgress(ctx, "dead-letters", 0, 10, time.Second)
+		recs, err := e.ReadEgress(ctx, "dead-letters", 0, 10, 0, time.Second)
 		if err != nil || len(recs) != 1 {
 			t.Fatalf("dead letters %v %v", recs, err)
 		}
@@ -130,7 +132,7 @@ func TestEffectsLargerThanARecordAreDeadLettered(t *testing.T) {
 	if n := count(t, e, "b"); n != 0 {
 		t.Fatalf("a send of the refused invocation was delivered (%d)", n)
 	}
-	recs, err := e.ReadEgress(ctx, "dead-letters", 0, 10, time.Second)
+	recs, err := e.ReadEgress(ctx, "dead-letters", 0, 10, 0, time.Second)
 	if err != nil || len(recs) != 1 || !strings.Contains(string(recs[0].Message.Value), "exceed") {
 		t.Fatalf("dead letters %v %v", recs, err)
 	}

@@ -238,11 +238,13 @@ var errReserved = fmt.Errorf("%w: message type %q is reserved for state repair (
 
 // validateInternal is validate for the engine's own messages, which may be
 // of the reserved type.
+// (A repair is not an ingress message: the function type's IngressTypes do
+// not apply to it.)
 func (e *Engine) validateInternal(to Address, msg Message) error {
 	if msg.Type == RepairType {
 		msg.Type = repairResultType // any non-reserved name: the other checks are the same
 	}
-	return e.validate(to, msg)
+	return e.validateShape(to, msg)
 }
 
 // requestReserved is Request for the engine's own messages (RepairType).

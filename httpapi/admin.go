@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"errors"
 	"net/http"
 	"net/http/pprof"
 	"strconv"
@@ -63,8 +64,9 @@ func writeJSONError(w http.ResponseWriter, status int, msg string, retry bool) {
 }
 
 // health is 200 while the process lives (recovering included) and 503 once
-// the engine is in failed-stop. While remote endpoints are stuck it is 200
-// with "status":"degraded" and the list of them:
+// the engine is in failed-stop or the server is shutting down (draining).
+// While remote endpoints are stuck it is 200 with "status":"degraded" and
+// the list of them:
 //
 //	{"status":"degraded","stuck_endpoints":[{"endpoint":"ns/*","url":"...",
 //	  "since":"2006-01-02T15:04:05.000Z","consecutive_failures":12,
@@ -72,6 +74,8 @@ func writeJSONError(w http.ResponseWriter, status int, msg string, retry bool) {
 func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
 	e := s.engine()
 	switch {
+	case s.draining.Load():
+		writeJSON(w, http.StatusServiceUnavailable, []byte(`{"status":"draining"}`+"\n"))
 	case e == nil:
 		writeJSON(w, http.StatusOK, []byte(`{"status":"recovering"}`+"\n"))
 	case e.Err() != nil:
@@ -112,10 +116,13 @@ func appendStuck(b []byte, stuck []StuckEndpoint) []byte {
 	return append(b, ']', '}', '\n')
 }
 
-// ready is 200 once the engine has recovered and until it closes or fails.
+// ready is 200 once the engine has recovered and until the server starts
+// shutting down, the engine closes or it fails.
 func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 	e := s.engine()
 	switch {
+	case s.draining.Load():
+		writeJSONError(w, http.StatusServiceUnavailable, "not ready: the server is shutting down", true)
 	case e == nil:
 		writeJSONError(w, http.StatusServiceUnavailable, "not ready: the engine is recovering", true)
 	case e.Err() != nil:
@@ -131,9 +138,10 @@ func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 //
 //	{"address":"ns/type/id","state":{"<name>":{"type":"...","value":<JSON>},...}}
 //
-// A value is "value" (a built-in type decoded, or bytes that are JSON),
-// "text" (other printable UTF-8) or "value_b64"; an unset value is
-// {"type":"...","present":false}.
+// Every value the function type declares is listed: "value" (a built-in
+// type decoded, or bytes that are JSON), "text" (other printable UTF-8) or
+// "value_b64"; an unset value is {"type":"...","present":false}. An
+// unregistered function type is answered 404 naming it.
 func (s *Server) state(w http.ResponseWriter, r *http.Request) {
 	if s.opts.DisableStateAPI {
 		writeJSONError(w, http.StatusNotFound, "the state API is disabled (start the server with --state-api=true to enable it)", false)
@@ -152,6 +160,10 @@ func (s *Server) state(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	vals, err := e.State(r.Context(), addr)
+	if errors.Is(err, engine.ErrUnknownType) {
+		writeJSONError(w, http.StatusNotFound, "no function type "+addr.Namespace+"/"+addr.Type+" is registered, so "+addr.String()+" has no state", false)
+		return
+	}
 	if err != nil {
 		status, msg, retry := engineError(err)
 		writeJSONError(w, status, msg, retry)

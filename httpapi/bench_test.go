@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"net"
 	"testing"
 
 	"github.com/valyala/fasthttp"
@@ -84,4 +85,41 @@ func BenchmarkParseIngress(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkIngressLoopback measures the send path over loopback HTTP with
+// an engine that acknowledges at once (parallel keep-alive clients): the
+// handler plus fasthttp's connection loop, with request bodies streamed.
+func BenchmarkIngressLoopback(b *testing.B) {
+	s, err := New(Options{Logger: quietLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.SetEngine(nopEngine{newFake()}); err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = s.ServeIngress(ln) }()
+	defer ln.Close()
+	c := &fasthttp.HostClient{Addr: ln.Addr().String(), MaxConns: 256}
+	url := "http://" + ln.Addr().String() + "/rides/driver/d-17"
+	body := []byte(`{"cell":"12-40"}`)
+	b.ReportAllocs()
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		req.SetRequestURI(url)
+		req.Header.SetMethod("POST")
+		req.Header.SetContentType("application/vnd.rides/location")
+		req.SetBody(body)
+		for pb.Next() {
+			if err := c.Do(req, resp); err != nil || resp.StatusCode() != 202 {
+				b.Errorf("%v %d", err, resp.StatusCode())
+				return
+			}
+		}
+	})
 }

@@ -150,9 +150,10 @@ func TestGarbageResilience(t *testing.T) {
 	attack(20, func(r *rand.Rand, c net.Conn) { // malformed request lines
 		lines := []string{"GARBAGE\r\n\r\n", "POST\r\n\r\n", "POST /a/b/c HTTP/9.9\r\n\r\n", "POST /%zz/b/c HTTP/1.1\r\nHost: x\r\n\r\n",
 			"POST /test/counter/x HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", "POST /test/counter/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"}
-		fmt.Fprint(c, lines[r.IntN(len(lines))])
-		if st := readStatus(c); st != 0 && (st < 400 || st >= 500) {
-			t.Errorf("malformed request answered %d", st)
+		line := lines[r.IntN(len(lines))]
+		fmt.Fprint(c, line)
+		if st := readStatus(c); st != 0 && (st < 400 || st >= 500) && !(st == 505 && strings.Contains(line, "HTTP/9.9")) {
+			t.Errorf("malformed request %q answered %d", line, st)
 		}
 	})
 	attack(10, func(r *rand.Rand, c net.Conn) { // slow: one byte every 50ms, cut off by ReadTimeout

@@ -20,9 +20,33 @@ const (
 func (s *Server) serveIngress(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	s.metrics.inFlight.Inc()
-	route, code := s.route(ctx)
+	var route string
+	var code int
+	if p := ctx.Request.Header.Protocol(); string(p) != "HTTP/1.1" && string(p) != "HTTP/1.0" {
+		// fasthttp takes any HTTP/x.y; only 1.0 and 1.1 are spoken here.
+		ctx.SetConnectionClose()
+		route, code = routeOther, s.writeError(ctx, http.StatusHTTPVersionNotSupported,
+			"HTTP version "+strconv.Quote(clip(p))+" is not supported; use HTTP/1.1 or HTTP/1.0", false)
+	} else {
+		route, code = s.route(ctx)
+	}
 	s.metrics.inFlight.Dec()
 	s.metrics.observe(route, code, time.Since(start))
+}
+
+// routeOf names the route of a request for the metrics, from its path and
+// query alone.
+func (s *Server) routeOf(ctx *fasthttp.RequestCtx) string {
+	path := ctx.URI().PathOriginal()
+	switch {
+	case string(path) == "/batch":
+		return routeBatch
+	case len(path) > len("/egress/") && string(path[:len("/egress/")]) == "/egress/":
+		return routeEgress
+	case ctx.QueryArgs().Has("wait"):
+		return routeRequest
+	}
+	return routeSend
 }
 
 func (s *Server) route(ctx *fasthttp.RequestCtx) (route string, code int) {
@@ -60,17 +84,22 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) (route string, code int) {
 func (s *Server) handleMessage(ctx *fasthttp.RequestCtx, e Engine) (string, int) {
 	r := s.reqPool.Get().(*IngressRequest)
 	defer s.reqPool.Put(r)
-	err := ParseIngress(r, ctx.URI().PathOriginal(), ctx.Request.Header.ContentType(),
-		ctx.URI().QueryString(), ctx.PostBody(), s.opts.MaxBodyBytes)
+	if e == nil {
+		return s.routeOf(ctx), s.notReady(ctx) // before reading the body
+	}
+	body, held, err := s.readBody(ctx, &r.bodyBuf)
+	if err != nil {
+		return s.routeOf(ctx), s.writeErr(ctx, err)
+	}
+	defer s.body.release(held)
+	err = ParseIngress(r, ctx.URI().PathOriginal(), ctx.Request.Header.ContentType(),
+		ctx.URI().QueryString(), body, s.opts.MaxBodyBytes)
 	route := routeSend
 	if r.HasWait {
 		route = routeRequest
 	}
 	if err != nil {
 		return route, s.writeErr(ctx, err)
-	}
-	if e == nil {
-		return route, s.notReady(ctx)
 	}
 	if r.HasWait && r.Wait > s.opts.MaxWait {
 		return route, s.writeError(ctx, http.StatusBadRequest,
@@ -105,7 +134,14 @@ func (s *Server) handleMessage(ctx *fasthttp.RequestCtx, e Engine) (string, int)
 
 // handleBatch serves POST /batch.
 func (s *Server) handleBatch(ctx *fasthttp.RequestCtx, e Engine) int {
-	msgs, err := ParseBatch(ctx.Request.Header.ContentType(), ctx.PostBody(), s.opts.MaxBatchMessages)
+	r := s.reqPool.Get().(*IngressRequest)
+	defer s.reqPool.Put(r)
+	body, held, err := s.readBody(ctx, &r.bodyBuf)
+	if err != nil {
+		return s.writeErr(ctx, err)
+	}
+	defer s.body.release(held)
+	msgs, err := ParseBatch(ctx.Request.Header.ContentType(), body, s.opts.MaxBatchMessages)
 	if err != nil {
 		return s.writeErr(ctx, err)
 	}
@@ -176,7 +212,7 @@ func (s *Server) handleEgress(ctx *fasthttp.RequestCtx, e Engine, rawName []byte
 	if perr != nil {
 		return s.writeErr(ctx, perr)
 	}
-	recs, err := e.ReadEgress(s.pollCtx, string(nameB), from, max, wait)
+	recs, err := e.ReadEgress(s.pollCtx, string(nameB), from, max, s.opts.MaxEgressBytes, wait)
 	if err != nil && !(errors.Is(err, context.Canceled) && s.pollCtx.Err() != nil) {
 		return s.writeErr(ctx, err)
 	}
@@ -249,9 +285,10 @@ func (s *Server) methodNotAllowed(ctx *fasthttp.RequestCtx, allow string) int {
 }
 
 // ingressError answers requests fasthttp could not read (fasthttp's
-// ErrorHandler).
+// ErrorHandler). The answer names the kind of problem only: it never
+// quotes the request, whose bytes are the client's (and may be garbage).
 func (s *Server) ingressError(ctx *fasthttp.RequestCtx, err error) {
-	status, msg := http.StatusBadRequest, "cannot read the request: "+err.Error()
+	status, msg := http.StatusBadRequest, "cannot read the request: malformed request line, headers or body; send HTTP/1.1 (see the ingress reference)"
 	var small *fasthttp.ErrSmallBuffer
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):

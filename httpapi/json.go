@@ -127,7 +127,9 @@ func engineError(err error) (status int, msg string, retry bool) {
 	var he *Error
 	switch {
 	case errors.As(err, &he):
-		return he.Status, he.Msg, false
+		return he.Status, he.Msg, he.Retry
+	case errors.Is(err, engine.ErrIngressType):
+		return http.StatusBadRequest, err.Error(), false
 	case errors.Is(err, engine.ErrUnknownType):
 		return http.StatusNotFound, err.Error() + "; send to a registered function type", false
 	case errors.Is(err, engine.ErrBadAddress), errors.Is(err, engine.ErrBadMessage),

@@ -19,7 +19,7 @@ const (
 var allRoutes = []string{routeSend, routeRequest, routeBatch, routeEgress, routeOther}
 
 // commonCodes get pre-resolved counters so that counting does not allocate.
-var commonCodes = []int{200, 202, 400, 404, 405, 408, 413, 431, 500, 503, 504}
+var commonCodes = []int{200, 202, 400, 404, 405, 408, 413, 431, 500, 503, 504, 505}
 
 type routeCode struct {
 	route string
@@ -31,12 +31,33 @@ type metrics struct {
 	latency  *prometheus.HistogramVec
 	inFlight prometheus.Gauge
 
+	conns        prometheus.Gauge
+	connsRefused *prometheus.CounterVec
+	acceptErrors *prometheus.CounterVec
+	bodyHeld     prometheus.GaugeFunc
+
 	counters  map[routeCode]prometheus.Counter // read-only after newMetrics
 	observers map[string]prometheus.Observer   // read-only after newMetrics
 }
 
-func newMetrics() *metrics {
+func newMetrics(bodyHeld func() float64) *metrics {
 	m := &metrics{
+		conns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shardfn_ingress_connections",
+			Help: "Ingress connections open now (within --max-conns).",
+		}),
+		connsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shardfn_ingress_connections_refused_total",
+			Help: "Ingress connections answered 503 and closed at accept, by the limit reached: total (--max-conns) or per_client (--max-conns-per-client).",
+		}, []string{"reason"}),
+		acceptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shardfn_ingress_accept_errors_total",
+			Help: "Failed accepts on the ingress listener, retried after a back-off, by cause: emfile (process file limit), enfile (system file limit), other.",
+		}, []string{"reason"}),
+		bodyHeld: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "shardfn_ingress_body_bytes_held",
+			Help: "Bytes of request bodies held by the ingress now (within --max-body-in-flight).",
+		}, bodyHeld),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shardfn_ingress_requests_total",
 			Help: "Ingress HTTP requests answered, by status code and route.",
@@ -63,7 +84,7 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.inFlight} {
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.inFlight, m.conns, m.connsRefused, m.acceptErrors, m.bodyHeld} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

@@ -615,7 +615,7 @@ func (s *Server) adminEgress(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	stop := context.AfterFunc(s.pollCtx, cancel)
 	defer stop()
-	recs, err := e.ReadEgress(ctx, name, from, int(max), wait)
+	recs, err := e.ReadEgress(ctx, name, from, int(max), s.opts.MaxEgressBytes, wait)
 	if err != nil && !errors.Is(err, context.Canceled) {
 		writeEngineError(w, err)
 		return

@@ -99,7 +99,7 @@ func TestAdminStateWrites(t *testing.T) {
 		{"PUT", "/doc", `{"text":"plain words"}`, 200, `"doc":{"type":"test/doc","text":"plain words"}`},
 		{"PUT", "/doc", `{"value_b64":"AAEC"}`, 200, `"doc":{"type":"test/doc","value_b64":"AAEC"}`},
 		{"DELETE", "/doc", ``, 200, `"count":{"type":"io.statefun.types/long","value":41}`},
-		{"POST", "", `{"set":{"count":{"value":7}},"delete":["name","ratio"]}`, 200, `{"address":"ops/fn/a","state":{"count":{"type":"io.statefun.types/long","value":7}}}`},
+		{"POST", "", `{"set":{"count":{"value":7}},"delete":["name","ratio"]}`, 200, `{"address":"ops/fn/a","state":{"count":{"type":"io.statefun.types/long","value":7},"name":{"type":"io.statefun.types/string","present":false},"doc":{"type":"test/doc","present":false},"ratio":{"type":"io.statefun.types/double","present":false}}}`},
 		// Refused, with what to fix.
 		{"PUT", "/count", `{"value":"x"}`, 400, `want a JSON integer`},
 		{"PUT", "/count", `{"text":"4.5"}`, 400, `is not a 64-bit integer`},
@@ -156,7 +156,7 @@ func TestAdminStatusFunctionsInstances(t *testing.T) {
 		t.Fatalf("functions: %d %s", code, body)
 	}
 	code, body = call(t, "GET", ts.URL+"/admin/instances/ops/fn/i", "")
-	if code != 200 || !strings.Contains(body, `"state":{"count":{"type":"io.statefun.types/long","value":2}}`) ||
+	if code != 200 || !strings.Contains(body, `"state":{"count":{"type":"io.statefun.types/long","value":2},`) ||
 		!strings.Contains(body, `"from":"ops/fn/i","to":"ops/fn/i"`) || !strings.Contains(body, `"token":"tick","type":"inc"`) {
 		t.Fatalf("instance: %d %s", code, body)
 	}

@@ -23,6 +23,8 @@ const (
 type Error struct {
 	Status int
 	Msg    string
+	// Retry adds Retry-After: 1 to the answer (503s of a full server).
+	Retry bool
 }
 
 // Error returns the message.
@@ -54,6 +56,7 @@ type IngressRequest struct {
 	HasWait bool
 
 	scratch []byte
+	bodyBuf []byte // the server's buffer for small bodies (readBody)
 }
 
 // ParseIngress parses the path, Content-Type, raw query string and body of a
@@ -62,7 +65,7 @@ type IngressRequest struct {
 // (when maxBody > 0) is an *Error with status 413; every other problem is an
 // *Error with status 400. It never panics, whatever the input.
 func ParseIngress(r *IngressRequest, path, contentType, query, body []byte, maxBody int) error {
-	*r = IngressRequest{scratch: r.scratch[:0]}
+	*r = IngressRequest{scratch: r.scratch[:0], bodyBuf: r.bodyBuf}
 	if maxBody > 0 && len(body) > maxBody {
 		return &Error{Status: http.StatusRequestEntityTooLarge,
 			Msg: fmt.Sprintf("body of %d bytes is over the limit of %d bytes; send a smaller message (the server's --max-body)", len(body), maxBody)}
@@ -144,13 +147,15 @@ func (r *IngressRequest) parseContentType(ct []byte) error {
 	if j := indexByte(ct, ';'); j >= 0 {
 		ct = trimSpace(ct[:j])
 	}
-	if len(ct) == 0 {
+	if len(ct) == 0 || equalFoldASCII(ct, "application/x-www-form-urlencoded") || equalFoldASCII(ct, "text/plain") {
+		// No type, curl -d's default or plain text: the body is the text of
+		// a string message.
 		r.MessageType = typeStringBytes
 		r.WrapString = true
 		return nil
 	}
 	if len(ct) < len(contentTypePrefix) || !equalFoldASCII(ct[:len(contentTypePrefix)], contentTypePrefix) {
-		return badRequest("Content-Type %q is not a message type; use application/vnd.<namespace>/<name>, e.g. application/vnd.rides/location", clip(ct))
+		return badRequest("Content-Type %q is not a message type; use application/vnd.<namespace>/<name>, e.g. application/vnd.rides/location (text/plain, application/x-www-form-urlencoded or none send a string)", clip(ct))
 	}
 	name := ct[len(contentTypePrefix):]
 	if err := checkTypeName(name); err != nil {

@@ -25,7 +25,7 @@ type Engine interface {
 	Send(ctx context.Context, to engine.Address, msg engine.Message, opts ...engine.SendOption) (uint64, error)
 	SendBatch(ctx context.Context, msgs []engine.Outgoing) error
 	Request(ctx context.Context, to engine.Address, msg engine.Message, opts ...engine.SendOption) (engine.Message, error)
-	ReadEgress(ctx context.Context, name string, from uint64, max int, wait time.Duration) ([]engine.EgressRecord, error)
+	ReadEgress(ctx context.Context, name string, from uint64, max, maxBytes int, wait time.Duration) ([]engine.EgressRecord, error)
 	State(ctx context.Context, addr engine.Address) ([]engine.StateValue, error)
 	Ready() bool
 	Err() error
@@ -39,6 +39,25 @@ type Options struct {
 	// MaxBodyBytes bounds a request body (one message, or a whole batch);
 	// larger bodies are answered 413 without being read. Default 4 MiB.
 	MaxBodyBytes int
+	// MaxBodyBytesInFlight bounds the bytes of request bodies held at once
+	// across all connections, from reading a body until its request is
+	// answered. A request whose body does not fit is answered 503 with
+	// Retry-After before its body is read. Default 16 x MaxBodyBytes; at
+	// least MaxBodyBytes.
+	MaxBodyBytesInFlight int64
+	// MaxConns bounds the ingress connections open at once; more are
+	// answered 503 with Retry-After and closed at accept. MaxConnsPerClient
+	// bounds those from one client IP address the same way. Defaults:
+	// DefaultConnLimits(FileLimit()), below the file limit, and a quarter
+	// of MaxConns.
+	MaxConns          int
+	MaxConnsPerClient int
+	// MaxEgressBytes bounds the records of one egress answer in bytes
+	// (each record counted as its source, type and body); a single larger
+	// record is still answered alone, so a reader always progresses. The
+	// answer's JSON may be up to a third larger (base64 bodies). Default
+	// 4 MiB.
+	MaxEgressBytes int
 	// MaxWait bounds ?wait= of request-reply and of egress long-polls.
 	// Default 60s.
 	MaxWait time.Duration
@@ -99,6 +118,18 @@ func (o *Options) EnsureDefaults() {
 	if o.MaxBodyBytes == 0 {
 		o.MaxBodyBytes = 4 << 20
 	}
+	if o.MaxBodyBytesInFlight == 0 {
+		o.MaxBodyBytesInFlight = 16 * int64(o.MaxBodyBytes)
+	}
+	if o.MaxConns == 0 {
+		o.MaxConns, _ = DefaultConnLimits(FileLimit())
+	}
+	if o.MaxConnsPerClient == 0 {
+		o.MaxConnsPerClient = max(o.MaxConns/4, 1)
+	}
+	if o.MaxEgressBytes == 0 {
+		o.MaxEgressBytes = 4 << 20
+	}
 	if o.MaxWait == 0 {
 		o.MaxWait = 60 * time.Second
 	}
@@ -136,6 +167,12 @@ func (o *Options) Validate() error {
 	switch {
 	case o.MaxBodyBytes < 1:
 		return fmt.Errorf("httpapi: MaxBodyBytes %d must be positive", o.MaxBodyBytes)
+	case o.MaxBodyBytesInFlight < int64(o.MaxBodyBytes):
+		return fmt.Errorf("httpapi: MaxBodyBytesInFlight %d is below MaxBodyBytes %d: a body of the largest size could never be read", o.MaxBodyBytesInFlight, o.MaxBodyBytes)
+	case o.MaxConns < 1, o.MaxConnsPerClient < 1:
+		return fmt.Errorf("httpapi: MaxConns %d and MaxConnsPerClient %d must be positive", o.MaxConns, o.MaxConnsPerClient)
+	case o.MaxEgressBytes < 1:
+		return fmt.Errorf("httpapi: MaxEgressBytes %d must be positive", o.MaxEgressBytes)
 	case o.MaxWait < 0, o.ReadTimeout < 0, o.WriteTimeout < 0, o.IdleTimeout < 0:
 		return errors.New("httpapi: durations must not be negative")
 	case o.MaxBatchMessages < 1, o.MaxEgressRecords < 1:
@@ -168,6 +205,9 @@ type Server struct {
 	rates   rates     // /admin/status's per-second figures
 	reqPool sync.Pool // *IngressRequest
 	types   interner  // namespaces, function types, message types
+
+	body     bodyBudget  // request body bytes held at once
+	draining atomic.Bool // set when ShutdownIngress starts: /health and /ready answer 503
 }
 
 type engineBox struct{ e Engine }
@@ -184,7 +224,8 @@ func New(opts Options) (*Server, error) {
 	s.reqPool.New = func() any { return new(IngressRequest) }
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.pollCtx, s.cancelPoll = context.WithCancel(s.baseCtx)
-	s.metrics = newMetrics()
+	s.body.max = opts.MaxBodyBytesInFlight
+	s.metrics = newMetrics(func() float64 { return float64(s.body.held.Load()) })
 	if err := s.metrics.register(opts.Registry); err != nil {
 		return nil, err
 	}
@@ -200,19 +241,27 @@ func New(opts Options) (*Server, error) {
 		}
 	}
 	s.ingress = &fasthttp.Server{
-		Handler:                       s.serveIngress,
-		ErrorHandler:                  s.ingressError,
-		Name:                          "shardfn",
-		ReadTimeout:                   opts.ReadTimeout,
-		WriteTimeout:                  opts.WriteTimeout,
-		IdleTimeout:                   opts.IdleTimeout,
-		MaxRequestBodySize:            opts.MaxBodyBytes,
+		Handler:      s.serveIngress,
+		ErrorHandler: s.ingressError,
+		Name:         "shardfn",
+		ReadTimeout:  opts.ReadTimeout,
+		WriteTimeout: opts.WriteTimeout,
+		IdleTimeout:  opts.IdleTimeout,
+		// With StreamRequestBody, fasthttp reads at most this much of a
+		// body before calling the handler, which reads the rest under the
+		// body budget (readBody): one byte, so that no body is waited for
+		// before the handler has decided to take it.
+		MaxRequestBodySize:            1,
 		ReadBufferSize:                opts.MaxHeaderBytes,
 		Concurrency:                   opts.Concurrency,
 		DisablePreParseMultipartForm:  true,
 		DisableHeaderNamesNormalizing: false,
 		CloseOnShutdown:               true,
 		Logger:                        fasthttpLogger{opts.Logger},
+		StreamRequestBody:             true,
+		ExpectHandler:                 s.expect,
+		// Errors never quote the request (a 400 must not echo it).
+		SecureErrorLogMessage: true,
 	}
 	s.admin = &http.Server{
 		Handler:           s.adminHandler(),
@@ -262,8 +311,10 @@ func (s *Server) IngressHandler() fasthttp.RequestHandler { return s.serveIngres
 func (s *Server) AdminHandler() http.Handler { return s.admin.Handler }
 
 // ServeIngress serves the ingress on ln until ShutdownIngress; it returns nil
-// after a shutdown.
-func (s *Server) ServeIngress(ln net.Listener) error { return s.ingress.Serve(ln) }
+// after a shutdown. Connections are limited (MaxConns, MaxConnsPerClient)
+// and failed accepts, such as running out of file descriptors, are retried
+// after a back-off: clients cannot make it return.
+func (s *Server) ServeIngress(ln net.Listener) error { return s.ingress.Serve(newConnLimiter(ln, s)) }
 
 // ServeAdmin serves the admin routes on ln until ShutdownAdmin; it returns
 // nil after a shutdown.
@@ -280,6 +331,7 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 // If ctx ends first, engine calls still in flight are cancelled (their
 // requests are answered 503) and ctx's error is returned.
 func (s *Server) ShutdownIngress(ctx context.Context) error {
+	s.draining.Store(true)
 	s.cancelPoll()
 	err := s.ingress.ShutdownWithContext(ctx)
 	if err != nil {

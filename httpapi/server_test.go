@@ -80,12 +80,18 @@ func (f *fakeEngine) Request(ctx context.Context, to engine.Address, msg engine.
 	return engine.Message{Type: "test/echo", Value: msg.Value}, nil
 }
 
-func (f *fakeEngine) ReadEgress(ctx context.Context, name string, from uint64, max int, wait time.Duration) ([]engine.EgressRecord, error) {
+func (f *fakeEngine) ReadEgress(ctx context.Context, name string, from uint64, max, maxBytes int, wait time.Duration) ([]engine.EgressRecord, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []engine.EgressRecord
+	size := 0
 	for _, r := range f.egress {
 		if r.Offset >= from && len(out) < max {
+			n := len(r.Message.Value)
+			if maxBytes > 0 && len(out) > 0 && size+n > maxBytes {
+				break
+			}
+			size += n
 			out = append(out, r)
 		}
 	}

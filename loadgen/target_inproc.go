@@ -87,7 +87,7 @@ func (t *Inproc) Events(ctx context.Context) ([]RideEvent, error) {
 	var out []RideEvent
 	from := uint64(0)
 	for {
-		recs, err := t.e.ReadEgress(ctx, rides.EgressName, from, 10000, 0)
+		recs, err := t.e.ReadEgress(ctx, rides.EgressName, from, 10000, 0, 0)
 		if err != nil {
 			return nil, err
 		}

@@ -231,7 +231,7 @@ func lastOf(t *testing.T, e *engine.Engine, id string) (int64, bool) {
 
 func deadLetters(t *testing.T, e *engine.Engine) []string {
 	t.Helper()
-	recs, err := e.ReadEgress(context.Background(), "dead-letters", 0, 1000, 0)
+	recs, err := e.ReadEgress(context.Background(), "dead-letters", 0, 1000, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

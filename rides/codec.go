@@ -1,7 +1,6 @@
 package rides
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -12,48 +11,6 @@ import (
 // ErrBadBody is returned (wrapped) for message bodies or state values that
 // do not decode.
 var ErrBadBody = errors.New("rides: bad message body")
-
-// Internal messages are a sequence of fields, each uvarint(len) bytes.
-
-func appendField(dst []byte, s string) []byte {
-	dst = binary.AppendUvarint(dst, uint64(len(s)))
-	return append(dst, s...)
-}
-
-// fieldReader reads fields written by appendField; the first error sticks.
-type fieldReader struct {
-	b   []byte
-	err error
-}
-
-func (r *fieldReader) next() []byte {
-	if r.err != nil {
-		return nil
-	}
-	l, n := binary.Uvarint(r.b)
-	if n <= 0 || uint64(len(r.b)-n) < l {
-		r.err = fmt.Errorf("%w: truncated field", ErrBadBody)
-		return nil
-	}
-	v := r.b[n : n+int(l)]
-	r.b = r.b[n+int(l):]
-	return v
-}
-
-func (r *fieldReader) str() string { return string(r.next()) }
-
-func (r *fieldReader) int() int {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.err = fmt.Errorf("%w: truncated integer", ErrBadBody)
-		return 0
-	}
-	r.b = r.b[n:]
-	return int(v)
-}
 
 // jsonFields is a tiny flat JSON object decoder: it calls fn for every member
 // whose value is a string (unescaped), true/false ("true"/"false") or a

@@ -17,6 +17,18 @@
 //     (see codec.go); rides/touch ({"cell":"x-y"}) to a passenger writes only
 //     its "seen" state and exists for the memory scenario of the load
 //     generator.
+//   - Ingress takes only the wire types: rides/driver declares
+//     rides/location, rides/passenger rides/request and rides/touch
+//     (engine.FunctionSpec.IngressTypes); rides/geocell and rides/ride take
+//     no ingress at all (NoIngress). Other types sent from ingress are
+//     refused with engine.ErrIngressType, which names the accepted ones.
+//   - Every decoder validates every field whatever the sender: field count,
+//     no trailing bytes, non-empty ids of at most MaxIDBytes, cells of at
+//     most MaxCellBytes, a find's hop from 0 to 8 (a geocell also checks
+//     that the hop names a cell of the grid), JSON members of the right
+//     kind given once. A bad body fails the invocation with ErrBadBody
+//     (the message goes to dead letters) instead of being trusted; each
+//     decoder has a fuzz target (make fuzz).
 //   - Every function is deterministic given its state and input (the finish
 //     jitter is a hash of the ride id), so a replay reproduces the same
 //     effects.

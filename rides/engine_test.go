@@ -69,7 +69,7 @@ func onEngine(t *testing.T, opts engine.Options) {
 	// Wait for the ride to complete via the delayed finish.
 	var evs []Event
 	for len(evs) < 2 {
-		recs, err := e.ReadEgress(ctx, EgressName, uint64(len(evs)), 10, time.Second)
+		recs, err := e.ReadEgress(ctx, EgressName, uint64(len(evs)), 10, 0, time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -53,13 +53,16 @@ func NewSpecs(cfg Config) ([]engine.FunctionSpec, error) {
 	f := &funcs{cfg: cfg}
 	return []engine.FunctionSpec{
 		{Namespace: Namespace, Type: TypeDriver, States: []engine.ValueSpec{driverCell, driverJoined, driverStatus, driverRide},
-			Function: engine.FunctionFunc(f.driver)},
+			Function: engine.FunctionFunc(f.driver), IngressTypes: []string{MsgLocation}},
 		{Namespace: Namespace, Type: TypePassenger, States: []engine.ValueSpec{passengerRide, passengerRides, passengerSeq, passengerSeen},
-			Function: engine.FunctionFunc(f.passenger)},
+			Function: engine.FunctionFunc(f.passenger), IngressTypes: []string{MsgRequest, MsgTouch}},
+		// Geocells and rides are driven by the other functions only: their
+		// internal messages (rides/join, rides/find, rides/init, ...) are
+		// refused from ingress.
 		{Namespace: Namespace, Type: TypeGeocell, States: []engine.ValueSpec{cellFree},
-			Function: engine.FunctionFunc(f.geocell)},
+			Function: engine.FunctionFunc(f.geocell), NoIngress: true},
 		{Namespace: Namespace, Type: TypeRide, States: []engine.ValueSpec{ridepassenger, rideDriver, rideCell, rideStatus, rideReply, rideTries},
-			Function: engine.FunctionFunc(f.ride)},
+			Function: engine.FunctionFunc(f.ride), NoIngress: true},
 	}, nil
 }
 
@@ -132,11 +135,11 @@ func (f *funcs) driver(ctx engine.Context, msg engine.Message) error {
 		return ctx.Set(driverJoined, []byte(cell))
 
 	case msgOffer:
-		r := fieldReader{b: msg.Value}
-		ride, _ := r.str(), r.str()
-		if r.err != nil {
-			return r.err
+		o, err := decodeOffer(msg.Value)
+		if err != nil {
+			return err
 		}
+		ride := o.Ride
 		status, _ := ctx.Get(driverStatus)
 		if string(status) != StatusFree {
 			ctx.Send(RideAddr(ride), msgOf(msgDecline, self.ID))
@@ -162,10 +165,9 @@ func (f *funcs) driver(ctx engine.Context, msg engine.Message) error {
 		return nil
 
 	case msgFinish:
-		r := fieldReader{b: msg.Value}
-		ride := r.next()
-		if r.err != nil {
-			return r.err
+		ride, err := decodeID(msg.Type, msg.Value)
+		if err != nil {
+			return err
 		}
 		status, _ := ctx.Get(driverStatus)
 		cur, _ := ctx.Get(driverRide)
@@ -220,10 +222,9 @@ func (f *funcs) passenger(ctx engine.Context, msg engine.Message) error {
 		return nil
 
 	case msgFailed, msgCompleted:
-		r := fieldReader{b: msg.Value}
-		ride := r.next()
-		if r.err != nil {
-			return r.err
+		ride, err := decodeID(msg.Type, msg.Value)
+		if err != nil {
+			return err
 		}
 		if cur, _ := ctx.Get(passengerRide); string(cur) != string(ride) {
 			return nil
@@ -254,10 +255,9 @@ func (f *funcs) passenger(ctx engine.Context, msg engine.Message) error {
 func (f *funcs) geocell(ctx engine.Context, msg engine.Message) error {
 	switch msg.Type {
 	case msgJoin, msgLeave:
-		r := fieldReader{b: msg.Value}
-		d := r.next()
-		if r.err != nil {
-			return r.err
+		d, err := decodeID(msg.Type, msg.Value)
+		if err != nil {
+			return err
 		}
 		set, _ := ctx.Get(cellFree)
 		start, end, found, err := setFind(set, d)
@@ -280,10 +280,13 @@ func (f *funcs) geocell(ctx engine.Context, msg engine.Message) error {
 		return nil
 
 	case msgFind:
-		r := fieldReader{b: msg.Value}
-		ride, origin, hop := r.str(), r.str(), r.int()
-		if r.err != nil {
-			return r.err
+		m, err := decodeFind(msg.Value)
+		if err != nil {
+			return err
+		}
+		ride, origin, hop := m.Ride, m.Origin, m.Hop
+		if _, ok := f.cfg.neighbour(origin, hop); !ok {
+			return fmt.Errorf("%w: %s: hop %d from origin %q is not a cell of the %dx%d grid", ErrBadBody, msg.Type, hop, origin, f.cfg.Grid, f.cfg.Grid)
 		}
 		set, _ := ctx.Get(cellFree)
 		if len(set) > 0 {
@@ -303,10 +306,9 @@ func (f *funcs) geocell(ctx engine.Context, msg engine.Message) error {
 			ctx.Send(DriverAddr(driver), msgOf(msgOffer, ride, ctx.Self().ID))
 			return nil
 		}
-		for h := hop + 1; h <= 8; h++ {
+		for h := hop + 1; h <= maxHop; h++ {
 			if n, ok := f.cfg.neighbour(origin, h); ok {
-				b := fields(ride, origin)
-				b = appendUvarint(b, h)
+				b := appendFind(make([]byte, 0, len(ride)+len(origin)+3), findMsg{Ride: ride, Origin: origin, Hop: h})
 				ctx.Send(CellAddr(n), engine.Message{Type: msgFind, Value: b})
 				return nil
 			}
@@ -323,11 +325,11 @@ func (f *funcs) ride(ctx engine.Context, msg engine.Message) error {
 	status, _ := ctx.Get(rideStatus)
 	switch msg.Type {
 	case msgInit:
-		r := fieldReader{b: msg.Value}
-		passenger, cell, reply := r.str(), r.str(), r.str()
-		if r.err != nil {
-			return r.err
+		m, err := decodeInit(msg.Value)
+		if err != nil {
+			return err
 		}
+		passenger, cell, reply := m.Passenger, m.Cell, m.Reply
 		if len(status) > 0 {
 			return nil // a ride is initialised once
 		}
@@ -343,11 +345,11 @@ func (f *funcs) ride(ctx engine.Context, msg engine.Message) error {
 		return nil
 
 	case msgAccept:
-		r := fieldReader{b: msg.Value}
-		driver := r.str()
-		if r.err != nil {
-			return r.err
+		d, err := decodeID(msg.Type, msg.Value)
+		if err != nil {
+			return err
 		}
+		driver := string(d)
 		if string(status) != StatusSearching {
 			return nil // cannot happen: one offer is in flight at a time
 		}
@@ -364,6 +366,9 @@ func (f *funcs) ride(ctx engine.Context, msg engine.Message) error {
 		return nil
 
 	case msgDecline:
+		if _, err := decodeID(msg.Type, msg.Value); err != nil {
+			return err
+		}
 		if string(status) != StatusSearching {
 			return nil
 		}
@@ -383,16 +388,18 @@ func (f *funcs) ride(ctx engine.Context, msg engine.Message) error {
 		return nil
 
 	case msgNone:
+		if err := decodeNone(msg.Value); err != nil {
+			return err
+		}
 		if string(status) != StatusSearching {
 			return nil
 		}
 		return f.fail(ctx)
 
 	case msgCompleted:
-		r := fieldReader{b: msg.Value}
-		driver := r.next()
-		if r.err != nil {
-			return r.err
+		driver, err := decodeID(msg.Type, msg.Value)
+		if err != nil {
+			return err
 		}
 		cur, _ := ctx.Get(rideDriver)
 		if string(status) != StatusStarted || string(cur) != string(driver) {
@@ -411,7 +418,7 @@ func (f *funcs) ride(ctx engine.Context, msg engine.Message) error {
 }
 
 func (f *funcs) find(ride, cell string) engine.Message {
-	return engine.Message{Type: msgFind, Value: appendUvarint(fields(ride, cell), 0)}
+	return engine.Message{Type: msgFind, Value: appendFind(make([]byte, 0, len(ride)+len(cell)+3), findMsg{Ride: ride, Origin: cell})}
 }
 
 func (f *funcs) fail(ctx engine.Context) error {

@@ -133,24 +133,68 @@ func TouchMessage(cell string) engine.Message {
 	return engine.Message{Type: MsgTouch, Value: AppendCellBody(make([]byte, 0, 12+len(cell)), cell)}
 }
 
-// DecodeCellBody decodes {"cell":"x-y"}; the cell must be present and not
-// empty.
+// DecodeCellBody decodes {"cell":"x-y"}: the cell must be a non-empty
+// string of at most MaxCellBytes, given once; other members are ignored.
 func DecodeCellBody(b []byte) (string, error) {
 	var cell []byte
-	found := false
-	isStr := false
+	found, dup, isStr := false, false, false
 	err := jsonFields(b, func(k string, v []byte, str bool) {
 		if k == "cell" {
+			dup = dup || found
 			cell, found, isStr = v, true, str
 		}
 	})
-	if err != nil {
+	switch {
+	case err != nil:
 		return "", err
-	}
-	if !found || len(cell) == 0 || !isStr {
-		return "", fmt.Errorf("%w: want a non-empty string \"cell\"", ErrBadBody)
+	case dup:
+		return "", fmt.Errorf("%w: \"cell\" is given twice", ErrBadBody)
+	case !found || len(cell) == 0 || !isStr:
+		return "", fmt.Errorf("%w: want a non-empty string \"cell\", e.g. {\"cell\":\"12-40\"}", ErrBadBody)
+	case len(cell) > MaxCellBytes:
+		return "", fmt.Errorf("%w: \"cell\" is %d bytes long; at most %d are allowed", ErrBadBody, len(cell), MaxCellBytes)
 	}
 	return string(cell), nil
+}
+
+// jsonMembers decodes a flat JSON object whose members are all optional
+// and named in want (a string kind "s" or a boolean kind "b"); a member
+// of the wrong kind, given twice or too long is an error; unknown members
+// are ignored.
+func jsonMembers(what string, b []byte, want map[string]byte, set func(k string, v []byte)) error {
+	var seen [8]string
+	n := 0
+	var bad error
+	err := jsonFields(b, func(k string, v []byte, str bool) {
+		kind, ok := want[k]
+		if !ok || bad != nil {
+			return
+		}
+		for _, s := range seen[:n] {
+			if s == k {
+				bad = fmt.Errorf("%w: %s: %q is given twice", ErrBadBody, what, k)
+				return
+			}
+		}
+		if n < len(seen) {
+			seen[n] = k
+			n++
+		}
+		switch {
+		case kind == 's' && !str:
+			bad = fmt.Errorf("%w: %s: %q must be a string", ErrBadBody, what, k)
+		case kind == 's' && len(v) > MaxIDBytes:
+			bad = fmt.Errorf("%w: %s: %q is %d bytes long; at most %d are allowed", ErrBadBody, what, k, len(v), MaxIDBytes)
+		case kind == 'b' && (str || (string(v) != "true" && string(v) != "false")):
+			bad = fmt.Errorf("%w: %s: %q must be true or false", ErrBadBody, what, k)
+		default:
+			set(k, v)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return bad
 }
 
 // Outcome is the reply to a rides/request: the ride and its driver, or
@@ -180,7 +224,7 @@ func AppendOutcome(dst []byte, o Outcome) []byte {
 // DecodeOutcome decodes a rides/outcome body.
 func DecodeOutcome(b []byte) (Outcome, error) {
 	var o Outcome
-	err := jsonFields(b, func(k string, v []byte, _ bool) {
+	err := jsonMembers(MsgOutcome, b, outcomeMembers, func(k string, v []byte) {
 		switch k {
 		case "ride":
 			o.Ride = string(v)
@@ -198,6 +242,11 @@ func DecodeOutcome(b []byte) (Outcome, error) {
 	}
 	return o, nil
 }
+
+var (
+	outcomeMembers = map[string]byte{"ride": 's', "driver": 's', "failed": 'b'}
+	eventMembers   = map[string]byte{"kind": 's', "ride": 's', "driver": 's', "passenger": 's'}
+)
 
 // Event is one record of the ride-events egress.
 type Event struct {
@@ -221,10 +270,11 @@ func AppendEvent(dst []byte, e Event) []byte {
 	return append(dst, '}')
 }
 
-// DecodeEvent decodes a rides/event body.
+// DecodeEvent decodes a rides/event body; the kind must be ride-started or
+// ride-completed and the ride must be given.
 func DecodeEvent(b []byte) (Event, error) {
 	var e Event
-	err := jsonFields(b, func(k string, v []byte, _ bool) {
+	err := jsonMembers(MsgEvent, b, eventMembers, func(k string, v []byte) {
 		switch k {
 		case "kind":
 			e.Kind = string(v)
@@ -239,8 +289,11 @@ func DecodeEvent(b []byte) (Event, error) {
 	if err != nil {
 		return Event{}, err
 	}
-	if e.Kind == "" || e.Ride == "" {
-		return Event{}, fmt.Errorf("%w: event without kind or ride", ErrBadBody)
+	if e.Ride == "" {
+		return Event{}, fmt.Errorf("%w: event without ride", ErrBadBody)
+	}
+	if e.Kind != KindStarted && e.Kind != KindCompleted {
+		return Event{}, fmt.Errorf("%w: event kind %q; want %s or %s", ErrBadBody, e.Kind, KindStarted, KindCompleted)
 	}
 	return e, nil
 }

@@ -7,8 +7,6 @@ import (
 	"github.com/shardfn/shardfn/engine"
 )
 
-func appendUvarint(b []byte, v int) []byte { return binary.AppendUvarint(b, uint64(v)) }
-
 // setFind returns the byte range [start, end) of id's entry in a free set.
 func setFind(set, id []byte) (start, end int, found bool, err error) {
 	i := 0
@@ -44,11 +42,14 @@ func setLast(set []byte) (start int, id []byte, err error) {
 // DecodeSet decodes a free set (state type TypeSet).
 func DecodeSet(set []byte) ([]string, error) {
 	var out []string
-	r := fieldReader{b: set}
+	r := fieldReader{typ: TypeSet, b: set}
 	for len(r.b) > 0 && r.err == nil {
-		out = append(out, r.str())
+		out = append(out, string(r.field("driver", MaxIDBytes, false)))
 	}
-	return out, r.err
+	if r.err != nil {
+		return nil, r.err
+	}
+	return out, nil
 }
 
 // EncodeSet encodes ids as a free set (for tests and tools).

@@ -54,7 +54,7 @@ func (m *Memory) LoadInstance(kg uint16, addrRaw []byte, fn func(name []byte, wr
 }
 
 // ReadEgress implements Store.
-func (m *Memory) ReadEgress(name string, from uint64, max int, fn func(offset uint64, rec []byte)) error {
+func (m *Memory) ReadEgress(name string, from uint64, max int, fn func(offset uint64, rec []byte) bool) error {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.closed {
@@ -66,7 +66,9 @@ func (m *Memory) ReadEgress(name string, from uint64, max int, fn func(offset ui
 		if !ok {
 			break
 		}
-		fn(off, v)
+		if !fn(off, v) {
+			break
+		}
 		max--
 	}
 	return nil

@@ -178,7 +178,7 @@ func prefixUpper(prefix []byte) []byte {
 }
 
 // ReadEgress implements Store.
-func (p *Pebble) ReadEgress(name string, from uint64, max int, fn func(offset uint64, rec []byte)) error {
+func (p *Pebble) ReadEgress(name string, from uint64, max int, fn func(offset uint64, rec []byte) bool) error {
 	lower := EgressKey(nil, []byte(name), from)
 	upper := prefixUpper(EgressPrefix(nil, []byte(name)))
 	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
@@ -193,7 +193,9 @@ func (p *Pebble) ReadEgress(name string, from uint64, max int, fn func(offset ui
 		if off != next {
 			break // offsets are dense; a gap means not yet applied
 		}
-		fn(off, it.Value())
+		if !fn(off, it.Value()) {
+			break
+		}
 		next++
 		max--
 	}

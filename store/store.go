@@ -44,8 +44,9 @@ type Store interface {
 	LoadInstance(kg uint16, addrRaw []byte, fn func(name []byte, writtenAt int64, value []byte)) error
 	// NewBatch starts a write batch (one writer at a time).
 	NewBatch() Batch
-	// ReadEgress returns up to max records of egress name from offset.
-	ReadEgress(name string, from uint64, max int, fn func(offset uint64, rec []byte)) error
+	// ReadEgress calls fn with up to max records of egress name from
+	// offset, in order, until fn returns false.
+	ReadEgress(name string, from uint64, max int, fn func(offset uint64, rec []byte) bool) error
 	// ScanTimers calls fn for every stored delayed message, in id order.
 	ScanTimers(fn func(id uint64, msg []byte) error) error
 	// ScanPending calls fn for every in-flight message of the last

@@ -47,17 +47,23 @@ func TestStateEgressTimersMeta(t *testing.T) {
 			t.Fatalf("instance state %v", got)
 		}
 		var recs []string
-		if err := s.ReadEgress("out", 1, 10, func(off uint64, rec []byte) {
+		if err := s.ReadEgress("out", 1, 10, func(off uint64, rec []byte) bool {
 			src, typ, payload, err := format.DecodeEgressValue(rec)
 			if err != nil || src.ID != "1" || string(typ) != "typ" {
 				t.Fatalf("egress record %d: %v %v %q", off, err, src, typ)
 			}
 			recs = append(recs, fmt.Sprint(off, string(payload)))
+			return true
 		}); err != nil {
 			t.Fatal(err)
 		}
 		if fmt.Sprint(recs) != "[1rec1 2rec2]" {
 			t.Fatalf("egress %v", recs)
+		}
+		// fn returning false stops the read.
+		calls := 0
+		if err := s.ReadEgress("out", 1, 10, func(uint64, []byte) bool { calls++; return false }); err != nil || calls != 1 {
+			t.Fatalf("stopped read: %d calls, %v", calls, err)
 		}
 		b.DeleteState(7, a, []byte("x"))
 		b.DeleteTimer(9)

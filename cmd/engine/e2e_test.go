@@ -325,12 +325,13 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// A body over --max-body (64KiB) is refused from its Content-Length,
-	// before it is read (a raw connection: the server answers and closes
-	// while a client would still be writing).
+	// before it is read: the server takes at most its first byte (a raw
+	// connection: the server answers and closes while a client would still
+	// be writing).
 	if c, err := net.Dial("tcp", strings.TrimPrefix(s.ingress, "http://")); err != nil {
 		t.Fatal(err)
 	} else {
-		fmt.Fprintf(c, "POST /rides/driver/d-1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/vnd.rides/location\r\nContent-Length: %d\r\n\r\n", 100<<10)
+		fmt.Fprintf(c, "POST /rides/driver/d-1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/vnd.rides/location\r\nContent-Length: %d\r\n\r\n{", 100<<10)
 		r, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil {
 			t.Fatal(err)
@@ -461,12 +462,17 @@ func TestFlags(t *testing.T) {
 		t.Errorf("-h: %v", err)
 	}
 	for _, name := range []string{"data-dir", "ingress-addr", "admin-addr", "shards", "memory-budget", "max-batch-delay",
-		"checkpoint-interval", "max-body", "module", "state-api", "log-level"} {
+		"checkpoint-interval", "max-body", "module", "state-api", "log-level", "max-conns", "max-conns-per-client",
+		"max-body-in-flight", "max-egress-bytes"} {
 		if !strings.Contains(out.String(), "-"+name) {
 			t.Errorf("-h does not explain --%s", name)
 		}
 	}
-	for _, args := range [][]string{{"--shards", "-1"}, {"--max-body", "0"}, {"--checkpoint-interval", "0s"}, {"stray"}, {"--memory-budget", "lots"}} {
+	if c.maxConns != 0 || c.maxConnsPerClient != 0 || c.maxBodyInFlight != 0 || c.maxEgressBytes != 4<<20 {
+		t.Errorf("limit defaults: %+v", c)
+	}
+	for _, args := range [][]string{{"--shards", "-1"}, {"--max-body", "0"}, {"--checkpoint-interval", "0s"}, {"stray"}, {"--memory-budget", "lots"},
+		{"--max-conns", "-1"}, {"--max-conns-per-client", "-2"}, {"--max-body", "1MiB", "--max-body-in-flight", "64KiB"}, {"--max-egress-bytes", "0"}} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("%v accepted", args)
 		}

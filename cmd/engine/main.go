@@ -52,10 +52,14 @@ type config struct {
 	shutdownTimeout    time.Duration
 	maxWait            time.Duration
 	acceptLogLoss      bool
+	maxConns           int
+	maxConnsPerClient  int
+	maxBodyInFlight    byteSize
+	maxEgressBytes     byteSize
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
-	c := &config{memoryBudget: 256 << 20, maxBody: 4 << 20}
+	c := &config{memoryBudget: 256 << 20, maxBody: 4 << 20, maxEgressBytes: 4 << 20}
 	fs := flag.NewFlagSet("engine", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -78,6 +82,11 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, longest wait for requests in flight before they are cut off, and then again for the engine's final checkpoint and close")
 	fs.DurationVar(&c.maxWait, "max-wait", 60*time.Second, "longest ?wait= accepted for request-reply and egress long-polls")
 	fs.BoolVar(&c.acceptLogLoss, "accept-log-loss", false, "start even when the write-ahead log is shorter than it was (a segment cut or lost by hand, not by a crash), dropping the acknowledged work in the missing range; without it such a log refuses to start and names the range")
+	total, per := httpapi.DefaultConnLimits(httpapi.FileLimit())
+	fs.IntVar(&c.maxConns, "max-conns", 0, fmt.Sprintf("most ingress connections open at once (more get 503 and are closed); 0 derives it from the file limit, leaving room for the store: %d here", total))
+	fs.IntVar(&c.maxConnsPerClient, "max-conns-per-client", 0, fmt.Sprintf("most ingress connections from one client IP address; 0 means a quarter of --max-conns: %d here", per))
+	fs.Var(&c.maxBodyInFlight, "max-body-in-flight", "most bytes of request bodies held at once across all connections (a body that does not fit gets 503 with Retry-After before it is read); 0 means 16 x --max-body")
+	fs.Var(&c.maxEgressBytes, "max-egress-bytes", "most bytes of records in one egress answer (a larger single record still comes alone; next says where to continue)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -89,6 +98,15 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if c.maxBody <= 0 || c.maxBody > 1<<30 {
 		return nil, fmt.Errorf("--max-body %d: must be between 1 byte and 1GiB", c.maxBody)
+	}
+	if c.maxConns < 0 || c.maxConnsPerClient < 0 {
+		return nil, fmt.Errorf("--max-conns and --max-conns-per-client must not be negative (0 derives them from the file limit)")
+	}
+	if c.maxBodyInFlight != 0 && c.maxBodyInFlight < c.maxBody {
+		return nil, fmt.Errorf("--max-body-in-flight %d is below --max-body %d: a body of the largest size could never be read", c.maxBodyInFlight, c.maxBody)
+	}
+	if c.maxEgressBytes <= 0 || c.maxEgressBytes > 1<<30 {
+		return nil, fmt.Errorf("--max-egress-bytes %d: must be between 1 byte and 1GiB", c.maxEgressBytes)
 	}
 	if c.checkpointInterval <= 0 {
 		return nil, fmt.Errorf("--checkpoint-interval must be positive")
@@ -239,12 +257,16 @@ func run(args []string, stderr io.Writer) int {
 	}
 
 	srv, err := httpapi.New(httpapi.Options{
-		MaxBodyBytes:    int(c.maxBody),
-		MaxWait:         c.maxWait,
-		DisableStateAPI: !c.stateAPI,
-		Logger:          log,
-		Registry:        reg,
-		StuckEndpoints:  stuckEndpoints(rc),
+		MaxBodyBytes:         int(c.maxBody),
+		MaxBodyBytesInFlight: int64(c.maxBodyInFlight),
+		MaxConns:             c.maxConns,
+		MaxConnsPerClient:    c.maxConnsPerClient,
+		MaxEgressBytes:       int(c.maxEgressBytes),
+		MaxWait:              c.maxWait,
+		DisableStateAPI:      !c.stateAPI,
+		Logger:               log,
+		Registry:             reg,
+		StuckEndpoints:       stuckEndpoints(rc),
 	})
 	if err != nil {
 		log.Error("bad server options", "err", err)
@@ -282,6 +304,9 @@ func run(args []string, stderr io.Writer) int {
 	log.Info("starting", "data_dir", opts.DataDir, "shards", opts.Shards, "memory_budget", opts.MemoryBudget,
 		"max_batch_delay", opts.MaxBatchDelay, "checkpoint_interval", opts.CheckpointInterval,
 		"max_body", int64(c.maxBody), "module", c.module, "state_api", c.stateAPI, "rides", !c.noRides,
+		"max_conns", srv.Options().MaxConns, "max_conns_per_client", srv.Options().MaxConnsPerClient,
+		"max_body_in_flight", srv.Options().MaxBodyBytesInFlight, "max_egress_bytes", srv.Options().MaxEgressBytes,
+		"file_limit", httpapi.FileLimit(),
 		"function_types", len(specs), "go", runtime.Version(), "pid", os.Getpid())
 
 	type opened struct {

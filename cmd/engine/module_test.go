@@ -78,6 +78,15 @@ func TestModule(t *testing.T) {
 		string(out.Records[0].Body) != `"Hello, Bob"` || out.Records[0].Source != "example/greeter/Bob" {
 		t.Fatalf("greetings egress: %d %s", a.status, a.body)
 	}
+	// The README's curl -d 'Alice' sends application/x-www-form-urlencoded:
+	// a string message too (it used to be a 400).
+	if a := call(t, "POST", s.ingress+"/example/greeter/alice", "application/x-www-form-urlencoded", []byte("Alice")); a.status != 202 {
+		t.Fatalf("curl -d: %d %s", a.status, a.body)
+	}
+	a = call(t, "GET", s.ingress+"/egress/greetings?from=1&wait=5s", "", nil)
+	if a.status != 200 || json.Unmarshal(a.body, &out) != nil || len(out.Records) != 1 || string(out.Records[0].Body) != `"Hello, Alice"` {
+		t.Fatalf("greetings egress after curl -d: %d %s", a.status, a.body)
+	}
 	// The built-in functions are still there.
 	if a := call(t, "POST", s.ingress+"/rides/driver/d-1", "application/vnd.rides/location", []byte(`{"cell":"1-1"}`)); a.status != 202 {
 		t.Fatalf("rides next to the module: %d %s", a.status, a.body)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -173,11 +174,11 @@ func TestStateGetSetDelete(t *testing.T) {
 	s := start(t)
 	mustRun(t, s, "", "request", "example/greeter/bob", engine.TypeString, "Bob")
 	out := mustRun(t, s, "", "state", "get", "example/greeter/bob")
-	if !strings.Contains(out, "NAME") || !strings.Contains(out, "visits  io.statefun.types/long  1") {
+	if !strings.Contains(out, "NAME") || !regexp.MustCompile(`visits\s+io\.statefun\.types/long\s+1`).MatchString(out) {
 		t.Fatalf("state get:\n%s", out)
 	}
 	out = mustRun(t, s, "", "state", "set", "example/greeter/bob", "visits", "41")
-	if !strings.Contains(out, "visits  io.statefun.types/long  41") {
+	if !regexp.MustCompile(`visits\s+io\.statefun\.types/long\s+41`).MatchString(out) {
 		t.Fatalf("state set:\n%s", out)
 	}
 	mustRun(t, s, "", "state", "set", "example/greeter/bob", "nick", "Bobby Tables")
@@ -198,7 +199,7 @@ func TestStateGetSetDelete(t *testing.T) {
 		t.Fatalf("b64 set: %q", got)
 	}
 	out = mustRun(t, s, "", "state", "delete", "example/greeter/bob", "nick")
-	if strings.Contains(out, "nick") {
+	if !regexp.MustCompile(`nick\s+io\.statefun\.types/string\s+\(unset\)`).MatchString(out) {
 		t.Fatalf("after delete:\n%s", out)
 	}
 	wantFail(t, s, 1, `state "colour" is not declared by example/greeter`, "state", "set", "example/greeter/bob", "colour", "red")

@@ -326,8 +326,17 @@ func (c *cli) printState(raw []byte, name string) error {
 	}
 	if name != "" {
 		v, ok := st.State[name]
+		if ok && string(v["present"]) == "false" {
+			ok = false
+		}
 		if !ok {
-			return fmt.Errorf("%s has no value %q (set: %s)", st.Address, name, strings.Join(sortedKeys(st.State), ", "))
+			var set []string
+			for _, k := range sortedKeys(st.State) {
+				if string(st.State[k]["present"]) != "false" {
+					set = append(set, k)
+				}
+			}
+			return fmt.Errorf("%s has no value %q (set: %s)", st.Address, name, strings.Join(set, ", "))
 		}
 		if c.json {
 			b, _ := json.Marshal(v)
