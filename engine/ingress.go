@@ -479,6 +479,9 @@ func (e *Engine) awaitReply(ctx context.Context, to Address, ch chan Message, ac
 		return Message{}, fmt.Errorf("%w: %s: the engine closed before the message was processed; it was not applied", ErrClosed, to)
 	case <-ctx.Done():
 		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			if processed() {
+				return Message{}, fmt.Errorf("%w: %s: the wait was cut short (%v) after the message was processed", ErrReplyUnavailable, to, ctx.Err())
+			}
 			return Message{}, fmt.Errorf("%w: %s: %w", ErrInDoubt, to, ctx.Err())
 		}
 		if processed() {

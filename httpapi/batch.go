@@ -17,9 +17,10 @@ type batchLine struct {
 	To, Type string
 	Body     []byte // the raw JSON value; nil when absent
 	BodyB64  *string
+	Key      string // idempotency key; "" when absent
 }
 
-const batchLineHelp = `want {"to":"ns/type/id","type":"ns/name","body":<JSON>} or "body_b64" in place of body (member names are case-sensitive)`
+const batchLineHelp = `want {"to":"ns/type/id","type":"ns/name","body":<JSON>} or "body_b64" in place of body, and optionally "key":"<idempotency key>" (member names are case-sensitive)`
 
 // decodeBatchLine decodes one JSON batch line. Unlike encoding/json's
 // struct decoding, member names must match exactly ("TO" is not "to") and
@@ -30,7 +31,7 @@ func decodeBatchLine(line []byte) (batchLine, error) {
 	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return l, fmt.Errorf("not a JSON object; %s", batchLineHelp)
 	}
-	var seen [4]bool
+	var seen [5]bool
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
@@ -47,6 +48,8 @@ func decodeBatchLine(line []byte) (batchLine, error) {
 			i = 2
 		case "body_b64":
 			i = 3
+		case "key":
+			i = 4
 		default:
 			return l, fmt.Errorf("unknown member %q; %s", clip([]byte(key)), batchLineHelp)
 		}
@@ -59,7 +62,7 @@ func decodeBatchLine(line []byte) (batchLine, error) {
 			return l, fmt.Errorf("member %q: %v; %s", key, err, batchLineHelp)
 		}
 		switch i {
-		case 0, 1, 3:
+		case 0, 1, 3, 4:
 			var v string
 			if err := json.Unmarshal(raw, &v); err != nil {
 				return l, fmt.Errorf("member %q must be a JSON string", key)
@@ -69,8 +72,10 @@ func decodeBatchLine(line []byte) (batchLine, error) {
 				l.To = v
 			case 1:
 				l.Type = v
-			default:
+			case 3:
 				l.BodyB64 = &v
+			default:
+				l.Key = v
 			}
 		case 2:
 			l.Body = raw // Decode copied it
@@ -156,7 +161,7 @@ func parseJSONBatch(body []byte, maxMessages int) ([]engine.Outgoing, error) {
 		default:
 			value = l.Body
 		}
-		out = append(out, engine.Outgoing{To: to, Message: engine.Message{Type: l.Type, Value: value}})
+		out = append(out, engine.Outgoing{To: to, Message: engine.Message{Type: l.Type, Value: value}, Key: l.Key})
 	}
 	return out, nil
 }

@@ -14,7 +14,9 @@ import (
 // allocation tests measure the HTTP layer alone.
 type nopEngine struct{ *fakeEngine }
 
-func (nopEngine) Send(context.Context, engine.Address, engine.Message, ...engine.SendOption) (uint64, error) { return 7, nil }
+func (nopEngine) Send(context.Context, engine.Address, engine.Message, ...engine.SendOption) (uint64, error) {
+	return 7, nil
+}
 
 func ingressCtx(s *Server) *fasthttp.RequestCtx {
 	var ctx fasthttp.RequestCtx

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/shardfn/shardfn/engine"
 )
 
 const (
@@ -106,10 +108,15 @@ func (s *Server) handleMessage(ctx *fasthttp.RequestCtx, e Engine) (string, int)
 			"wait="+r.Wait.String()+" is longer than the server's limit of "+s.opts.MaxWait.String(), false)
 	}
 	to, msg := s.message(r)
+	var opts []engine.SendOption
+	key := ctx.Request.Header.Peek("Idempotency-Key")
+	if len(key) > 0 {
+		opts = append(opts, engine.IdempotencyKey(string(key)))
+	}
 	if !r.HasWait {
-		id, err := e.Send(s.baseCtx, to, msg)
+		id, err := e.Send(s.baseCtx, to, msg, opts...)
 		if err != nil {
-			return route, s.writeErr(ctx, err)
+			return route, s.writeSendErr(ctx, err, len(key) > 0)
 		}
 		var a [48]byte
 		b := append(a[:0], `{"id":"`...)
@@ -121,10 +128,10 @@ func (s *Server) handleMessage(ctx *fasthttp.RequestCtx, e Engine) (string, int)
 		return route, http.StatusAccepted
 	}
 	rctx, cancel := context.WithTimeout(s.baseCtx, r.Wait)
-	reply, err := e.Request(rctx, to, msg)
+	reply, err := e.Request(rctx, to, msg, opts...)
 	cancel()
 	if err != nil {
-		return route, s.writeErr(ctx, err)
+		return route, s.writeSendErr(ctx, err, len(key) > 0)
 	}
 	ctx.SetStatusCode(http.StatusOK)
 	ctx.Response.Header.SetContentType("application/vnd." + reply.Type)
@@ -153,7 +160,11 @@ func (s *Server) handleBatch(ctx *fasthttp.RequestCtx, e Engine) int {
 	}
 	if len(msgs) > 0 {
 		if err := e.SendBatch(s.baseCtx, msgs); err != nil {
-			return s.writeErr(ctx, err)
+			keyed := true
+			for i := range msgs {
+				keyed = keyed && msgs[i].Key != ""
+			}
+			return s.writeSendErr(ctx, err, keyed)
 		}
 	}
 	b := append([]byte(nil), `{"count":`...)
@@ -251,6 +262,17 @@ func appendEgressBody(b []byte, typ string, v []byte) []byte {
 	b = append(b, `"body_b64":"`...)
 	b = appendBase64(b, v)
 	return append(b, '"')
+}
+
+// writeSendErr answers the error of a send: like writeErr, except that a
+// send whose outcome is in doubt may be retried (Retry-After) when it carried
+// an idempotency key, since the retry cannot apply it twice.
+func (s *Server) writeSendErr(ctx *fasthttp.RequestCtx, err error, keyed bool) int {
+	status, msg, retry := engineError(err)
+	if keyed && errors.Is(err, engine.ErrInDoubt) {
+		retry = true
+	}
+	return s.writeError(ctx, status, msg, retry)
 }
 
 // writeErr answers err (a request *Error or an engine error).

@@ -128,7 +128,7 @@ func engineError(err error) (status int, msg string, retry bool) {
 	switch {
 	case errors.As(err, &he):
 		return he.Status, he.Msg, he.Retry
-	case errors.Is(err, engine.ErrIngressType):
+	case errors.Is(err, engine.ErrIngressType), errors.Is(err, engine.ErrBadKey):
 		return http.StatusBadRequest, err.Error(), false
 	case errors.Is(err, engine.ErrUnknownType):
 		return http.StatusNotFound, err.Error() + "; send to a registered function type", false
@@ -141,9 +141,15 @@ func engineError(err error) (status int, msg string, retry bool) {
 		return http.StatusServiceUnavailable, err.Error() + "; retry after a second", true
 	case errors.Is(err, engine.ErrFailed):
 		return http.StatusServiceUnavailable, err.Error(), false
+	case errors.Is(err, engine.ErrReplyUnavailable):
+		return http.StatusAccepted, err.Error() + "; the message was processed exactly once: do not send it again (with an Idempotency-Key, sending it again returns its reply)", false
+	case errors.Is(err, engine.ErrInDoubt):
+		return http.StatusServiceUnavailable, err.Error() + "; the message was accepted and may be applied: send it again only with the same Idempotency-Key", false
 	case errors.Is(err, engine.ErrClosed), errors.Is(err, context.Canceled):
-		return http.StatusServiceUnavailable, "engine is shutting down; retry against the restarted server", true
-	case errors.Is(err, engine.ErrNoReply), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable, "engine is shutting down; the message was not processed: retry against the restarted server", true
+	case errors.Is(err, engine.ErrNoReply):
+		return http.StatusGatewayTimeout, err.Error() + "; no reply before the wait passed (use a longer wait=, or send it again with the same Idempotency-Key to wait for its reply)", false
+	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout, "no reply before the wait passed; the message was accepted and is processed exactly once (use a longer wait=)", false
 	}
 	return http.StatusInternalServerError, "internal error: " + err.Error(), false
