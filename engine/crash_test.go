@@ -104,7 +104,7 @@ func TestCrashChild(t *testing.T) {
 	}
 	shards, _ := strconv.Atoi(os.Getenv("SHARDFN_CRASH_SHARDS"))
 	e, err := Open(Options{DataDir: dir, Shards: shards, SegmentSize: 1 << 20, CheckpointInterval: 100 * time.Millisecond, MemoryBudget: 1 << 20, Logger: quiet},
-		tracedCounterSpec(), bankSpec())
+		tracedCounterSpec(), bankSpec(), journalSpec())
 	if err != nil {
 		fmt.Printf("error %v\n", err)
 		os.Exit(3)
@@ -112,6 +112,7 @@ func TestCrashChild(t *testing.T) {
 	var mu sync.Mutex
 	out := bufio.NewWriter(os.Stdout)
 	reply := func(s string) {
+		s = strings.ReplaceAll(s, "\n", " ") // one line per answer
 		mu.Lock()
 		out.WriteString(s + "\n")
 		out.Flush()
@@ -140,6 +141,10 @@ func TestCrashChild(t *testing.T) {
 					reply("nack " + f[1] + " " + err.Error())
 				}
 			}(f)
+		case "j":
+			go func(f []string) { reply(journalCommand(ctx, e, f)) }(f)
+		case "jcheck":
+			reply(journalReport(ctx, e))
 		case "check":
 			dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 			err := e.Drain(dctx)
@@ -168,9 +173,17 @@ func TestCrashChild(t *testing.T) {
 				n, _ := r.AsInt64()
 				fmt.Fprintf(&sb, " %d", n)
 			}
-			if dl, _ := e.ReadEgress(ctx, "dead-letters", 0, 5, 0, 0); len(dl) > 0 {
-				reply("error dead letters: " + string(dl[0].Message.Value))
-				continue
+			if dl, _ := e.ReadEgress(ctx, "dead-letters", 0, 10000, 0, 0); len(dl) > 0 {
+				bad := ""
+				for _, r := range dl {
+					if !strings.Contains(string(r.Message.Value), `"target":"crash/journal/`) {
+						bad = string(r.Message.Value)
+					}
+				}
+				if bad != "" {
+					reply("error dead letters: " + bad)
+					continue
+				}
 			}
 			reply(sb.String())
 		}
@@ -206,6 +219,7 @@ func startCrashChild(t *testing.T, dir string, shards int) *crashChild {
 	t.Cleanup(func() { _ = cmd.Process.Kill() }) // never leave a child behind a failed test
 	go func() {
 		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 256<<20) // journal reports are long lines
 		for sc.Scan() {
 			c.lines <- sc.Text()
 		}
@@ -269,6 +283,7 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	c.kill()
 
+	jm := newJournalModel()
 	var reqID int
 	for k := 0; k < kills; k++ {
 		shards := 1 + rng.Intn(3)
@@ -288,6 +303,7 @@ func TestCrashRecovery(t *testing.T) {
 		}
 		c = startCrashChild(t, dir, shards)
 		verifyCrashState(t, c, acked, sent, k)
+		verifyJournal(t, c, jm, k)
 		// Load: counters and transfers, killed at a random moment.
 		pending := map[int]int{} // request id -> counter index (or -1 for transfers)
 		var pmu sync.Mutex
@@ -296,10 +312,17 @@ func TestCrashRecovery(t *testing.T) {
 			defer close(done)
 			for l := range c.lines {
 				f := strings.Fields(l)
+				if len(f) >= 2 && f[0] == "badreply" {
+					t.Errorf("a request received another request's reply: %s", l)
+					continue
+				}
 				if len(f) < 2 || f[0] != "ack" {
-					if f[0] == "nack" {
-						continue // refused (e.g. overloaded): not acknowledged
-					}
+					continue // refused (e.g. overloaded, or killed): not acknowledged
+				}
+				if strings.HasPrefix(f[1], "q") {
+					pmu.Lock()
+					jm.acked[f[1]] = true
+					pmu.Unlock()
 					continue
 				}
 				id, _ := strconv.Atoi(f[1])
@@ -315,7 +338,12 @@ func TestCrashRecovery(t *testing.T) {
 		killAt := time.Now().Add(time.Duration(20+rng.Intn(250)) * time.Millisecond)
 		for time.Now().Before(killAt) {
 			reqID++
-			if rng.Intn(2) == 0 {
+			if rng.Intn(3) == 0 {
+				pmu.Lock()
+				line := jm.next(rng)
+				pmu.Unlock()
+				c.send(line)
+			} else if rng.Intn(2) == 0 {
 				ci := rng.Intn(crashCounters)
 				pmu.Lock()
 				pending[reqID] = ci
@@ -339,12 +367,13 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	c = startCrashChild(t, dir, 2)
 	verifyCrashState(t, c, acked, sent, kills)
+	verifyJournal(t, c, jm, kills)
 	c.kill()
 	var total int64
 	for _, a := range acked {
 		total += a
 	}
-	t.Logf("%d kills in %v; %d acknowledged increments", kills, time.Since(start).Round(time.Millisecond), total)
+	t.Logf("%d kills in %v; %d acknowledged increments; %s", kills, time.Since(start).Round(time.Millisecond), total, jm.summary())
 }
 
 // verifyCrashState drains the child and checks the invariants; it then
@@ -390,6 +419,27 @@ func verifyCrashState(t *testing.T, c *crashChild, acked, sent []int64, round in
 	}
 	if total != crashAccounts*crashInitial {
 		t.Fatalf("round %d: bank total %d, want %d (a transfer was lost or applied twice)", round, total, crashAccounts*crashInitial)
+	}
+}
+
+// verifyJournal asks the child for the journal report and checks it.
+func verifyJournal(t *testing.T, c *crashChild, jm *journalModel, round int) {
+	t.Helper()
+	c.send("jcheck")
+	for {
+		select {
+		case l := <-c.lines:
+			if strings.HasPrefix(l, "ack ") || strings.HasPrefix(l, "nack ") {
+				continue // a late answer of a request resent in this round
+			}
+			if strings.HasPrefix(l, "badreply") {
+				t.Fatalf("round %d: %s", round, l)
+			}
+			jm.check(t, l, round)
+			return
+		case <-time.After(90 * time.Second):
+			t.Fatalf("round %d: no journal report", round)
+		}
 	}
 }
 
