@@ -369,6 +369,9 @@ func (e *Engine) applyOnce(checkpoint bool) error {
 	if err := e.Err(); err != nil {
 		return err
 	}
+	if e.beforeCheckpoint != nil {
+		e.beforeCheckpoint() // the simulator: the log's flusher runs meanwhile
+	}
 	if err := e.ap.checkpoint(); err != nil {
 		e.failStop(err)
 		return err

@@ -85,7 +85,9 @@ func journalSpec() FunctionSpec {
 		})}
 }
 
-func journal(i int) Address { return Address{Namespace: "crash", Type: "journal", ID: fmt.Sprint("j", i)} }
+func journal(i int) Address {
+	return Address{Namespace: "crash", Type: "journal", ID: fmt.Sprint("j", i)}
+}
 
 // journalCommand runs one journal request in the child.
 func journalCommand(ctx context.Context, e *Engine, f []string) string {

@@ -56,6 +56,11 @@ type Engine struct {
 	egressMu sync.Mutex
 	egressCh chan struct{} // closed and replaced when egress records are applied
 
+	// beforeCheckpoint, set by the simulator (manual mode), runs between the
+	// applier's catch-up and its checkpoint: what the log's flusher, which
+	// runs concurrently in a real engine, may do in that window.
+	beforeCheckpoint func()
+
 	// overloadErr holds one preallocated error per shard, so that refusing
 	// a message under overload allocates nothing.
 	overloadErr []error

@@ -629,6 +629,11 @@ func (w *simWorld) open() {
 		w.fail("recovery failed (boot %d, %d shards): %v", w.boot, o.Shards, err)
 	}
 	w.e = e
+	e.beforeCheckpoint = func() {
+		if w.rng.IntN(2) == 0 && !w.crashed {
+			_ = e.flushLog()
+		}
+	}
 	w.acks = map[string]*format.Ack{}
 	w.reqs = map[uint64]simReq{}
 	w.calls = nil

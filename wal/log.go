@@ -401,7 +401,6 @@ func (l *Log) readAll(name string, b []byte, off int64) error {
 	return fmt.Errorf("wal: read %s: %w", p, err)
 }
 
-
 // Append appends the records of b, in order and with consecutive LSNs, so
 // that no other Append's records interleave with them. It copies b (which
 // may be reused at once) and returns the end position after the last
