@@ -172,6 +172,7 @@ func (e *Egress) run() {
 	lastCommit := time.Now()
 	for e.ctx.Err() == nil {
 		if cl == nil {
+			e.updateLag(e.next.Load())
 			var err error
 			if cl, err = e.connect(e.ctx, first); err != nil {
 				cl = nil

@@ -31,6 +31,9 @@ type Ingress struct {
 	routes map[string]*IngressTopic
 	known  func(FunctionType) bool
 	maxMsg int
+	// batchMax bounds the records of one SendBatch: the options' bound,
+	// lowered so that a batch fits a quarter of a shard's mailbox.
+	batchMax int
 
 	cl  *kgo.Client
 	adm *kadm.Client
@@ -45,7 +48,8 @@ type Ingress struct {
 	mu    sync.Mutex
 	parts map[TopicPartition]*partition
 	// flushMu serialises position records and group commits.
-	flushMu sync.Mutex
+	flushMu   sync.Mutex
+	abandoned atomic.Bool // tests: stopped as by a crash
 
 	wg       sync.WaitGroup
 	closeOne sync.Once
@@ -82,6 +86,11 @@ func newIngress(spec IngressSpec, eng *engine.Engine, opts Options, m *Metrics, 
 		routes: map[string]*IngressTopic{}, known: known, maxMsg: eng.Options().MaxMessageBytes,
 		parts: map[TopicPartition]*partition{}}
 	var topics []string
+	maxTargets := 1
+	for i := range spec.Topics {
+		maxTargets = max(maxTargets, len(spec.Topics[i].Targets))
+	}
+	in.batchMax = max(1, min(opts.BatchRecords, eng.Options().MailboxCapacity/4/maxTargets))
 	for i := range spec.Topics {
 		t := &spec.Topics[i]
 		in.routes[t.Topic] = t
@@ -372,7 +381,7 @@ func (p *partition) stopped() bool {
 func (p *partition) run() {
 	defer p.in.wg.Done()
 	defer close(p.done)
-	batchMax := p.in.opts.BatchRecords
+	batchMax := p.in.batchMax
 	for {
 		p.mu.Lock()
 		for len(p.pending) == 0 {
@@ -571,6 +580,9 @@ func (in *Ingress) flushLoop() {
 func (in *Ingress) flush(ctx context.Context, ps []*partition, commit bool) {
 	in.flushMu.Lock()
 	defer in.flushMu.Unlock()
+	if in.abandoned.Load() {
+		return
+	}
 	var msgs []engine.Outgoing
 	var moved []*partition
 	for _, p := range ps {
@@ -659,6 +671,28 @@ func (in *Ingress) Close(ctx context.Context) {
 		in.mu.Unlock()
 		in.wg.Wait()
 		in.sendCancel()
+	})
+}
+
+// abandon stops the ingress as a crash would: nothing more is recorded or
+// committed (tests).
+func (in *Ingress) abandon() {
+	in.closeOne.Do(func() {
+		in.cancel()
+		in.abandoned.Store(true) // no flush after this
+		in.sendCancel()
+		in.mu.Lock()
+		ps := make([]*partition, 0, len(in.parts))
+		for _, p := range in.parts {
+			ps = append(ps, p)
+		}
+		in.parts = map[TopicPartition]*partition{}
+		in.mu.Unlock()
+		for _, p := range ps {
+			p.halt()
+		}
+		in.cl.Close()
+		in.wg.Wait()
 	})
 }
 
