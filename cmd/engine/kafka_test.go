@@ -199,3 +199,110 @@ func TestKafkaCrash(t *testing.T) {
 		t.Errorf("clean stop: %v", err)
 	}
 }
+
+// startKafkaCounterJS runs remote/js/kafka-counter.js (the StateFun
+// JavaScript SDK, installed with npm ci if missing) and returns its port.
+func startKafkaCounterJS(t *testing.T) int {
+	t.Helper()
+	for _, tool := range []string{"node", "npm"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("skipping the JavaScript SDK test: %s is not installed", tool)
+		}
+	}
+	dir, _ := filepath.Abs("../../remote/js")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "apache-flink-statefun", "package.json")); err != nil {
+		cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("npm ci: %v\n%s", err, out)
+		}
+	}
+	cmd := exec.Command("node", "kafka-counter.js", "0")
+	cmd.Dir = dir
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	s := bufio.NewScanner(stdout)
+	var hello struct{ Port int }
+	if !s.Scan() || json.Unmarshal(s.Bytes(), &hello) != nil || hello.Port == 0 {
+		t.Fatalf("kafka-counter.js: bad first line %q", s.Text())
+	}
+	go func() {
+		for s.Scan() {
+		}
+	}()
+	return hello.Port
+}
+
+// TestKafkaRemoteJS runs the remote variant of the example unchanged but
+// for addresses: examples/kafka/module-remote.yaml, a function written
+// with the StateFun JavaScript SDK whose KafkaEgressBuilder records reach
+// Kafka through the exactly-once egress.
+func TestKafkaRemoteJS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process test")
+	}
+	port := startKafkaCounterJS(t)
+	bin := buildBinary(t)
+	addrs := startKfake(t, "events:3,counts:3")
+	b, err := os.ReadFile("../../examples/kafka/module-remote.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := strings.ReplaceAll(string(b), "127.0.0.1:9092", strings.Join(addrs, ","))
+	y = strings.ReplaceAll(y, "127.0.0.1:8000", "127.0.0.1:"+strconv.Itoa(port))
+	module := filepath.Join(t.TempDir(), "module.yaml")
+	if err := os.WriteFile(module, []byte(y), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, bin, t.TempDir(), "--module", module, "--no-rides", "--no-examples")
+	const keys, perKey = 4, 10
+	prod, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.DefaultProduceTopic("events"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	var recs []*kgo.Record
+	for i := 0; i < perKey; i++ {
+		for k := 0; k < keys; k++ {
+			recs = append(recs, &kgo.Record{Key: []byte("k" + strconv.Itoa(k)), Value: []byte(fmt.Sprintf("k%d-%d", k, i))})
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	rd, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.ConsumeTopics("counts"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	got := map[string][]string{}
+	for n := 0; n < keys*perKey && ctx.Err() == nil; {
+		rd.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			got[string(r.Key)] = append(got[string(r.Key)], string(r.Value))
+			n++
+		})
+	}
+	for k := 0; k < keys; k++ {
+		key := "k" + strconv.Itoa(k)
+		var want []string
+		for i := 0; i < perKey; i++ {
+			want = append(want, fmt.Sprintf("%d k%d-%d", i+1, k, i))
+		}
+		if strings.Join(got[key], "|") != strings.Join(want, "|") {
+			t.Errorf("key %s: got %q, want %q", key, got[key], want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("server log:\n%s", strings.Join(s.logLines(), "\n"))
+	}
+}
