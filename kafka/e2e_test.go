@@ -324,3 +324,30 @@ func gaugeValue(t *testing.T, v *prometheus.GaugeVec) float64 {
 	}
 	return sum
 }
+
+// TestEgressNewLog: a new data directory (a new egress log, offsets from
+// 0 again) with the egress group of an old one: the old log's committed
+// position is not this log's, so nothing of the new log is skipped.
+func TestEgressNewLog(t *testing.T) {
+	c := newCluster(t, "in", "out")
+	addrs := c.ListenAddrs()
+	y := moduleYAML(addrs, "exactly-once")
+	ctx := context.Background()
+	rd := newReader(t, addrs, "out")
+	for life, key := range []string{"k0", "k1"} {
+		eng := openEngine(t, t.TempDir(), engine.Options{})
+		r := startRunner(t, eng, y, Options{})
+		for i := 0; i < 10; i++ {
+			to := engine.Address{Namespace: "test", Type: "counter", ID: key}
+			if _, err := eng.Send(ctx, to, engine.Message{Type: "test/text", Value: []byte(fmt.Sprintf("%s-%d", key, i))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := rd.until(10*(life+1), 30*time.Second); got != 10*(life+1) {
+			t.Fatalf("life %d: %d outputs, want %d", life, got, 10*(life+1))
+		}
+		r.Close(ctx)
+		eng.Close()
+	}
+	checkCounts(t, rd.got, 2, 10)
+}

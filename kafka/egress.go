@@ -2,6 +2,8 @@ package kafka
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,6 +44,10 @@ type Egress struct {
 	lastTopic string
 	topicIDs  map[string][16]byte
 	lagAt     time.Time
+	// meta is the commit metadata naming this engine's egress log
+	// ("shardfn-log:<id>"); committed offsets with other metadata belong
+	// to another log (another data directory) and are ignored.
+	meta string
 }
 
 func newEgress(spec EgressSpec, eng *engine.Engine, opts Options, m *Metrics) *Egress {
@@ -85,6 +91,14 @@ func (e *Egress) connect(ctx context.Context, first bool) (*kgo.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	if e.meta == "" {
+		id, err := e.logIdentity(ctx)
+		if err != nil {
+			cl.Close()
+			return nil, err
+		}
+		e.meta = "shardfn-log:" + strconv.FormatUint(id, 16)
+	}
 	if e.spec.Semantic == SemanticExactlyOnce {
 		if _, _, err := cl.ProducerID(ctx); err != nil {
 			cl.Close()
@@ -114,13 +128,22 @@ func (e *Egress) fetchShipped(ctx context.Context, cl *kgo.Client) (uint64, erro
 		resps, err := adm.FetchOffsets(kadm.RequireStable(ctx), e.spec.Group())
 		if err == nil {
 			var next int64
+			other := false
 			resps.Each(func(o kadm.OffsetResponse) {
 				if o.Err != nil && err == nil {
 					err = o.Err
 				}
-				next = max(next, o.At)
+				if o.Metadata == e.meta {
+					next = max(next, o.At)
+				} else if o.At > 0 {
+					other = true
+				}
 			})
 			if err == nil {
+				if other && next == 0 {
+					e.lg.Warn("the egress group has positions of another egress log (another data directory); shipping this engine's log from its start",
+						"group", e.spec.Group())
+				}
 				return uint64(next), nil
 			}
 		}
@@ -334,7 +357,7 @@ func (e *Egress) commitInTxn(ctx context.Context, cl *kgo.Client, topic string, 
 	rt := kmsg.NewTxnOffsetCommitRequestTopic()
 	rt.Topic, rt.TopicID = topic, id
 	rp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
-	rp.Partition, rp.Offset, rp.LeaderEpoch = 0, int64(end), -1
+	rp.Partition, rp.Offset, rp.LeaderEpoch, rp.Metadata = 0, int64(end), -1, &e.meta
 	rt.Partitions = append(rt.Partitions, rp)
 	req.Topics = append(req.Topics, rt)
 	return retryConcurrent(ctx, func() error {
@@ -394,7 +417,7 @@ func (e *Egress) commitPlain(ctx context.Context, cl *kgo.Client) {
 	if err != nil {
 		return
 	}
-	offs := kadm.Offsets{e.lastTopic: {0: {Topic: e.lastTopic, TopicID: id, Partition: 0, At: int64(next), LeaderEpoch: -1}}}
+	offs := kadm.Offsets{e.lastTopic: {0: {Topic: e.lastTopic, TopicID: id, Partition: 0, At: int64(next), LeaderEpoch: -1, Metadata: e.meta}}}
 	resps, err := kadm.NewClient(cl).CommitOffsets(ctx, e.spec.Group(), offs)
 	if err == nil {
 		err = resps.Error()
@@ -441,6 +464,31 @@ func (e *Egress) updateLag(seen uint64) {
 		lo = hi
 	}
 	e.m.shipLag.WithLabelValues(e.spec.ID).Set(float64(lo - min(lo, e.next.Load())))
+}
+
+// logIdentity returns the random identity of this engine's egress log,
+// kept in the engine (made on first use): committed positions carry it.
+func (e *Egress) logIdentity(ctx context.Context) (uint64, error) {
+	tp := TopicPartition{Topic: "egress-log", Partition: 0}
+	for i := 0; i < 2; i++ {
+		v, ok, err := readPosition(ctx, e.eng, e.spec.ID, tp)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			return uint64(v), nil
+		}
+		var b [8]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return 0, err
+		}
+		m := positionMsg(e.spec.ID, tp, int64(binary.BigEndian.Uint64(b[:])>>1))
+		m.Key = "kafka-egress-log-identity"
+		if err := sendRetry(ctx, e.eng, []engine.Outgoing{m}); err != nil {
+			return 0, err
+		}
+	}
+	return 0, fmt.Errorf("kafka: egress %s: the log identity was not kept", e.spec.ID)
 }
 
 // sendRetry is SendBatch retried while the engine is overloaded.

@@ -51,6 +51,12 @@ type Ingress struct {
 	flushMu   sync.Mutex
 	abandoned atomic.Bool // tests: stopped as by a crash
 
+	// pendingRecs and pendingBytes count the records polled and not yet
+	// durable in the engine (all partitions); room is signalled when
+	// they go down.
+	pendingRecs, pendingBytes atomic.Int64
+	room                      chan struct{}
+
 	wg       sync.WaitGroup
 	closeOne sync.Once
 }
@@ -65,7 +71,7 @@ type partition struct {
 
 	mu      sync.Mutex
 	pending []*kgo.Record
-	paused  bool
+	bytes   int64 // of pending
 	wake    chan struct{}
 	stop    chan struct{}
 	done    chan struct{}
@@ -84,7 +90,7 @@ type partition struct {
 func newIngress(spec IngressSpec, eng *engine.Engine, opts Options, m *Metrics, known func(FunctionType) bool) (*Ingress, error) {
 	in := &Ingress{spec: spec, eng: eng, log: opts.Logger.With("ingress", spec.ID), m: m, opts: opts,
 		routes: map[string]*IngressTopic{}, known: known, maxMsg: eng.Options().MaxMessageBytes,
-		parts: map[TopicPartition]*partition{}}
+		parts: map[TopicPartition]*partition{}, room: make(chan struct{}, 1)}
 	var topics []string
 	maxTargets := 1
 	for i := range spec.Topics {
@@ -303,9 +309,38 @@ func (in *Ingress) release(ctx context.Context, ps map[string][]int32, commit bo
 	}
 }
 
+// took releases n records of b bytes from the pending bound.
+func (in *Ingress) took(n, b int64) {
+	in.pendingRecs.Add(-n)
+	in.pendingBytes.Add(-b)
+	select {
+	case in.room <- struct{}{}:
+	default:
+	}
+}
+
+// full reports whether the records fetched and not yet durable in the
+// engine reached the bound.
+func (in *Ingress) full() bool {
+	return in.pendingRecs.Load() >= int64(in.opts.MaxPendingRecords) || in.pendingBytes.Load() >= in.opts.MaxPendingBytes
+}
+
 func (in *Ingress) poll() {
 	defer in.wg.Done()
 	for {
+		if in.full() {
+			// Backpressure: stop polling, so that the client stops
+			// fetching (it holds at most one fetch response per broker
+			// that is not polled); resume when the engine took records.
+			in.m.pauses.WithLabelValues(in.spec.ID).Inc()
+			for in.full() {
+				select {
+				case <-in.room:
+				case <-in.ctx.Done():
+					return
+				}
+			}
+		}
 		fs := in.cl.PollRecords(in.ctx, in.spec.Client.MaxPollRecords)
 		if in.ctx.Err() != nil || fs.IsClientClosed() {
 			return
@@ -336,19 +371,16 @@ func (in *Ingress) poll() {
 }
 
 func (p *partition) push(recs []*kgo.Record) {
+	var b int64
+	for _, r := range recs {
+		b += int64(len(r.Key) + len(r.Value))
+	}
 	p.mu.Lock()
 	p.pending = append(p.pending, recs...)
-	pause := !p.paused && len(p.pending) >= p.in.opts.MaxPendingRecords
-	if pause {
-		p.paused = true
-	}
+	p.bytes += b
 	p.mu.Unlock()
-	if pause {
-		// A full engine (or a slow one) pauses fetching: no unbounded
-		// buffering. The worker resumes it once half is handed over.
-		p.in.cl.PauseFetchPartitions(map[string][]int32{p.tp.Topic: {p.tp.Partition}})
-		p.in.m.pauses.WithLabelValues(p.in.spec.ID, p.tp.Topic).Inc()
-	}
+	p.in.pendingRecs.Add(int64(len(recs)))
+	p.in.pendingBytes.Add(b)
 	select {
 	case p.wake <- struct{}{}:
 	default:
@@ -365,8 +397,10 @@ func (p *partition) halt() {
 	}
 	<-p.done
 	p.mu.Lock()
-	p.pending = nil
+	n, b := len(p.pending), p.bytes
+	p.pending, p.bytes = nil, 0
 	p.mu.Unlock()
+	p.in.took(int64(n), b)
 }
 
 func (p *partition) stopped() bool {
@@ -399,15 +433,15 @@ func (p *partition) run() {
 		rest := copy(p.pending, p.pending[n:])
 		clear(p.pending[rest:])
 		p.pending = p.pending[:rest]
-		resume := p.paused && len(p.pending) <= p.in.opts.MaxPendingRecords/2
-		if resume {
-			p.paused = false
+		var b int64
+		for _, r := range batch {
+			b += int64(len(r.Key) + len(r.Value))
 		}
+		p.bytes -= b
 		p.mu.Unlock()
-		if resume {
-			p.in.cl.ResumeFetchPartitions(map[string][]int32{p.tp.Topic: {p.tp.Partition}})
-		}
-		if p.stopped() || !p.deliver(batch) {
+		ok := !p.stopped() && p.deliver(batch)
+		p.in.took(int64(n), b)
+		if !ok {
 			return
 		}
 		p.acked.Store(batch[n-1].Offset + 1)
@@ -461,8 +495,8 @@ func refused(err error) bool {
 	return false
 }
 
-// send is SendBatch, retried while the engine is overloaded (the
-// partition's fetching is paused meanwhile by the pending bound).
+// send is SendBatch, retried while the engine is overloaded (polling
+// stops meanwhile once the pending bound is reached).
 func (p *partition) send(outs []engine.Outgoing) error {
 	if len(outs) == 0 {
 		return nil

@@ -23,10 +23,13 @@ type Options struct {
 	// BatchRecords is the most records of one partition handed to the
 	// engine in one SendBatch. Default 1000.
 	BatchRecords int
-	// MaxPendingRecords is how many fetched records a partition holds
-	// before its fetching is paused (resumed at half). Default 4 *
-	// BatchRecords.
+	// MaxPendingRecords and MaxPendingBytes bound the records an ingress
+	// has fetched that are not yet durable in the engine (all its
+	// partitions): at the bound it stops polling, so the client stops
+	// fetching, until the engine takes records. Defaults 16 *
+	// BatchRecords and 64 MiB.
 	MaxPendingRecords int
+	MaxPendingBytes   int64
 	// EgressBatch is the most egress records shipped in one transaction
 	// (or produce batch). Default 1000.
 	EgressBatch int
@@ -46,7 +49,10 @@ func (o *Options) defaults() {
 		o.BatchRecords = 1000
 	}
 	if o.MaxPendingRecords <= 0 {
-		o.MaxPendingRecords = 4 * o.BatchRecords
+		o.MaxPendingRecords = 16 * o.BatchRecords
+	}
+	if o.MaxPendingBytes <= 0 {
+		o.MaxPendingBytes = 64 << 20
 	}
 	if o.EgressBatch <= 0 {
 		o.EgressBatch = 1000

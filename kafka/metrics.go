@@ -35,7 +35,7 @@ func NewMetrics() *Metrics {
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "shardfn_kafka_consumer_lag_records",
 			Help: "Records between a partition's high watermark and the last record durable in the engine."}, []string{"ingress", "topic", "partition"}),
 		pauses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shardfn_kafka_fetch_pauses_total",
-			Help: "Times an ingress paused fetching a partition because the engine did not take its records fast enough."}, []string{"ingress", "topic"}),
+			Help: "Times an ingress stopped polling (so fetching) because the records it fetched and the engine had not yet made durable reached the bound."}, []string{"ingress"}),
 		overloaded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shardfn_kafka_ingress_overloaded_total",
 			Help: "Batches an ingress retried because the engine's mailboxes were full (ErrOverloaded)."}, []string{"ingress"}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shardfn_kafka_dead_letters_total",
