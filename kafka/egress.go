@@ -34,6 +34,8 @@ type Egress struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
+	// lagDone is closed when the lag measuring goroutine ends.
+	lagDone chan struct{}
 
 	// next is the next egress offset to ship: every record before it is
 	// in Kafka (committed, for exactly-once).
@@ -43,7 +45,6 @@ type Egress struct {
 	committed uint64
 	lastTopic string
 	topicIDs  map[string][16]byte
-	lagAt     time.Time
 	// meta is the commit metadata naming this engine's egress log
 	// ("shardfn-log:<id>"); committed offsets with other metadata belong
 	// to another log (another data directory) and are ignored.
@@ -54,8 +55,26 @@ func newEgress(spec EgressSpec, eng *engine.Engine, opts Options, m *Metrics) *E
 	e := &Egress{spec: spec, log: spec.Log(), eng: eng, lg: opts.Logger.With("egress", spec.ID), m: m, opts: opts,
 		maxMsg: eng.Options().MaxMessageBytes, done: make(chan struct{}), topicIDs: map[string][16]byte{}}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
+	e.lagDone = make(chan struct{})
 	go e.run()
+	go e.measureLag()
 	return e
+}
+
+// measureLag updates the shipping lag metric every 500 ms.
+func (e *Egress) measureLag() {
+	defer close(e.lagDone)
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	end := uint64(0)
+	for {
+		select {
+		case <-e.ctx.Done():
+			return
+		case <-t.C:
+		}
+		end = e.updateLag(max(end, e.next.Load()))
+	}
 }
 
 // Shipped returns the next egress offset to ship.
@@ -67,6 +86,7 @@ func (e *Egress) Shipped() uint64 { return e.next.Load() }
 func (e *Egress) Close() {
 	e.cancel()
 	<-e.done
+	<-e.lagDone
 }
 
 func (e *Egress) client() (*kgo.Client, error) {
@@ -195,9 +215,11 @@ func (e *Egress) run() {
 	lastCommit := time.Now()
 	for e.ctx.Err() == nil {
 		if cl == nil {
-			e.updateLag(e.next.Load())
 			var err error
-			if cl, err = e.connect(e.ctx, first); err != nil {
+			cctx, cancel := context.WithTimeout(e.ctx, 15*time.Second)
+			cl, err = e.connect(cctx, first)
+			cancel()
+			if err != nil {
 				cl = nil
 				if e.ctx.Err() == nil {
 					fail("cannot connect", err)
@@ -214,7 +236,6 @@ func (e *Egress) run() {
 			}
 			continue
 		}
-		e.updateLag(next + uint64(len(recs)))
 		if e.spec.Semantic != SemanticExactlyOnce && e.committed != next && time.Since(lastCommit) > e.opts.CommitInterval {
 			lastCommit = time.Now()
 			e.commitPlain(e.ctx, cl)
@@ -432,20 +453,14 @@ func (e *Egress) commitPlain(ctx context.Context, cl *kgo.Client) {
 
 // updateLag sets the shipping lag: durable egress records not yet
 // shipped, found by probing the egress log (exponential then binary
-// search from seen, the end known so far), at most every 500 ms.
-func (e *Egress) updateLag(seen uint64) {
-	if time.Since(e.lagAt) < 500*time.Millisecond {
-		return
-	}
-	e.lagAt = time.Now()
+// search from seen, an offset known to exist or to be the end). It returns
+// the end found.
+func (e *Egress) updateLag(seen uint64) uint64 {
 	has := func(off uint64) bool {
 		r, err := e.eng.ReadEgress(e.ctx, e.log, off, 1, 0)
 		return err == nil && len(r) > 0 && r[0].Offset == off
 	}
-	lo := seen // first offset maybe absent
-	if lo > 0 && !has(lo-1) {
-		lo = e.next.Load()
-	}
+	lo := seen
 	if has(lo) {
 		step := uint64(1)
 		for has(lo + step) {
@@ -464,6 +479,7 @@ func (e *Egress) updateLag(seen uint64) {
 		lo = hi
 	}
 	e.m.shipLag.WithLabelValues(e.spec.ID).Set(float64(lo - min(lo, e.next.Load())))
+	return lo
 }
 
 // logIdentity returns the random identity of this engine's egress log,

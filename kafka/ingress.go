@@ -37,6 +37,9 @@ type Ingress struct {
 
 	cl  *kgo.Client
 	adm *kadm.Client
+	// ready is closed once cl and adm are set (the client's callbacks may
+	// run before NewClient returns).
+	ready chan struct{}
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -90,7 +93,7 @@ type partition struct {
 func newIngress(spec IngressSpec, eng *engine.Engine, opts Options, m *Metrics, known func(FunctionType) bool) (*Ingress, error) {
 	in := &Ingress{spec: spec, eng: eng, log: opts.Logger.With("ingress", spec.ID), m: m, opts: opts,
 		routes: map[string]*IngressTopic{}, known: known, maxMsg: eng.Options().MaxMessageBytes,
-		parts: map[TopicPartition]*partition{}, room: make(chan struct{}, 1)}
+		parts: map[TopicPartition]*partition{}, room: make(chan struct{}, 1), ready: make(chan struct{})}
 	var topics []string
 	maxTargets := 1
 	for i := range spec.Topics {
@@ -130,6 +133,7 @@ func newIngress(spec IngressSpec, eng *engine.Engine, opts Options, m *Metrics, 
 		return nil, fmt.Errorf("kafka: ingress %s: %w", spec.ID, err)
 	}
 	in.cl, in.adm = cl, kadm.NewClient(cl)
+	close(in.ready)
 	in.wg.Add(2)
 	go in.poll()
 	go in.flushLoop()
@@ -141,6 +145,11 @@ func newIngress(spec IngressSpec, eng *engine.Engine, opts Options, m *Metrics, 
 // position, which is then recorded durably before anything is consumed
 // (so that a restart resumes there, not at a later "latest").
 func (in *Ingress) adjust(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	select {
+	case <-in.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	type need struct {
 		tp   TopicPartition
 		kind string // "start", "end", "date"
