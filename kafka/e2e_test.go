@@ -351,3 +351,63 @@ func TestEgressNewLog(t *testing.T) {
 	}
 	checkCounts(t, rd.got, 2, 10)
 }
+
+// TestSASLProperties: the StateFun-style security properties reach the
+// client: a SASL/SCRAM cluster is consumed and produced to with
+// sasl.jaas.config credentials, and refused without them.
+func TestSASLProperties(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "in", "out"), kfake.EnableSASL(),
+		kfake.Superuser("SCRAM-SHA-256", "admin", "s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	addrs := c.ListenAddrs()
+	props := "  properties:\n    - security.protocol: SASL_PLAINTEXT\n    - sasl.mechanism: SCRAM-SHA-256\n" +
+		"    - sasl.jaas.config: org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"s3cret\";\n"
+	y := moduleYAML(addrs, "exactly-once")
+	y = strings.Replace(y, "---\n", props+"---\n", 1) + props
+	cfg := parseConfig(t, y)
+	auth := cfg.Ingresses[0].Client.Opts
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addrs...), kgo.DefaultProduceTopic("in")}, auth...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Key: []byte("k0"), Value: []byte("k0-0")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	eng := openEngine(t, t.TempDir(), engine.Options{})
+	defer eng.Close()
+	r, err := Start(eng, cfg, Options{Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(context.Background())
+	rd, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addrs...), kgo.ConsumeTopics("out"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted())}, auth...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	var got []string
+	for len(got) == 0 && ctx.Err() == nil {
+		rd.PollFetches(ctx).EachRecord(func(r *kgo.Record) { got = append(got, string(r.Value)) })
+	}
+	if len(got) != 1 || got[0] != "1 k0-0" {
+		t.Fatalf("outputs %q", got)
+	}
+	// Without credentials the broker refuses.
+	bad, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	pctx, pcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer pcancel()
+	if err := bad.Ping(pctx); err == nil {
+		t.Error("the cluster answered a client without credentials: the test proves nothing")
+	}
+}
