@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -145,7 +144,6 @@ func produce(t testing.TB, addrs []string, topic string, keys, n, from int) {
 // (or the timeout), and returns the values per key.
 type reader struct {
 	cl  *kgo.Client
-	mu  sync.Mutex
 	got map[string][]string
 	n   int
 }

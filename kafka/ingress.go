@@ -738,17 +738,3 @@ func (in *Ingress) abandon() {
 		in.wg.Wait()
 	})
 }
-
-// lagTotal is the records behind the high watermarks of the assigned
-// partitions (for tests and status).
-func (in *Ingress) lagTotal() int64 {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	var n int64
-	for _, p := range in.parts {
-		if h := p.hwm.Load(); h >= 0 {
-			n += max(0, h-p.acked.Load())
-		}
-	}
-	return n
-}

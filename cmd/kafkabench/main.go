@@ -303,7 +303,7 @@ func measureLatency(addrs []string, in, out string, c config, start func(context
 // commits the consumed offsets.
 func startPipe(ctx context.Context, addrs []string, in, out string) (func(), error) {
 	s, err := kgo.NewGroupTransactSession(kgo.SeedBrokers(addrs...), kgo.ConsumerGroup("pipe-"+in), kgo.ConsumeTopics(in),
-		kgo.TransactionalID("pipe-"+in), kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.RequireStableFetchOffsets(),
+		kgo.TransactionalID("pipe-"+in), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.ProducerLinger(time.Millisecond))
 	if err != nil {
 		return nil, err
