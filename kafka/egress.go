@@ -265,8 +265,13 @@ func (e *Egress) run() {
 				continue
 			}
 			e.m.commitLatency.WithLabelValues(e.spec.ID).Observe(time.Since(start).Seconds())
-			for _, r := range krecs {
-				e.m.produced.WithLabelValues(e.spec.ID, r.Topic).Inc()
+			for i := 0; i < len(krecs); {
+				j := i + 1
+				for j < len(krecs) && krecs[j].Topic == krecs[i].Topic {
+					j++
+				}
+				e.m.produced.WithLabelValues(e.spec.ID, krecs[i].Topic).Add(float64(j - i))
+				i = j
 			}
 			e.lastTopic = krecs[len(krecs)-1].Topic
 		}

@@ -192,6 +192,18 @@ func TestKafkaCrash(t *testing.T) {
 			}
 		}
 	}
+	a := call(t, "GET", s.admin+"/metrics", "", nil)
+	for _, m := range []string{
+		`shardfn_kafka_consumed_records_total{ingress="example/events",topic="events"}`,
+		`shardfn_kafka_consumer_lag_records{ingress="example/events",partition="0",topic="events"}`,
+		`shardfn_kafka_produced_records_total{egress="example/counts",topic="counts"}`,
+		`shardfn_kafka_egress_lag_records{egress="example/counts"}`,
+		`shardfn_kafka_transaction_commit_seconds_count{egress="example/counts"}`,
+	} {
+		if !strings.Contains(string(a.body), m) {
+			t.Errorf("/metrics has no %s", m)
+		}
+	}
 	if t.Failed() {
 		t.Logf("server log:\n%s", strings.Join(s.logLines(), "\n"))
 	}
