@@ -99,6 +99,7 @@ func TestKafkaCrash(t *testing.T) {
 	}
 	const keys = 16
 	perKey := 60 * (kills + 1)
+	const tail = 10
 	bin := buildBinary(t)
 	addrs := startKfake(t, "events:3,counts:3")
 	module := kafkaModule(t, addrs)
@@ -119,9 +120,9 @@ func TestKafkaCrash(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		step := max(1, perKey/(kills+1)/10)
-		for i := 0; i < perKey && ctx.Err() == nil; i += step {
+		for i := 0; i < perKey-tail && ctx.Err() == nil; i += step {
 			var recs []*kgo.Record
-			for j := i; j < min(perKey, i+step); j++ {
+			for j := i; j < min(perKey-tail, i+step); j++ {
 				for k := 0; k < keys; k++ {
 					recs = append(recs, &kgo.Record{Key: []byte("k" + strconv.Itoa(k)), Value: []byte(fmt.Sprintf("k%d-%d", k, j))})
 				}
@@ -148,6 +149,17 @@ func TestKafkaCrash(t *testing.T) {
 		t.Fatal(prodErr)
 	}
 	s := startServer(t, bin, dataDir, args...)
+	// The last records come while the last life runs (its metrics then
+	// show consumption and shipping).
+	var recs []*kgo.Record
+	for j := perKey - tail; j < perKey; j++ {
+		for k := 0; k < keys; k++ {
+			recs = append(recs, &kgo.Record{Key: []byte("k" + strconv.Itoa(k)), Value: []byte(fmt.Sprintf("k%d-%d", k, j))})
+		}
+	}
+	if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
 
 	rd, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.ConsumeTopics("counts"),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
