@@ -4,7 +4,7 @@ export GOFLAGS := -buildvcs=false
 
 # test-ui: installs Chromium (Debian's package) when missing and runs the
 # console's browser test, saving screenshots into results/.
-.PHONY: run build test sim test-ui bench bench-micro bench-rs1 bench-peers bench-http lint crash fuzz proto results
+.PHONY: run build test sim test-ui bench bench-micro bench-rs1 bench-peers bench-http bench-kafka lint crash kafka-crash fuzz proto results
 
 # run: the standalone server with the ride-sharing (RS-1) functions built in.
 run:
@@ -58,6 +58,16 @@ bench-http:
 
 results:
 	$(GO) run ./cmd/loadgen --index
+
+# kafka-crash: cmd/engine with a Kafka module.yaml against cmd/kfake in
+# another process, killed with SIGKILL under load (make test runs 3 kills).
+kafka-crash:
+	KAFKA_CRASH_KILLS=$${KAFKA_CRASH_KILLS:-20} $(GO) test -count=1 -timeout 30m -run TestKafkaCrash -v ./cmd/engine/
+
+# bench-kafka: Kafka in -> function -> Kafka out beside a bare franz-go
+# pipe, on kfake (a test cluster); writes results/kafka.md.
+bench-kafka:
+	$(GO) run ./cmd/kafkabench
 
 crash:
 	CRASH_KILLS=$${CRASH_KILLS:-1000} $(GO) test -count=1 -timeout 120m -run TestCrashRecovery -v ./engine/

@@ -14,8 +14,8 @@
 //	...
 //	e.Close(); c.Close()                          // engine first: it drains its remote calls
 //
-// m.Warnings lists skipped documents (Kafka/Kinesis kinds) for the server
-// to log.
+// m.Warnings lists skipped documents (Kinesis kinds) for the server to
+// log; m.Components holds the Kafka documents for package kafka.
 //
 // # Protocol mapping (io.statefun.sdk.reqreply, see remote/proto)
 //
@@ -175,7 +175,8 @@
 //	  shardfn:
 //	    giveUpAfter: 30min   # dead-letter a batch still failing after 30 minutes
 //
-// Documents of Kafka and Kinesis kinds are skipped with a warning in
+// Documents of Kafka kinds are handed over in Module.Components (package
+// kafka parses them); Kinesis kinds are skipped with a warning in
 // Module.Warnings so a StateFun module file loads unchanged; any other kind,
 // the legacy 3.0 format, an unknown field, TLS client settings or a bad value
 // is an error naming the document and the field (ErrModule).

@@ -25,12 +25,18 @@ const (
 )
 
 // skippedKindPrefixes are StateFun component kinds that shardfn does not
-// implement (Kafka and Kinesis I/O). Documents of these kinds are skipped
-// with a warning so that an existing StateFun module.yaml loads unchanged;
-// any other unknown kind is an error (most likely a typo).
+// implement (Kinesis I/O). Documents of these kinds are skipped with a
+// warning so that an existing StateFun module.yaml loads unchanged; any
+// other unknown kind is an error (most likely a typo).
 var skippedKindPrefixes = []string{
-	"io.statefun.kafka.",
 	"io.statefun.kinesis.",
+}
+
+// componentKinds are the kinds this package hands over, unparsed, in
+// Module.Components: package kafka implements them.
+var componentKinds = []string{
+	"io.statefun.kafka.v1/ingress",
+	"io.statefun.kafka.v1/egress",
 }
 
 // Defaults of endpoint settings. StateFun's own defaults are kept where they
@@ -60,6 +66,20 @@ type Module struct {
 	// Warnings lists documents that were skipped (kinds shardfn does not
 	// implement), one line each, for the caller to log.
 	Warnings []string
+	// Components are the documents of kinds another package implements
+	// (Kafka ingress and egress: package kafka parses them), in document
+	// order.
+	Components []Component
+}
+
+// Component is one document of a kind this package does not parse.
+type Component struct {
+	// Kind is the document's kind, e.g. io.statefun.kafka.v1/ingress.
+	Kind string
+	// Spec is the document's spec node (nil when it has none).
+	Spec *yaml.Node
+	// Source names the document, for messages: "document 2 (kind ...)".
+	Source string
 }
 
 // Endpoint is one function pattern of an HTTP endpoint document.
@@ -133,7 +153,8 @@ func LoadModule(path string) (*Module, error) {
 
 // ParseModule parses a StateFun multi-document module.yaml. Every document
 // is {kind, spec}. Endpoint kinds (v2 and v1 http) become Endpoints; Kafka
-// and Kinesis kinds are skipped with a warning; any other kind, a legacy
+// kinds become Components (parsed by package kafka); Kinesis kinds are
+// skipped with a warning; any other kind, a legacy
 // (version 3.0) module, an unknown field or a bad value is an error naming
 // the document and the field.
 func ParseModule(r io.Reader) (*Module, error) {
@@ -156,9 +177,12 @@ func ParseModule(r io.Reader) (*Module, error) {
 			continue // empty document
 		}
 		p := &parser{where: fmt.Sprintf("document %d", doc)}
-		eps, warn, err := p.document(&n)
+		eps, warn, comp, err := p.document(&n)
 		if err != nil {
 			return nil, err
+		}
+		if comp != nil {
+			m.Components = append(m.Components, *comp)
 		}
 		if warn != "" {
 			m.Warnings = append(m.Warnings, warn)
@@ -171,8 +195,8 @@ func ParseModule(r io.Reader) (*Module, error) {
 			m.Endpoints = append(m.Endpoints, ep)
 		}
 	}
-	if len(m.Endpoints) == 0 {
-		return nil, fmt.Errorf("%w: no function endpoints declared", ErrModule)
+	if len(m.Endpoints) == 0 && len(m.Components) == 0 {
+		return nil, fmt.Errorf("%w: no function endpoints (or Kafka ingresses or egresses) declared", ErrModule)
 	}
 	return m, nil
 }
@@ -204,41 +228,50 @@ func (p *parser) mapping(n *yaml.Node, field string, allowed ...string) (map[str
 	return out, nil
 }
 
-func (p *parser) document(n *yaml.Node) ([]Endpoint, string, error) {
+func (p *parser) document(n *yaml.Node) ([]Endpoint, string, *Component, error) {
 	top, err := p.mapping(n, "(top level)")
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	if _, legacy := top["version"]; legacy {
-		return nil, "", p.errf("version", "the legacy StateFun 3.0 module format is not supported; use kind/spec documents")
+		return nil, "", nil, p.errf("version", "the legacy StateFun 3.0 module format is not supported; use kind/spec documents")
 	}
 	kn, ok := top["kind"]
 	if !ok {
-		return nil, "", p.errf("kind", "missing")
+		return nil, "", nil, p.errf("kind", "missing")
 	}
 	kind, err := p.str(kn, "kind")
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	p.where = fmt.Sprintf("%s (kind %s)", p.where, kind)
 	for _, pre := range skippedKindPrefixes {
 		if strings.HasPrefix(kind, pre) {
-			return nil, fmt.Sprintf("remote: %s skipped: shardfn does not implement this component kind", p.where), nil
+			return nil, fmt.Sprintf("remote: %s skipped: shardfn does not implement this component kind", p.where), nil, nil
 		}
 	}
+	if contains(componentKinds, kind) {
+		for k := range top {
+			if k != "kind" && k != "spec" {
+				return nil, "", nil, p.errf(k, "unknown top-level field; want kind and spec")
+			}
+		}
+		return nil, "", &Component{Kind: kind, Spec: top["spec"], Source: p.where}, nil
+	}
 	if kind != KindHTTPEndpointV2 && kind != KindHTTPEndpointV1 {
-		return nil, "", p.errf("kind", "unknown kind %q (supported: %s, %s)", kind, KindHTTPEndpointV2, KindHTTPEndpointV1)
+		return nil, "", nil, p.errf("kind", "unknown kind %q (supported: %s, %s, %s)", kind, KindHTTPEndpointV2, KindHTTPEndpointV1, strings.Join(componentKinds, ", "))
 	}
 	for k := range top {
 		if k != "kind" && k != "spec" {
-			return nil, "", p.errf(k, "unknown top-level field; want kind and spec")
+			return nil, "", nil, p.errf(k, "unknown top-level field; want kind and spec")
 		}
 	}
 	sn, ok := top["spec"]
 	if !ok {
-		return nil, "", p.errf("spec", "missing")
+		return nil, "", nil, p.errf("spec", "missing")
 	}
-	return p.endpoint(sn, kind == KindHTTPEndpointV1)
+	eps, warn, err := p.endpoint(sn, kind == KindHTTPEndpointV1)
+	return eps, warn, nil, err
 }
 
 func (p *parser) endpoint(n *yaml.Node, v1 bool) ([]Endpoint, string, error) {

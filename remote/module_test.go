@@ -13,8 +13,12 @@ func TestLoadModuleFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(m.Warnings) != 1 || !strings.Contains(m.Warnings[0], "document 2 (kind io.statefun.kafka.v1/ingress) skipped") {
+	if len(m.Warnings) != 0 {
 		t.Fatalf("warnings %q", m.Warnings)
+	}
+	if len(m.Components) != 1 || m.Components[0].Kind != "io.statefun.kafka.v1/ingress" || m.Components[0].Spec == nil ||
+		m.Components[0].Source != "document 2 (kind io.statefun.kafka.v1/ingress)" {
+		t.Fatalf("components %+v", m.Components)
 	}
 	want := []Endpoint{
 		{Namespace: "com.example", Type: "*", URLTemplate: "http://functions:8000/statefun/{function.name}", MaxNumBatchRequests: 500,
@@ -62,7 +66,8 @@ func TestParseModuleErrors(t *testing.T) {
 	const head = "kind: io.statefun.endpoints.v2/http\nspec:\n"
 	cases := []struct{ name, yaml, want string }{
 		{"empty", "", "no function endpoints"},
-		{"only kafka", "kind: io.statefun.kafka.v1/egress\nspec: {id: a/b}\n", "no function endpoints"},
+		{"only kinesis", "kind: io.statefun.kinesis.v1/egress\nspec: {id: a/b}\n", "no function endpoints"},
+		{"kafka extra field", "kind: io.statefun.kafka.v1/egress\nspec: {id: a/b}\nextra: 1\n", "extra: unknown top-level field"},
 		{"syntax", "kind: [", "document 1"},
 		{"unknown kind", "kind: io.statefun.endpoints.v9/grpc\nspec: {}\n", `document 1 (kind io.statefun.endpoints.v9/grpc): kind: unknown kind`},
 		{"missing kind", "spec: {}\n", "kind: missing"},

@@ -29,7 +29,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shardfn/shardfn/engine"
+	kafkaexample "github.com/shardfn/shardfn/examples/kafka"
 	"github.com/shardfn/shardfn/httpapi"
+	"github.com/shardfn/shardfn/kafka"
 	"github.com/shardfn/shardfn/remote"
 	"github.com/shardfn/shardfn/rides"
 )
@@ -49,6 +51,7 @@ type config struct {
 	logLevel           string
 	logFormat          string
 	noRides            bool
+	noExamples         bool
 	shutdownTimeout    time.Duration
 	maxWait            time.Duration
 	acceptLogLoss      bool
@@ -79,6 +82,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format on stderr: text or json")
 	fs.BoolVar(&c.noRides, "no-rides", false, "do not register the built-in RS-1 ride-sharing functions")
+	fs.BoolVar(&c.noExamples, "no-examples", false, "do not register the built-in example function example/counter (examples/kafka)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, longest wait for requests in flight before they are cut off, and then again for the engine's final checkpoint and close")
 	fs.DurationVar(&c.maxWait, "max-wait", 60*time.Second, "longest ?wait= accepted for request-reply and egress long-polls")
 	fs.BoolVar(&c.acceptLogLoss, "accept-log-loss", false, "start even when the write-ahead log is shorter than it was (a segment cut or lost by hand, not by a crash), dropping the acknowledged work in the missing range; without it such a log refuses to start and names the range")
@@ -219,7 +223,11 @@ func run(args []string, stderr io.Writer) int {
 	if !c.noRides {
 		specs = append(specs, rides.Specs()...)
 	}
+	if !c.noExamples {
+		specs = append(specs, kafkaexample.Specs()...)
+	}
 	var rc *remote.Client
+	kcfg := &kafka.Config{}
 	defer func() { closeRemote(rc, log) }() // idempotent; early returns included
 	if c.module != "" {
 		mod, err := remote.LoadModule(c.module)
@@ -250,9 +258,29 @@ func run(args []string, stderr io.Writer) int {
 			log.Info("remote function", "type", s.Namespace+"/"+s.Type)
 		}
 		specs = append(specs, rs...)
+		if kcfg, err = kafka.Parse(mod.Components); err != nil {
+			log.Error("bad Kafka ingress or egress", "module", c.module, "err", err)
+			return 1
+		}
+		for _, in := range kcfg.Ingresses {
+			log.Info("kafka ingress", "id", in.ID, "brokers", strings.Join(in.Brokers, ","), "group", in.Group, "topics", len(in.Topics))
+		}
+		for _, eg := range kcfg.Egresses {
+			log.Info("kafka egress", "id", eg.ID, "log", eg.Log(), "brokers", strings.Join(eg.Brokers, ","), "semantic", string(eg.Semantic))
+		}
+	}
+	kmetrics := kafka.NewMetrics()
+	if len(kcfg.Ingresses)+len(kcfg.Egresses) > 0 {
+		specs = append(specs, kafka.Specs()...)
+		for _, col := range kmetrics.Collectors() {
+			if err := reg.Register(col); err != nil {
+				log.Error("registering Kafka metrics", "err", err)
+				return 1
+			}
+		}
 	}
 	if len(specs) == 0 {
-		log.Error("no function types: --no-rides without --module leaves nothing to serve")
+		log.Error("no function types: --no-rides and --no-examples without --module leave nothing to serve")
 		return 1
 	}
 
@@ -352,6 +380,15 @@ func run(args []string, stderr io.Writer) int {
 		"memory_budget", eff.MemoryBudget, "checkpoint_interval", eff.CheckpointInterval,
 		"ingress", ingLn.Addr().String(), "admin", admLn.Addr().String())
 
+	// Kafka ingresses and egresses run against the open engine.
+	kr, err := kafka.Start(eng, kcfg, kafka.Options{Logger: log, Metrics: kmetrics})
+	if err != nil {
+		log.Error("cannot start the Kafka ingresses and egresses", "err", err)
+		_ = eng.Close()
+		closeRemote(rc, log)
+		return 1
+	}
+
 	// Watch for a failed stop: log it once; /health then answers 503.
 	watchDone := make(chan struct{})
 	go func() {
@@ -383,6 +420,9 @@ func run(args []string, stderr io.Writer) int {
 	if err := srv.ShutdownIngress(ctx); err != nil {
 		log.Warn("ingress did not drain in time; requests in flight were cut off", "err", err)
 	}
+	// Kafka: stop fetching, wait for the batches the engine took, record
+	// and commit the positions; stop shipping egress.
+	kr.Close(ctx)
 	cancel()
 	closeStart := time.Now()
 	closed := make(chan error, 1)
