@@ -221,7 +221,7 @@ func (a *applier) apply(rec []byte) error {
 	}
 	for i := range r.Messages {
 		m := &r.Messages[i]
-		a.msgBuf = format.AppendStoredMessage(a.msgBuf[:0], m.ID, m.FireAt, r.TargetRaw, m.TargetRaw, m.Type, m.Payload, m.ReplyTo, m.Token)
+		a.msgBuf = format.AppendStoredMessage(a.msgBuf[:0], m.ID, m.FireAt, r.TargetRaw, m.TargetRaw, m.Type, m.Payload, m.ReplyTo, m.Token, m.Trace)
 		if m.FireAt == 0 {
 			a.addPending(m.ID, a.msgBuf)
 		} else {

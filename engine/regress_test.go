@@ -167,7 +167,7 @@ func writeStore(t *testing.T, dir string, f func(b store.Batch)) {
 
 func storedMsg(id uint64, fireAt int64, caller, target Address, typ string, replyTo uint64, token string) []byte {
 	return format.AppendStoredMessage(nil, id, fireAt, format.AppendAddress(nil, caller), format.AppendAddress(nil, target),
-		[]byte(typ), nil, replyTo, []byte(token))
+		[]byte(typ), nil, replyTo, []byte(token), nil)
 }
 
 func oldBoot(b store.Batch, boot uint16) {

@@ -31,6 +31,10 @@ type Envelope struct {
 	// record that consumes the message keeps it, so that the same key sent
 	// to the same address again is recognised.
 	Key string
+	// Trace is the trace context of the span that sent the message (zero:
+	// not traced). It is kept in records and stored messages, so a trace
+	// survives a restart.
+	Trace TraceContext
 }
 
 // Ack is an ingress acknowledgement handle: the ingress waits on Done, the

@@ -19,7 +19,8 @@ import (
 //	           string name, u8 op (1 set, 2 delete), u64 LE written-at (unix ns), bytes value (op=set only)
 //	uvarint  n, then n × message:
 //	           u64 LE id, i64 LE fire-at (unix ns; 0 = now), address target, string type, bytes payload,
-//	           u64 LE reply-to, string cancellation token
+//	           u64 LE reply-to, string cancellation token, and in kind 2 only bytes trace context
+//	           (TraceContext: empty or 25 bytes)
 //	uvarint  n, then n × u64 LE   ids of delayed messages this invocation cancelled
 //	uvarint  n, then n × egress:  string name, string type, bytes payload
 //
@@ -128,6 +129,7 @@ func (r *RecordBuilder) Message(e *Envelope, fireAt int64, token string) {
 	r.buf = appendBytes(r.buf, e.Payload)
 	r.buf = binary.LittleEndian.AppendUint64(r.buf, e.ReplyTo)
 	r.buf = appendString(r.buf, token)
+	r.buf = appendTrace(r.buf, e.Trace)
 	r.count++
 }
 
@@ -232,6 +234,7 @@ type RecordMessage struct {
 	Payload   []byte
 	ReplyTo   uint64
 	Token     []byte
+	Trace     []byte // TraceContext encoding (kind 2); empty when not traced
 }
 
 // RecordEgress is one egress record of a Record.
@@ -295,6 +298,9 @@ func DecodeRecord(rec []byte, r *Record) error {
 		m.Payload = d.bytes()
 		m.ReplyTo = d.u64()
 		m.Token = d.bytes()
+		if r.Kind == RecordInvocation2 {
+			m.Trace = d.bytes()
+		}
 		r.Messages = append(r.Messages, m)
 	}
 	n = d.count(8)

@@ -61,7 +61,7 @@ func TestRecordRoundTrip(t *testing.T) {
 func TestStoredMessageRoundTrip(t *testing.T) {
 	caller := AppendAddress(nil, Address{Namespace: "a", Type: "b", ID: "c"})
 	target := AppendAddress(nil, Address{Namespace: "d", Type: "e", ID: "f"})
-	b := AppendStoredMessage(nil, 1, 2, caller, target, []byte("t"), []byte("p"), 3, []byte("k"))
+	b := AppendStoredMessage(nil, 1, 2, caller, target, []byte("t"), []byte("p"), 3, []byte("k"), nil)
 	m, err := DecodeStoredMessage(b)
 	if err != nil || m.Env.ID != 1 || m.FireAt != 2 || m.Env.Caller.ID != "c" || m.Env.Target.ID != "f" || m.Env.ReplyTo != 3 || m.Token != "k" || !bytes.Equal(m.Env.Payload, []byte("p")) {
 		t.Fatalf("%+v %v", m, err)
@@ -131,5 +131,43 @@ func TestRecordKind1StillDecodes(t *testing.T) {
 	}
 	if r.Kind != RecordInvocation || len(r.Consumed) != 1 || r.Consumed[0] != 5 || len(r.Keys) != 0 || r.HasReply {
 		t.Fatalf("%+v", r)
+	}
+}
+
+func TestTraceContextRoundTrip(t *testing.T) {
+	tc := TraceContext{Flags: 1}
+	for i := range tc.TraceID {
+		tc.TraceID[i] = byte(i + 1)
+	}
+	for i := range tc.SpanID {
+		tc.SpanID[i] = byte(100 + i)
+	}
+	var rb RecordBuilder
+	rb.Begin(nil, Address{Namespace: "n", Type: "t", ID: "i"})
+	rb.BeginStates()
+	rb.BeginMessages()
+	rb.Message(&Envelope{ID: 1, Target: Address{Namespace: "n", Type: "t", ID: "x"}, Type: "m", Trace: tc}, 0, "")
+	rb.Message(&Envelope{ID: 2, Target: Address{Namespace: "n", Type: "t", ID: "y"}, Type: "m"}, 0, "")
+	b := append([]byte(nil), rb.End()...)
+	var r Record
+	if err := DecodeRecord(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeTrace(r.Messages[0].Trace)
+	if err != nil || got != tc || len(r.Messages[1].Trace) != 0 {
+		t.Fatalf("trace %+v %v, untraced %x", got, err, r.Messages[1].Trace)
+	}
+	raw := AppendAddress(nil, Address{Namespace: "a", Type: "b", ID: "c"})
+	for _, trace := range [][]byte{nil, r.Messages[0].Trace} {
+		m, err := DecodeStoredMessage(AppendStoredMessage(nil, 1, 0, raw, raw, []byte("t"), nil, 0, nil, trace))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (trace == nil) != m.Env.Trace.IsZero() || (trace != nil && m.Env.Trace != tc) {
+			t.Fatalf("stored trace %+v for %x", m.Env.Trace, trace)
+		}
+	}
+	if _, err := DecodeStoredMessage(AppendStoredMessage(nil, 1, 0, raw, raw, nil, nil, 0, nil, []byte{1, 2, 3})); err == nil {
+		t.Fatal("a 3-byte trace context decoded")
 	}
 }

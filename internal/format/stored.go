@@ -9,11 +9,12 @@ import (
 // store keeps it at a checkpoint. On-disk format; never change:
 //
 //	u64 LE id, i64 LE fire-at (0 = deliver now), address caller, address target,
-//	string type, bytes payload, u64 LE reply-to, string token
+//	string type, bytes payload, u64 LE reply-to, string token,
+//	[bytes trace context]   optional: absent in messages stored before traces
 
 // AppendStoredMessage appends the stored encoding of a message whose caller
 // and target are given in their raw AppendAddress encodings.
-func AppendStoredMessage(dst []byte, id uint64, fireAt int64, callerRaw, targetRaw, typ, payload []byte, replyTo uint64, token []byte) []byte {
+func AppendStoredMessage(dst []byte, id uint64, fireAt int64, callerRaw, targetRaw, typ, payload []byte, replyTo uint64, token, trace []byte) []byte {
 	dst = binary.LittleEndian.AppendUint64(dst, id)
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(fireAt))
 	dst = append(dst, callerRaw...)
@@ -21,7 +22,11 @@ func AppendStoredMessage(dst []byte, id uint64, fireAt int64, callerRaw, targetR
 	dst = appendBytes(dst, typ)
 	dst = appendBytes(dst, payload)
 	dst = binary.LittleEndian.AppendUint64(dst, replyTo)
-	return appendBytes(dst, token)
+	dst = appendBytes(dst, token)
+	if len(trace) == 0 {
+		return dst
+	}
+	return appendBytes(dst, trace)
 }
 
 // StoredMessage is a decoded stored message.
@@ -44,6 +49,13 @@ func DecodeStoredMessage(b []byte) (StoredMessage, error) {
 	p := d.bytes()
 	m.Env.ReplyTo = d.u64()
 	m.Token = d.str()
+	if d.err == nil && len(d.b) > 0 {
+		tc, err := decodeTrace(d.bytes())
+		if err != nil && d.err == nil {
+			d.err = err
+		}
+		m.Env.Trace = tc
+	}
 	if d.err != nil || len(d.b) != 0 {
 		return StoredMessage{}, fmt.Errorf("%w: bad stored message", ErrCorrupt)
 	}
