@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/shardfn/shardfn/internal/format"
+	"github.com/shardfn/shardfn/shard"
 )
 
 // Ingress: every way in (Send, SendAsync, SendBatch, Request) goes through
@@ -109,8 +110,11 @@ func (e *Engine) newID() (uint64, error) {
 // push hands env to its shard's mailbox.
 func (e *Engine) push(env *format.Envelope) error {
 	s := e.shardFor(env.Target)
+	if err := e.pressure(s); err != nil {
+		return err
+	}
 	if !s.Mailbox().Push(env) {
-		e.metrics.overloaded.Inc()
+		e.metrics.refused("mailbox")
 		return e.overloadErr[s.Index()]
 	}
 	s.AddIngress(1)
@@ -329,20 +333,30 @@ func (b *batchAdmission) admit(msgs []Outgoing) error {
 func (b *batchAdmission) reserve() error {
 	e := b.e
 	need := make([]int, len(e.shards))
+	bytes := make([]int64, len(e.shards))
 	for i := range b.envs {
-		need[e.shardFor(b.envs[i].Target).Index()]++
+		j := e.shardFor(b.envs[i].Target).Index()
+		need[j]++
+		bytes[j] += shard.EnvelopeBytes(&b.envs[i])
 	}
 	for j, n := range need {
-		if n == 0 || e.shards[j].Mailbox().Reserve(n) {
+		if n == 0 {
+			continue
+		}
+		err := e.pressure(e.shards[j])
+		if err == nil && !e.shards[j].Mailbox().Reserve(n, bytes[j]) {
+			e.metrics.refused("mailbox")
+			err = fmt.Errorf("%w: shard %d has no room for the %d messages (%d bytes) of this batch bound to it", ErrOverloaded, j, n, bytes[j])
+		}
+		if err == nil {
 			continue
 		}
 		for k := 0; k < j; k++ {
 			if need[k] > 0 {
-				e.shards[k].Mailbox().Unreserve(need[k])
+				e.shards[k].Mailbox().Unreserve(need[k], bytes[k])
 			}
 		}
-		e.metrics.overloaded.Add(float64(len(b.envs)))
-		return fmt.Errorf("%w: shard %d has no room for the %d messages of this batch bound to it; nothing of the batch was accepted", ErrOverloaded, j, n)
+		return fmt.Errorf("%w; nothing of the batch was accepted", err)
 	}
 	return nil
 }

@@ -69,6 +69,7 @@ func Open(opts Options, specs ...FunctionSpec) (*Engine, error) {
 			s.Start()
 		}
 		go e.runApplier()
+		go e.runWatchdog()
 	}
 	e.recovery.Duration = time.Since(start)
 	e.ready.Store(true)
@@ -170,6 +171,7 @@ func (e *Engine) makeShards() {
 	for _, s := range e.shards {
 		s.Connect(e.shards)
 		s.SetApplied(e.ap.pos)
+		s.Mailbox().SetSharedBytes(opts.MaxQueuedBytes / int64(opts.Shards))
 	}
 }
 

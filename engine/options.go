@@ -40,6 +40,14 @@ type Options struct {
 	// messages; a full mailbox answers ingress with ErrOverloaded.
 	// Default 16384.
 	MailboxCapacity int
+	// MaxQueuedBytes bounds the bytes of messages the shards hold (ingress
+	// lanes, instance queues, remote calls, sends waiting for a peer,
+	// delayed messages), split evenly between shards; past a shard's share,
+	// ingress for it is refused with ErrOverloaded. Default 64 MiB.
+	MaxQueuedBytes int64
+	// MaxApplierLag bounds how far (bytes) the store may lag the durable
+	// log before ingress is refused with ErrOverloaded. Default 64 MiB.
+	MaxApplierLag int64
 	// MaxBatchDelay is the longest the group-commit flusher waits to batch
 	// more records; 0 (the default) flushes as soon as the previous sync
 	// returns. Range 0..1s.
@@ -55,6 +63,16 @@ type Options struct {
 	// a log refuses to open, naming the segment and the range, and nothing
 	// on disk is changed. Default false.
 	AcceptLogLoss bool
+	// SlowInvocation is how long an invocation may run before it is
+	// reported (a log line, shardfn_slow_invocations, /health degraded with
+	// its address): a function that loops or blocks holds its shard.
+	// Default 10s.
+	SlowInvocation time.Duration
+	// DrainTimeout bounds how long Close waits for the work in flight to
+	// finish before it stops the shards (each then gets 5 s more to stop;
+	// one held by an invocation that never returns is left behind).
+	// Default 30s.
+	DrainTimeout time.Duration
 	// IdempotencyRetention is how long an idempotency key (and the reply of
 	// an idempotent request) is remembered after its message was consumed.
 	// Default 24h.
@@ -110,8 +128,20 @@ func (o *Options) EnsureDefaults() {
 	if o.MailboxCapacity <= 0 {
 		o.MailboxCapacity = 16384
 	}
+	if o.MaxQueuedBytes <= 0 {
+		o.MaxQueuedBytes = 64 << 20
+	}
+	if o.MaxApplierLag <= 0 {
+		o.MaxApplierLag = 64 << 20
+	}
 	if o.CheckpointInterval <= 0 {
 		o.CheckpointInterval = 10 * time.Second
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = 30 * time.Second
+	}
+	if o.SlowInvocation <= 0 {
+		o.SlowInvocation = 10 * time.Second
 	}
 	if o.IdempotencyRetention <= 0 {
 		o.IdempotencyRetention = 24 * time.Hour

@@ -595,6 +595,11 @@ func (w *simWorld) setup() {
 	if r.IntN(3) == 0 {
 		w.opts.MemoryBudget = 64 << 10 * 4 // eviction under a tiny cache
 	}
+	if r.IntN(4) == 0 {
+		// Pressure: ingress refused for queued bytes or applier lag.
+		w.opts.MaxQueuedBytes = int64(8+r.IntN(64)) << 10
+		w.opts.MaxApplierLag = int64(4+r.IntN(64)) << 10
+	}
 }
 
 // open opens the engine on the current filesystems (after a crash, on the
@@ -968,6 +973,14 @@ func (w *simWorld) drain() {
 			timers += s.Stats().Timers
 		}
 		if !worked && len(w.calls) == 0 && timers == 0 && w.e.quiescent() {
+			for i, s := range w.e.shards {
+				if q := s.QueuedBytes(); q != 0 {
+					w.fail("shard %d counts %d queued bytes with nothing queued", i, q)
+				}
+				if b := s.Mailbox().SharedBytes(); b != 0 {
+					w.fail("shard %d's mailbox counts %d bytes with nothing in it", i, b)
+				}
+			}
 			w.crashAt = 0 // no crash from here on: the checks read this engine
 			if err := w.e.applyOnce(true); err != nil {
 				w.fail("checkpoint: %v", err)

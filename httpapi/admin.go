@@ -86,12 +86,40 @@ func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
 		if s.opts.StuckEndpoints != nil {
 			stuck = s.opts.StuckEndpoints()
 		}
-		if len(stuck) == 0 {
+		var slow []engine.SlowInvocation
+		if se, ok := e.(interface{ SlowInvocations() []engine.SlowInvocation }); ok {
+			slow = se.SlowInvocations()
+		}
+		if len(stuck) == 0 && len(slow) == 0 {
 			writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`+"\n"))
 			return
 		}
-		writeJSON(w, http.StatusOK, appendStuck([]byte(`{"status":"degraded","stuck_endpoints":[`), stuck))
+		b := []byte(`{"status":"degraded"`)
+		if len(stuck) > 0 {
+			b = appendStuck(append(b, `,"stuck_endpoints":[`...), stuck)
+		}
+		if len(slow) > 0 {
+			b = appendSlow(append(b, `,"slow_invocations":[`...), slow)
+		}
+		writeJSON(w, http.StatusOK, append(b, '}', '\n'))
 	}
+}
+
+// appendSlow appends the slow invocations and closes the list.
+func appendSlow(b []byte, slow []engine.SlowInvocation) []byte {
+	for i, si := range slow {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"shard":`...)
+		b = strconv.AppendInt(b, int64(si.Shard), 10)
+		b = append(b, `,"address":`...)
+		b = appendJSONString(b, si.Address.String())
+		b = append(b, `,"since":`...)
+		b = appendJSONString(b, si.Since.UTC().Format("2006-01-02T15:04:05.000Z07:00"))
+		b = append(b, '}')
+	}
+	return append(b, ']')
 }
 
 func appendStuck(b []byte, stuck []StuckEndpoint) []byte {
@@ -113,7 +141,7 @@ func appendStuck(b []byte, stuck []StuckEndpoint) []byte {
 		b = appendJSONString(b, st.LastError)
 		b = append(b, '}')
 	}
-	return append(b, ']', '}', '\n')
+	return append(b, ']')
 }
 
 // ready is 200 once the engine has recovered and until the server starts

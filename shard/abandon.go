@@ -50,6 +50,7 @@ func (s *Shard) leaveUnconsumed(e *format.Envelope, err error) {
 	if e.Ack != nil {
 		e.Ack.Release(err)
 	}
+	s.qbytes -= EnvelopeBytes(e)
 	s.left++
 	s.consumed.Add(1) // for quiescence: nothing more will happen to it here
 }

@@ -29,6 +29,8 @@ var (
 // dead-letters e if the function fails.
 func (s *Shard) invoke(inst *instance, e *format.Envelope) {
 	inv := &s.inv
+	s.watchStart(inst.addr, inv.now)
+	defer s.watchEnd()
 	if err := inv.begin(inst.fn, inst.addr, inv.now); err != nil {
 		// The state could not be read: a storage failure, not the
 		// message's fault. Stop rather than skip the message.
@@ -98,6 +100,7 @@ func (s *Shard) commit(inv *Invocation, msgs []format.Envelope) {
 	s.apply(inv)
 	for i := range msgs {
 		s.stageAck(msgs[i].Ack)
+		s.qbytes -= EnvelopeBytes(&msgs[i])
 	}
 	if inv.hasReply && inv.replyTo != 0 {
 		s.stageReply(inv.replyTo, inv.replyType, inv.replyPayload)
@@ -246,6 +249,7 @@ func (s *Shard) commitDeadLetter(target format.Address, msgs []format.Envelope, 
 		s.recBuf = rec[:0]
 		s.batch.add(rec)
 		s.stageAck(m.Ack)
+		s.qbytes -= EnvelopeBytes(m)
 		s.consumed.Add(1)
 	}
 	inv.end()

@@ -152,5 +152,9 @@ func (s *Shard) Step(now int64) bool {
 		worked = true
 	}
 	s.updateSafe()
+	s.qbytesPub.Store(s.qbytes)
+	if worked {
+		s.shrink()
+	}
 	return worked
 }

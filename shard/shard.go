@@ -150,6 +150,16 @@ type Shard struct {
 	entries  []format.BlobEntry
 	cancels  []uint64
 
+	// The running invocation, for the engine's watchdog (watch.go).
+	watch watch
+
+	// qbytes counts the bytes (EnvelopeBytes) of the messages this shard
+	// holds: queued at instances, in remote calls, waiting for a peer's
+	// lane, set aside, and delayed in the timer wheel. Published at the end
+	// of every Step for the engine's admission (QueuedBytes).
+	qbytes    int64
+	qbytesPub atomic.Int64
+
 	// Completed remote calls, handed back by Complete (async.go).
 	doneMu    sync.Mutex
 	doneCalls []*AsyncCall
@@ -267,6 +277,18 @@ func (s *Shard) ProducedCount() uint64 { return s.produced.Load() + s.ingressIn.
 // push returns, and quiescence reads consumed counts first).
 func (s *Shard) AddIngress(n uint64) { s.ingressIn.Add(n) }
 
+// QueuedBytes is the bytes of the messages the shard holds (as of its last
+// Step): queued at instances, in remote calls, waiting for a peer's lane,
+// and delayed. The engine refuses ingress for a shard over its share of
+// Options.MaxQueuedBytes.
+func (s *Shard) QueuedBytes() int64 { return s.qbytesPub.Load() }
+
+// ArenaOverBudget reports whether the state cache has grown past 1.5 times
+// its budget (dirty state that the store has not applied cannot be evicted).
+func (s *Shard) ArenaOverBudget() bool {
+	return s.arena.st.capacity.Load() > s.arena.budget+s.arena.budget/2
+}
+
 // IngressCount is the number of ingress messages counted by AddIngress.
 func (s *Shard) IngressCount() uint64 { return s.ingressIn.Load() }
 
@@ -363,6 +385,7 @@ func (s *Shard) failQueued(err error) {
 func (s *Shard) Restore(env format.Envelope) {
 	s.produced.Add(1)
 	s.enqueueLocal(&env)
+	s.qbytesPub.Store(s.qbytes)
 }
 
 // RestoreTimer re-arms a recovered delayed message (before Start). Every
@@ -378,13 +401,22 @@ func (s *Shard) Start() {
 	go s.loop()
 }
 
-// Stop asks the loop to finish and waits for it. The engine stops shards
-// only after the engine is quiescent.
-func (s *Shard) Stop() {
+// Stop asks the loop to finish and waits for it, at most timeout (a shard
+// held by an invocation that never returns cannot stop); it reports whether
+// the loop finished. The engine stops shards only after the engine is
+// quiescent.
+func (s *Shard) Stop(timeout time.Duration) bool {
 	if !s.started {
-		return
+		return true
 	}
 	s.stopping.Store(true)
 	s.mb.Wake()
-	<-s.done
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-s.done:
+		return true
+	case <-t.C:
+		return false
+	}
 }
