@@ -82,6 +82,9 @@ const maxInt = int(^uint(0) >> 1)
 
 var zeroHeader [frameHeaderSize + frameAlign]byte
 
+// maxKeptBatch is the largest buffer a Batch keeps across Reset.
+const maxKeptBatch = 4 << 20
+
 // Batch is a reusable buffer of framed records, built by one goroutine and
 // handed to Log.Append, which copies it. A Batch is not safe for concurrent
 // use; it may be reused (after Reset) as soon as Append returns. The zero
@@ -138,6 +141,9 @@ func (b *Batch) finish(start int) {
 
 // Reset empties the batch, keeping its buffer.
 func (b *Batch) Reset() {
+	if cap(b.buf) > maxKeptBatch {
+		b.buf = nil // a burst is over: do not keep its peak
+	}
 	b.buf = b.buf[:0]
 	b.n = 0
 	b.maxFrame = 0
