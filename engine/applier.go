@@ -213,10 +213,17 @@ func (a *applier) apply(rec []byte) error {
 	}
 	for i := range r.States {
 		s := &r.States[i]
-		if s.Op == format.OpSet {
+		switch s.Op {
+		case format.OpSet:
 			b.SetState(kg, r.TargetRaw, s.Name, s.WrittenAt, s.Value)
-		} else {
+		case format.OpDelete:
 			b.DeleteState(kg, r.TargetRaw, s.Name)
+		case format.OpMapSet:
+			b.SetMapEntry(kg, r.TargetRaw, s.Name, s.Key, s.Value)
+		case format.OpMapDelete:
+			b.DeleteMapEntry(kg, r.TargetRaw, s.Name, s.Key)
+		case format.OpMapClear:
+			b.ClearMap(kg, r.TargetRaw, s.Name)
 		}
 	}
 	for i := range r.Messages {

@@ -288,6 +288,22 @@ func (c *invCtx) get(spec ValueSpec) ([]byte, bool) {
 	return c.inv.Get(i)
 }
 
+func (c *invCtx) MapGet(spec MapSpec, key string) ([]byte, bool, error) {
+	return c.inv.MapGet(spec.Name, key)
+}
+
+func (c *invCtx) MapSet(spec MapSpec, key string, value []byte) error {
+	return c.inv.MapSet(spec.Name, key, value)
+}
+
+func (c *invCtx) MapDelete(spec MapSpec, key string) error { return c.inv.MapDelete(spec.Name, key) }
+func (c *invCtx) MapClear(spec MapSpec) error              { return c.inv.MapClear(spec.Name) }
+func (c *invCtx) MapLen(spec MapSpec) (int, error)         { return c.inv.MapLen(spec.Name) }
+
+func (c *invCtx) MapRange(spec MapSpec, fn func(key string, value []byte) bool) error {
+	return c.inv.MapRange(spec.Name, fn)
+}
+
 func (c *invCtx) Set(spec ValueSpec, value []byte) error {
 	i, err := c.index(spec)
 	if err != nil {

@@ -152,19 +152,20 @@ func (e *Engine) makeShards() {
 	e.shards = make([]*shard.Shard, opts.Shards)
 	for i := range e.shards {
 		e.shards[i] = shard.New(shard.Config{
-			Index:           i,
-			Count:           opts.Shards,
-			Handler:         newShardHandler(e, i),
-			Log:             e.shardLog(),
-			Store:           e.st,
-			IDs:             e.ids,
-			ArenaBudget:     opts.MemoryBudget / int64(opts.Shards),
-			MailboxCapacity: opts.MailboxCapacity,
-			Clock:           e.now,
-			MaxStateBytes:   opts.MaxStateBytes,
-			MaxRecordBytes:  opts.MaxRecordBytes,
-			KeyRetention:    int64(opts.IdempotencyRetention),
-			Logger:          e.logger,
+			Index:            i,
+			Count:            opts.Shards,
+			Handler:          newShardHandler(e, i),
+			Log:              e.shardLog(),
+			Store:            e.st,
+			IDs:              e.ids,
+			ArenaBudget:      opts.MemoryBudget / int64(opts.Shards),
+			MailboxCapacity:  opts.MailboxCapacity,
+			Clock:            e.now,
+			MaxStateBytes:    opts.MaxStateBytes,
+			MaxRecordBytes:   opts.MaxRecordBytes,
+			KeyRetention:     int64(opts.IdempotencyRetention),
+			MaxInstanceBytes: opts.MaxInstanceBytes,
+			Logger:           e.logger,
 		})
 		e.overloadErr = append(e.overloadErr, fmt.Errorf("%w: shard %d mailbox is full", ErrOverloaded, i))
 	}

@@ -30,6 +30,11 @@ type Options struct {
 	// MaxStateBytes bounds one state value. Default 16 MiB (at most
 	// MaxRecordBytes).
 	MaxStateBytes int
+	// MaxInstanceBytes bounds one map state of an instance (MapSpec: its
+	// keys and values): a write past it fails the invocation (its message
+	// goes to the dead letters) with an error naming the map. Default 256
+	// MiB.
+	MaxInstanceBytes int64
 	// MaxRecordBytes bounds the effects of one invocation (its state writes,
 	// messages, egress records and reply, encoded as one log record): an
 	// invocation whose effects are larger is dead-lettered with the reason.
@@ -127,6 +132,9 @@ func (o *Options) EnsureDefaults() {
 	}
 	if o.MailboxCapacity <= 0 {
 		o.MailboxCapacity = 16384
+	}
+	if o.MaxInstanceBytes <= 0 {
+		o.MaxInstanceBytes = 256 << 20
 	}
 	if o.MaxQueuedBytes <= 0 {
 		o.MaxQueuedBytes = 64 << 20

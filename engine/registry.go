@@ -112,6 +112,18 @@ func validateSpec(sp *FunctionSpec) error {
 			return fmt.Errorf("engine: function %s/%s: state %q has an expiry mode but no positive Expiry", sp.Namespace, sp.Type, v.Name)
 		}
 	}
+	if len(sp.Maps) > 0 && sp.Remote != nil {
+		return fmt.Errorf("engine: function %s/%s: map state is for embedded functions (StateFun's protocol has none)", sp.Namespace, sp.Type)
+	}
+	for _, m := range sp.Maps {
+		if !validName(m.Name) {
+			return fmt.Errorf("engine: function %s/%s: map name %q must match [A-Za-z_][A-Za-z0-9_]* and be at most 64 bytes", sp.Namespace, sp.Type, m.Name)
+		}
+		if seen[m.Name] {
+			return fmt.Errorf("engine: function %s/%s: state %q declared twice", sp.Namespace, sp.Type, m.Name)
+		}
+		seen[m.Name] = true
+	}
 	return validateIngressTypes(sp)
 }
 
@@ -176,6 +188,9 @@ func (r *registry) newEntry(sp *FunctionSpec, ns, typ string) *funcEntry {
 		e.ingress = append([]string(nil), sp.IngressTypes...)
 	}
 	e.ft.Impl = e
+	for _, m := range sp.Maps {
+		e.ft.MapNames = append(e.ft.MapNames, m.Name)
+	}
 	specs := make([]shard.StateSpec, 0, len(sp.States))
 	for _, v := range sp.States {
 		specs = append(specs, toShardSpec(v))

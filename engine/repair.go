@@ -117,6 +117,11 @@ func undeclaredError(fe *funcEntry, name string, specs []shard.StateSpec) error 
 	for _, s := range specs {
 		names = append(names, s.Name)
 	}
+	for _, m := range fe.ft.MapNames {
+		if m == name {
+			return fmt.Errorf("%w: state %q of %s is a map state; SetState repairs single values (a function of the type can rewrite its map)", ErrUndeclared, name, fe.name)
+		}
+	}
 	hint := "declared: " + strings.Join(names, ", ")
 	if len(names) == 0 {
 		hint = "it declares none"

@@ -237,6 +237,7 @@ var (
 	simLastSpec  = ValueSpec{Name: "last", Type: TypeBytes}
 	simBigSpec   = ValueSpec{Name: "big", Type: TypeBytes}
 	simBig2Spec  = ValueSpec{Name: "big2", Type: TypeBytes}
+	simSetSpec   = MapSpec{Name: "set"} // every applied tag, entry by entry
 )
 
 const simEgress = "sim-out"
@@ -248,6 +249,7 @@ const simEgress = "sim-out"
 func (w *simWorld) acctFunc() FunctionSpec {
 	return FunctionSpec{Namespace: "sim", Type: "acct",
 		States: []ValueSpec{simLogSpec, simNSpec, simTTLSpec, simTTLWSpec, simTouchSpec, simLastSpec, simBigSpec, simBig2Spec},
+		Maps:   []MapSpec{simSetSpec},
 		Function: FunctionFunc(func(ctx Context, msg Message) error {
 			m := w.msgs[string(msg.Value)]
 			if m == nil {
@@ -267,6 +269,18 @@ func (w *simWorld) acctFunc() FunctionSpec {
 			}
 			if err := ctx.SetInt64(simNSpec, n+1); err != nil {
 				return err
+			}
+			if _, dup, err := ctx.MapGet(simSetSpec, m.tag); err != nil || dup {
+				w.violations = append(w.violations, fmt.Sprintf("%s: the map already holds %s (%v)", ctx.Self(), m.tag, err))
+			}
+			if err := ctx.MapSet(simSetSpec, m.tag, []byte(strconv.FormatInt(now, 10))); err != nil {
+				return err
+			}
+			if len(log) > 0 && w.rng.IntN(8) == 0 {
+				// The map agrees with the log before this invocation.
+				if n2, err := ctx.MapLen(simSetSpec); err != nil || int64(n2) != n+1 {
+					w.violations = append(w.violations, fmt.Sprintf("%s: the map has %d entries with this invocation's, the log %d (%v)", ctx.Self(), n2, n+1, err))
+				}
 			}
 			return w.runProg(ctx, m, now)
 		})}
@@ -1070,6 +1084,9 @@ func (w *simWorld) check() {
 		if len(log) == 0 {
 			entries = nil
 		}
+		if a.Type == "acct" {
+			w.checkSet(a, vals, entries)
+		}
 		if int64(len(entries)) != n {
 			w.fail("%s: n=%d but the log has %d entries (two values written together disagree)", a, n, len(entries))
 		}
@@ -1248,6 +1265,31 @@ func (w *simWorld) tokenFate(m, parent *simMsg, applied map[string][]simApplied,
 		}
 	}
 	return fateDue
+}
+
+// checkSet checks that an instance's map state holds exactly the tags of
+// its log (written together, entry by entry).
+func (w *simWorld) checkSet(a Address, vals []StateValue, entries []string) {
+	for _, v := range vals {
+		if v.Spec.Name != simSetSpec.Name {
+			continue
+		}
+		if v.MapLen != len(entries) {
+			w.fail("%s: the map holds %d entries, the log %d", a, v.MapLen, len(entries))
+		}
+		inLog := map[string]bool{}
+		for _, en := range entries {
+			tag, _, _ := strings.Cut(en, "@")
+			inLog[tag] = true
+		}
+		for _, en := range v.Map {
+			if !inLog[en.Key] {
+				w.fail("%s: the map holds %s, which the log does not", a, en.Key)
+			}
+		}
+		return
+	}
+	w.fail("%s: State did not list the map", a)
 }
 
 // failing reports whether an embedded invocation of m must fail.

@@ -204,6 +204,24 @@ func (s *Server) state(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, b)
 }
 
+// appendMapState appends ,"entries":N,"map":{"<key>":<value as in a
+// state value>,...} (the first engine.MaxStateMapEntries entries).
+func appendMapState(b []byte, v engine.StateValue) []byte {
+	b = append(b, `,"entries":`...)
+	b = strconv.AppendInt(b, int64(v.MapLen), 10)
+	b = append(b, `,"map":{`...)
+	for i, en := range v.Map {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, en.Key)
+		b = append(b, ":{"...)
+		b = appendValue(b, "value", "", en.Value)
+		b = append(b, '}')
+	}
+	return append(b, '}')
+}
+
 // appendStateObject appends {"<name>":{"type":"...","value":<JSON>},...}.
 func appendStateObject(b []byte, vals []engine.StateValue) []byte {
 	b = append(b, '{')
@@ -214,10 +232,13 @@ func appendStateObject(b []byte, vals []engine.StateValue) []byte {
 		b = appendJSONString(b, v.Spec.Name)
 		b = append(b, `:{"type":`...)
 		b = appendJSONString(b, v.Spec.Type)
-		if v.Present {
+		switch {
+		case v.Spec.Type == engine.TypeMap:
+			b = appendMapState(b, v)
+		case v.Present:
 			b = append(b, ',')
 			b = appendValue(b, "value", v.Spec.Type, v.Value)
-		} else {
+		default:
 			b = append(b, `,"present":false`...)
 		}
 		b = append(b, '}')

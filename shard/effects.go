@@ -148,6 +148,7 @@ func (s *Shard) encode(inv *Invocation, msgs []format.Envelope) ([]byte, error) 
 			rb.State(sl.spec.Name, format.OpDelete, sl.writtenAt, nil)
 		}
 	}
+	inv.encodeMaps(rb)
 	rb.BeginMessages()
 	inv.markReplaced()
 	for i := range inv.sends {
@@ -209,6 +210,9 @@ func containsID(ids []uint64, id uint64) bool {
 func (s *Shard) apply(inv *Invocation) {
 	if inv.anyDirty() {
 		s.storeBlob(inv)
+	}
+	if len(inv.mapOps) > 0 {
+		s.applyMaps(inv, s.seq+1) // the batch being built
 	}
 	for i := range inv.sends {
 		ps := &inv.sends[i]

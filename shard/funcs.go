@@ -43,6 +43,8 @@ type FuncType struct {
 	Async bool
 	// MaxBatch bounds the messages of one async batch (0 = 1000).
 	MaxBatch int
+	// MapNames are the function type's map states (fixed at registration).
+	MapNames []string
 
 	specs atomic.Pointer[[]StateSpec]
 }

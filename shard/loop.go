@@ -111,6 +111,7 @@ func (s *Shard) Step(now int64) bool {
 		return false
 	}
 	worked := false
+	s.steps++
 	s.inv.now = now
 	// 1. Mailbox and completed remote calls.
 	s.drainBuf = s.mb.Drain(s.drainBuf[:0], maxDrain)
@@ -155,6 +156,7 @@ func (s *Shard) Step(now int64) bool {
 	s.qbytesPub.Store(s.qbytes)
 	if worked {
 		s.shrink()
+		s.evictMaps()
 	}
 	return worked
 }

@@ -22,9 +22,11 @@ type Log interface {
 }
 
 // StateReader loads an instance's committed state on a cache miss: fn is
-// called once per stored value. Safe for concurrent use.
+// called once per stored value (LoadInstance) or map entry (LoadMap, until
+// fn returns false). Safe for concurrent use.
 type StateReader interface {
 	LoadInstance(kg uint16, addrRaw []byte, fn func(name []byte, writtenAt int64, value []byte)) error
+	LoadMap(kg uint16, addrRaw, name []byte, fn func(key, value []byte) bool) error
 }
 
 // IDSource hands out blocks of message ids that are unique across the
@@ -85,6 +87,9 @@ type Config struct {
 	// encode larger is dead-lettered instead (the log refuses records that
 	// do not fit a segment). Default 32 MiB.
 	MaxRecordBytes int
+	// MaxInstanceBytes bounds one map state value of an instance (its keys
+	// and values); a write past it fails the invocation. 0: no bound.
+	MaxInstanceBytes int64
 	// KeyRetention is how long (ns) an idempotency key, and the reply kept
 	// for an idempotent request, are remembered after the invocation that
 	// consumed or answered it. Default 24 h.
@@ -152,6 +157,12 @@ type Shard struct {
 
 	// The running invocation, for the engine's watchdog (watch.go).
 	watch watch
+
+	// Cached map state (maps.go).
+	maps      map[string]*mapState
+	mapBytes  int64
+	mapKeyBuf []byte
+	steps     uint64 // Steps run, for the maps' least-recently-used order
 
 	// qbytes counts the bytes (EnvelopeBytes) of the messages this shard
 	// holds: queued at instances, in remote calls, waiting for a peer's

@@ -84,7 +84,7 @@ func newHarness(n, recordLimit, lane int) *harness {
 		now:   int64(time.Hour),
 	}
 	h.h = &scriptHandler{out: out, calls: map[format.Address]*AsyncCall{}}
-	h.h.fn = &FuncType{Namespace: "t", Type: "fn"}
+	h.h.fn = &FuncType{Namespace: "t", Type: "fn", MapNames: []string{"m"}}
 	h.h.fn.SetSpecs([]StateSpec{{Name: "a"}, {Name: "b"}})
 	h.h.remote = &FuncType{Namespace: "t", Type: "remote", Async: true}
 	h.h.remote.SetSpecs([]StateSpec{{Name: "a"}})
@@ -224,6 +224,22 @@ func (h *harness) do(t *testing.T, d *datadriven.TestData) string {
 		env := format.Envelope{ID: id, Caller: parseAddr(t, f[0]), Target: parseAddr(t, f[1]), Type: f[2]}
 		h.shards[shard].RestoreTimer(h.now+int64(dur), env, token)
 		return "ok"
+	case "map":
+		var to, name string
+		d.ScanArgs(t, "to", &to)
+		d.ScanArgs(t, "name", &name)
+		a := parseAddr(t, to)
+		s := h.shardOf(a)
+		ms := s.maps[s.mapKey(a, name)]
+		if ms == nil {
+			return "not cached"
+		}
+		keys := make([]string, 0, len(ms.m))
+		for k := range ms.m {
+			keys = append(keys, k+"="+string(ms.m[k]))
+		}
+		sort.Strings(keys)
+		return fmt.Sprintf("%d bytes: %s", ms.bytes, strings.Join(keys, " "))
 	case "state":
 		var to string
 		d.ScanArgs(t, "to", &to)
@@ -347,10 +363,17 @@ func describe(r *format.Record) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s consumed=%v", a, r.Consumed)
 	for _, s := range r.States {
-		if s.Op == format.OpSet {
+		switch s.Op {
+		case format.OpSet:
 			fmt.Fprintf(&b, " set(%s=%s)", s.Name, clip(s.Value))
-		} else {
+		case format.OpDelete:
 			fmt.Fprintf(&b, " del(%s)", s.Name)
+		case format.OpMapSet:
+			fmt.Fprintf(&b, " mset(%s[%s]=%s)", s.Name, s.Key, clip(s.Value))
+		case format.OpMapDelete:
+			fmt.Fprintf(&b, " mdel(%s[%s])", s.Name, s.Key)
+		case format.OpMapClear:
+			fmt.Fprintf(&b, " mclear(%s)", s.Name)
 		}
 	}
 	for _, m := range r.Messages {
@@ -407,6 +430,7 @@ func (s *scriptIDs) NextBlock() (uint64, uint64, error) {
 type emptyStore struct{}
 
 func (emptyStore) LoadInstance(uint16, []byte, func([]byte, int64, []byte)) error { return nil }
+func (emptyStore) LoadMap(uint16, []byte, []byte, func([]byte, []byte) bool) error   { return nil }
 
 // scriptHandler runs programs.
 type scriptHandler struct {
@@ -499,6 +523,30 @@ func runProgram(inv *Invocation, prog string) error {
 			inv.Egress(arg(1), "text", []byte(arg(2)))
 		case "reply":
 			inv.Reply("text", []byte(arg(1)))
+		case "mset":
+			if err := inv.MapSet(arg(1), arg(2), []byte(arg(3))); err != nil {
+				return err
+			}
+		case "mdel":
+			if err := inv.MapDelete(arg(1), arg(2)); err != nil {
+				return err
+			}
+		case "mclear":
+			if err := inv.MapClear(arg(1)); err != nil {
+				return err
+			}
+		case "mget": // mget NAME KEY: reply with what the invocation sees
+			v, ok, err := inv.MapGet(arg(1), arg(2))
+			if err != nil {
+				return err
+			}
+			inv.Reply("text", []byte(fmt.Sprintf("%s=%s/%v", arg(2), v, ok)))
+		case "mlen":
+			n, err := inv.MapLen(arg(1))
+			if err != nil {
+				return err
+			}
+			inv.Reply("text", []byte(fmt.Sprint("len=", n)))
 		case "fail":
 			return errors.New(strings.Join(f[1:], " "))
 		case "panic":

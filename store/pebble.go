@@ -177,6 +177,22 @@ func prefixUpper(prefix []byte) []byte {
 	return nil
 }
 
+// LoadMap implements Store.
+func (p *Pebble) LoadMap(kg uint16, addrRaw, name []byte, fn func(key, value []byte) bool) error {
+	prefix := MapPrefix(nil, kg, addrRaw, name)
+	it, err := p.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixUpper(prefix)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		if !fn(it.Key()[len(prefix):], it.Value()) {
+			break
+		}
+	}
+	return it.Error()
+}
+
 // ReadEgress implements Store.
 func (p *Pebble) ReadEgress(name string, from uint64, max int, fn func(offset uint64, rec []byte) bool) error {
 	lower := EgressKey(nil, []byte(name), from)
@@ -351,6 +367,21 @@ func (b *pebbleBatch) SetState(kg uint16, addrRaw, name []byte, writtenAt int64,
 	b.val = binary.LittleEndian.AppendUint64(b.val[:0], uint64(writtenAt))
 	b.val = append(b.val, value...)
 	_ = b.b.Set(b.key, b.val, nil)
+}
+
+func (b *pebbleBatch) SetMapEntry(kg uint16, addrRaw, name, key, value []byte) {
+	b.key = MapEntryKey(b.key, kg, addrRaw, name, key)
+	_ = b.b.Set(b.key, value, nil)
+}
+
+func (b *pebbleBatch) DeleteMapEntry(kg uint16, addrRaw, name, key []byte) {
+	b.key = MapEntryKey(b.key, kg, addrRaw, name, key)
+	_ = b.b.Delete(b.key, nil)
+}
+
+func (b *pebbleBatch) ClearMap(kg uint16, addrRaw, name []byte) {
+	b.key = MapPrefix(b.key, kg, addrRaw, name)
+	_ = b.b.DeleteRange(b.key, prefixUpper(b.key), nil)
 }
 
 func (b *pebbleBatch) DeleteState(kg uint16, addrRaw, name []byte) {

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/shardfn/shardfn/internal/format"
@@ -153,6 +154,53 @@ func TestKeysRepliesAndExpiry(t *testing.T) {
 		}
 		if n, _ := s.Expire(b, 200, 100); n != 0 {
 			t.Fatalf("expired again: %d", n)
+		}
+	})
+}
+
+func TestMapEntries(t *testing.T) {
+	forEach(t, func(t *testing.T, s Store) {
+		a := format.AppendAddress(nil, format.Address{Namespace: "n", Type: "t", ID: "1"})
+		b := s.NewBatch()
+		for _, k := range []string{"d3", "d1", "d2"} {
+			b.SetMapEntry(7, a, []byte("free"), []byte(k), []byte("v-"+k))
+		}
+		b.SetMapEntry(7, a, []byte("other"), []byte("x"), nil)
+		b.SetState(7, a, []byte("free"), 1, []byte("scalar")) // a value of the same name is another key
+		if err := b.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		b.Reset()
+		list := func(name string) string {
+			var out []string
+			if err := s.LoadMap(7, a, []byte(name), func(k, v []byte) bool { out = append(out, string(k)+"="+string(v)); return true }); err != nil {
+				t.Fatal(err)
+			}
+			return strings.Join(out, " ")
+		}
+		if got := list("free"); got != "d1=v-d1 d2=v-d2 d3=v-d3" {
+			t.Fatalf("free: %q", got)
+		}
+		b.DeleteMapEntry(7, a, []byte("free"), []byte("d2"))
+		if err := b.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		b.Reset()
+		if got := list("free"); got != "d1=v-d1 d3=v-d3" {
+			t.Fatalf("after delete: %q", got)
+		}
+		b.ClearMap(7, a, []byte("free"))
+		if err := b.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		b.Reset()
+		if got := list("free") + "|" + list("other"); got != "|x=" {
+			t.Fatalf("after clear: %q", got)
+		}
+		n := 0
+		_ = s.LoadInstance(7, a, func([]byte, int64, []byte) { n++ })
+		if n != 1 {
+			t.Fatalf("the scalar value: %d", n)
 		}
 	})
 }
