@@ -75,7 +75,7 @@ func (e *Engine) validateShape(to Address, msg Message) error {
 	if msg.Type == "" {
 		return fmt.Errorf("%w: the message has no type name", ErrBadMessage)
 	}
-	if msg.Type == RepairType {
+	if msg.Type == repairType {
 		return errReserved // see validateInternal (repair.go)
 	}
 	if len(msg.Value) > e.opts.MaxMessageBytes {

@@ -89,12 +89,12 @@ func (e *Engine) openStore() error {
 		e.wal = newMemLog(func(uint64) { e.onDurable() })
 		return nil
 	}
-	if e.opts.FS.Store == nil {
+	if e.opts.fs.Store == nil {
 		if err := os.MkdirAll(e.opts.DataDir, 0o755); err != nil {
 			return fmt.Errorf("engine: data directory: %w", err)
 		}
 	}
-	po := store.PebbleOptions{FS: e.opts.FS.Store, Logger: e.logger}
+	po := store.PebbleOptions{FS: e.opts.fs.Store, Logger: e.logger}
 	if e.opts.manual {
 		// The simulator: the store writes only when the engine asks
 		// (checkpoints), so that a run depends on its inputs alone.

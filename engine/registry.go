@@ -44,8 +44,9 @@ type registry struct {
 	saved  map[string][]shard.StateSpec // remembered remote specs by type
 	st     store.Store
 	shards int
-	all    []*funcEntry
+	all    []*funcEntry // by FuncType.ID
 	allMu  sync.Mutex
+	ids    atomic.Pointer[[]*funcEntry] // all, for byID (copy on write)
 }
 
 func newRegistry(specs []FunctionSpec) (*registry, error) {
@@ -187,7 +188,6 @@ func (r *registry) newEntry(sp *FunctionSpec, ns, typ string) *funcEntry {
 	if len(sp.IngressTypes) > 0 {
 		e.ingress = append([]string(nil), sp.IngressTypes...)
 	}
-	e.ft.Impl = e
 	for _, m := range sp.Maps {
 		e.ft.MapNames = append(e.ft.MapNames, m.Name)
 	}
@@ -197,10 +197,16 @@ func (r *registry) newEntry(sp *FunctionSpec, ns, typ string) *funcEntry {
 	}
 	e.ft.SetSpecs(specs)
 	r.allMu.Lock()
+	e.ft.ID = uint32(len(r.all))
 	r.all = append(r.all, e)
+	ids := append([]*funcEntry(nil), r.all...)
+	r.ids.Store(&ids)
 	r.allMu.Unlock()
 	return e
 }
+
+// byID returns the entry of a FuncType.ID; safe for concurrent use.
+func (r *registry) byID(id uint32) *funcEntry { return (*r.ids.Load())[id] }
 
 func (r *registry) setShards(n int) {
 	r.shards = n
