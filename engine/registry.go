@@ -99,13 +99,9 @@ func validateSpec(sp *FunctionSpec) error {
 	}
 	seen := map[string]bool{}
 	for _, v := range sp.States {
-		if !validName(v.Name) {
-			return fmt.Errorf("engine: function %s/%s: state name %q must match [A-Za-z_][A-Za-z0-9_]* and be at most 64 bytes", sp.Namespace, sp.Type, v.Name)
+		if err := declare(sp, "state", v.Name, seen); err != nil {
+			return err
 		}
-		if seen[v.Name] {
-			return fmt.Errorf("engine: function %s/%s: state %q declared twice", sp.Namespace, sp.Type, v.Name)
-		}
-		seen[v.Name] = true
 		if v.Mode > ExpireAfterInvoke {
 			return fmt.Errorf("engine: function %s/%s: state %q has unknown expiry mode %d", sp.Namespace, sp.Type, v.Name, v.Mode)
 		}
@@ -117,15 +113,24 @@ func validateSpec(sp *FunctionSpec) error {
 		return fmt.Errorf("engine: function %s/%s: map state is for embedded functions (StateFun's protocol has none)", sp.Namespace, sp.Type)
 	}
 	for _, m := range sp.Maps {
-		if !validName(m.Name) {
-			return fmt.Errorf("engine: function %s/%s: map name %q must match [A-Za-z_][A-Za-z0-9_]* and be at most 64 bytes", sp.Namespace, sp.Type, m.Name)
+		if err := declare(sp, "map", m.Name, seen); err != nil {
+			return err
 		}
-		if seen[m.Name] {
-			return fmt.Errorf("engine: function %s/%s: state %q declared twice", sp.Namespace, sp.Type, m.Name)
-		}
-		seen[m.Name] = true
 	}
 	return validateIngressTypes(sp)
+}
+
+// declare checks a state or map name of sp and that no other state or map
+// of sp has it.
+func declare(sp *FunctionSpec, kind, name string, seen map[string]bool) error {
+	if !validName(name) {
+		return fmt.Errorf("engine: function %s/%s: %s name %q must match [A-Za-z_][A-Za-z0-9_]* and be at most 64 bytes", sp.Namespace, sp.Type, kind, name)
+	}
+	if seen[name] {
+		return fmt.Errorf("engine: function %s/%s: state %q declared twice", sp.Namespace, sp.Type, name)
+	}
+	seen[name] = true
+	return nil
 }
 
 func validateIngressTypes(sp *FunctionSpec) error {

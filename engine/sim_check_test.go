@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -409,10 +408,4 @@ func positions(applied map[string][]simApplied, tags []string) []int {
 		}
 	}
 	return out
-}
-
-func stackTop() string {
-	b := make([]byte, 8192)
-	n := runtime.Stack(b, false)
-	return string(b[:n])
 }

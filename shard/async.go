@@ -40,6 +40,23 @@ func (s *Shard) control(fn func()) {
 	<-done
 }
 
+// takeDone takes the completed calls off the completion queue, for a shard
+// that stops without applying them; it runs the pending controls (on the
+// shard goroutine), so that no control waits for a shard that stopped.
+func (s *Shard) takeDone() []*AsyncCall {
+	s.doneMu.Lock()
+	calls := s.doneCalls
+	s.doneCalls = nil
+	controls := s.controls
+	s.controls = nil
+	s.doneN.Store(0)
+	s.doneMu.Unlock()
+	for _, fn := range controls {
+		fn()
+	}
+	return calls
+}
+
 // resumeDone runs the pending controls and applies every completed call.
 func (s *Shard) resumeDone() bool {
 	if s.doneN.Load() == 0 {

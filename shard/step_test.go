@@ -93,10 +93,14 @@ func newHarness(n, recordLimit, lane int) *harness {
 	if lane == 0 {
 		lane = 64
 	}
+	if recordLimit == 0 {
+		recordLimit = 32 << 20
+	}
 	for i := 0; i < n; i++ {
 		h.shards = append(h.shards, New(Config{
 			Index: i, Count: n, Handler: h.h, Log: h.log, Store: emptyStore{}, IDs: ids,
 			ArenaBudget: 1 << 20, MailboxCapacity: lane, MaxRecordBytes: recordLimit,
+			MaxStateBytes: 1 << 20, KeyRetention: int64(24 * time.Hour),
 			Clock: func() int64 { return h.now },
 		}))
 	}
