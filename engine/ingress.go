@@ -140,7 +140,6 @@ func (e *Engine) submit(to Address, msg Message, ack *format.Ack) (uint64, error
 	return id, e.push(&env)
 }
 
-// await waits for ack.
 // await waits for ack; what names the wait in an ErrInDoubt (the send to
 // an address, or a batch when to is zero), built only then.
 func await(ctx context.Context, ack *format.Ack, to Address) error {
@@ -151,12 +150,17 @@ func await(ctx context.Context, ack *format.Ack, to Address) error {
 		}
 		return nil
 	case <-ctx.Done():
-		what := "batch"
-		if !to.IsZero() {
-			what = "send " + to.String()
-		}
-		return fmt.Errorf("%w: %s: %w", ErrInDoubt, what, ctx.Err())
+		return inDoubt(to, ctx.Err())
 	}
+}
+
+// inDoubt is the error of a wait cut short before the outcome was known.
+func inDoubt(to Address, cause error) error {
+	what := "batch"
+	if !to.IsZero() {
+		what = "send " + to.String()
+	}
+	return fmt.Errorf("%w: %s: %w", ErrInDoubt, what, cause)
 }
 
 func sendOpts(opts []SendOption) sendOptions {
@@ -179,12 +183,23 @@ func (e *Engine) Send(ctx context.Context, to Address, msg Message, opts ...Send
 	if o := sendOpts(opts); o.key != "" {
 		return e.sendKeyed(ctx, to, msg, o.key)
 	}
-	ack := format.NewAck(1)
+	ack := format.GetAck(1)
 	id, err := e.submit(to, msg, ack)
 	if err != nil {
+		format.PutAck(ack) // never handed to a shard
 		return 0, err
 	}
-	return id, await(ctx, ack, to)
+	select {
+	case <-ack.Done():
+		err := ack.Err()
+		format.PutAck(ack) // released and read: nothing refers to it
+		if err != nil {
+			return id, ackError(err)
+		}
+		return id, nil
+	case <-ctx.Done():
+		return id, inDoubt(to, ctx.Err()) // a shard will still release it
+	}
 }
 
 func (e *Engine) sendKeyed(ctx context.Context, to Address, msg Message, key string) (uint64, error) {
