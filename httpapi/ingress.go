@@ -154,9 +154,9 @@ func (s *Server) handleBatch(ctx *fasthttp.RequestCtx, e Engine) int {
 	}
 	for i := range msgs {
 		// Share the strings of known types across requests.
-		msgs[i].To.Namespace = s.types.get(stringBytes(msgs[i].To.Namespace))
-		msgs[i].To.Type = s.types.get(stringBytes(msgs[i].To.Type))
-		msgs[i].Message.Type = s.types.get(stringBytes(msgs[i].Message.Type))
+		msgs[i].To.Namespace = s.types.string(msgs[i].To.Namespace)
+		msgs[i].To.Type = s.types.string(msgs[i].To.Type)
+		msgs[i].Message.Type = s.types.string(msgs[i].Message.Type)
 	}
 	if len(msgs) > 0 {
 		if err := e.SendBatch(s.baseCtx, msgs); err != nil {
@@ -327,10 +327,4 @@ func (s *Server) ingressError(ctx *fasthttp.RequestCtx, err error) {
 	}
 	s.writeError(ctx, status, msg, false)
 	s.metrics.observe(routeOther, status, 0)
-}
-
-// stringBytes returns the bytes of s without copying; callers must not
-// modify them.
-func stringBytes(s string) []byte {
-	return unsafeStringBytes(s)
 }
