@@ -3,7 +3,7 @@ package kafka
 import (
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -188,7 +188,7 @@ func (p *parser) mapping(n *yaml.Node, field string, allowed ...string) (map[str
 		k := n.Content[i].Value
 		if allowed != nil && !contains(allowed, k) {
 			s := append([]string(nil), allowed...)
-			sort.Strings(s)
+			slices.Sort(s)
 			return nil, p.errf(field+"."+k, "unknown field (line %d); known: %s", n.Content[i].Line, strings.Join(s, ", "))
 		}
 		if _, dup := out[k]; dup {

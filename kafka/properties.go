@@ -7,7 +7,7 @@ import (
 	"net"
 	"os"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -124,7 +124,7 @@ func (p *parser) properties(spec map[string]*yaml.Node, ingress bool) (ClientPro
 		}
 	}
 	if len(unknown) > 0 {
-		sort.Strings(allowed)
+		slices.Sort(allowed)
 		return cp, p.errf("spec.properties", "unknown or unsupported Kafka client properties %s; supported here: %s",
 			strings.Join(unknown, ", "), strings.Join(allowed, ", "))
 	}

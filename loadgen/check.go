@@ -2,7 +2,7 @@ package loadgen
 
 import (
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -137,7 +137,7 @@ func Check(s Snapshot) []InvariantResult {
 		st := s.Drivers[d]
 		dr.check()
 		a := active[d]
-		sort.Strings(a)
+		slices.Sort(a)
 		switch {
 		case len(a) > 1:
 			dr.fail("driver %s: in active rides %v", d, a)
@@ -284,6 +284,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	for k := range m {
 		out = append(out, k)
 	}
-	sort.Strings(out)
+	slices.Sort(out)
 	return out
 }

@@ -7,7 +7,7 @@ import (
 	"io"
 	"net/url"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -217,7 +217,7 @@ func (p *parser) mapping(n *yaml.Node, field string, allowed ...string) (map[str
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k := n.Content[i].Value
 		if allowed != nil && !contains(allowed, k) {
-			sort.Strings(allowed)
+			slices.Sort(allowed)
 			return nil, p.errf(join(field, k), "unknown field (line %d); known: %s", n.Content[i].Line, strings.Join(allowed, ", "))
 		}
 		if _, dup := out[k]; dup {

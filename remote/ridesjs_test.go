@@ -2,7 +2,7 @@ package remote
 
 import (
 	"encoding/json"
-	"sort"
+	"slices"
 	"testing"
 
 	"github.com/shardfn/shardfn/engine"
@@ -176,7 +176,7 @@ func TestRidesJS(t *testing.T) {
 		t.Fatalf("outcomes %+v", outs)
 	}
 	got := []string{outs["tok1"].Driver, outs["tok2"].Driver}
-	sort.Strings(got)
+	slices.Sort(got)
 	if got[0] != "d-1" || got[1] != "d-2" {
 		t.Fatalf("matched drivers %v, want d-1 and d-2", got)
 	}
