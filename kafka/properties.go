@@ -102,19 +102,19 @@ func (p *parser) properties(spec map[string]*yaml.Node, ingress bool) (ClientPro
 		k, v := kv[0], strings.TrimSpace(kv[1])
 		f := "spec.properties." + k
 		if seen[k] {
-			return cp, p.errf(f, "set twice")
+			return cp, p.Errf(f, "set twice")
 		}
 		seen[k] = true
 		if why, ok := refusedProps[k]; ok {
-			return cp, p.errf(f, "not supported: %s", why)
+			return cp, p.Errf(f, "not supported: %s", why)
 		}
-		if !contains(allowed, k) {
-			if contains(other, k) {
+		if !slices.Contains(allowed, k) {
+			if slices.Contains(other, k) {
 				what := "an egress"
 				if !ingress {
 					what = "an ingress"
 				}
-				return cp, p.errf(f, "applies to %s, not here", what)
+				return cp, p.Errf(f, "applies to %s, not here", what)
 			}
 			unknown = append(unknown, k)
 			continue
@@ -125,7 +125,7 @@ func (p *parser) properties(spec map[string]*yaml.Node, ingress bool) (ClientPro
 	}
 	if len(unknown) > 0 {
 		slices.Sort(allowed)
-		return cp, p.errf("spec.properties", "unknown or unsupported Kafka client properties %s; supported here: %s",
+		return cp, p.Errf("spec.properties", "unknown or unsupported Kafka client properties %s; supported here: %s",
 			strings.Join(unknown, ", "), strings.Join(allowed, ", "))
 	}
 	return cp, cp.finish(p, ingress)
@@ -167,7 +167,7 @@ var countProps = map[string]countProp{
 func parseMillis(p *parser, f, v string) (time.Duration, error) {
 	i, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || i < 0 {
-		return 0, p.errf(f, "%q: want milliseconds, a non-negative integer", v)
+		return 0, p.Errf(f, "%q: want milliseconds, a non-negative integer", v)
 	}
 	return time.Duration(i) * time.Millisecond, nil
 }
@@ -176,7 +176,7 @@ func parseMillis(p *parser, f, v string) (time.Duration, error) {
 func parseCount(p *parser, f, v string, min int64) (int64, error) {
 	i, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || i < min || i > 1<<31-1 {
-		return 0, p.errf(f, "%q: want an integer from %d", v, min)
+		return 0, p.Errf(f, "%q: want an integer from %d", v, min)
 	}
 	return i, nil
 }
@@ -217,15 +217,15 @@ func (cp *ClientProps) set(p *parser, f, k, v string) error {
 			cp.resetEarliest = true
 		case "latest":
 		default:
-			return p.errf(f, "%q: want earliest or latest", v)
+			return p.Errf(f, "%q: want earliest or latest", v)
 		}
 	case "enable.auto.commit":
 		if v != "false" {
-			return p.errf(f, "%q: shardfn commits offsets itself once the records are durable; only false is accepted", v)
+			return p.Errf(f, "%q: shardfn commits offsets itself once the records are durable; only false is accepted", v)
 		}
 	case "isolation.level":
 		if v != "read_committed" && v != "read_uncommitted" {
-			return p.errf(f, "%q: want read_committed or read_uncommitted", v)
+			return p.Errf(f, "%q: want read_committed or read_uncommitted", v)
 		}
 		cp.isolation = v
 	case "max.poll.records":
@@ -256,7 +256,7 @@ func (cp *ClientProps) setProducer(p *parser, f, k, v string) error {
 		case "all", "-1", "1", "0":
 			cp.acks = v
 		default:
-			return p.errf(f, "%q: want all, -1, 1 or 0", v)
+			return p.Errf(f, "%q: want all, -1, 1 or 0", v)
 		}
 	case "compression.type":
 		c, err := compression(p, f, v)
@@ -266,7 +266,7 @@ func (cp *ClientProps) setProducer(p *parser, f, k, v string) error {
 		cp.Opts = append(cp.Opts, kgo.ProducerBatchCompression(c))
 	case "enable.idempotence":
 		if v != "true" {
-			return p.errf(f, "%q: the delivery semantic decides idempotence (none: off; at-least-once and exactly-once: on)", v)
+			return p.Errf(f, "%q: the delivery semantic decides idempotence (none: off; at-least-once and exactly-once: on)", v)
 		}
 	case "max.in.flight.requests.per.connection":
 		i, err := parseCount(p, f, v, 1)
@@ -274,7 +274,7 @@ func (cp *ClientProps) setProducer(p *parser, f, k, v string) error {
 			return err
 		}
 		if i > 5 {
-			return p.errf(f, "%d: at most 5 keeps the order of an idempotent producer", i)
+			return p.Errf(f, "%d: at most 5 keeps the order of an idempotent producer", i)
 		}
 		cp.Opts = append(cp.Opts, kgo.MaxProduceRequestsInflightPerBroker(int(i)))
 	case "transactional.id":
@@ -293,7 +293,7 @@ func (cp *ClientProps) setSecurity(p *parser, f, k, v string) error {
 	readFile := func(path string) ([]byte, error) {
 		b, err := os.ReadFile(path)
 		if err != nil {
-			return nil, p.errf(f, "%v", err)
+			return nil, p.Errf(f, "%v", err)
 		}
 		return b, nil
 	}
@@ -304,20 +304,20 @@ func (cp *ClientProps) setSecurity(p *parser, f, k, v string) error {
 		case "PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL":
 			cp.protocol = strings.ToUpper(v)
 		default:
-			return p.errf(f, "%q: want PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL", v)
+			return p.Errf(f, "%q: want PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL", v)
 		}
 	case "sasl.mechanism":
 		switch strings.ToUpper(v) {
 		case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
 			cp.mechanism = strings.ToUpper(v)
 		default:
-			return p.errf(f, "%q: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (OAUTHBEARER and GSSAPI are not supported)", v)
+			return p.Errf(f, "%q: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (OAUTHBEARER and GSSAPI are not supported)", v)
 		}
 	case "sasl.jaas.config":
 		cp.jaas = v
 	case "ssl.truststore.type", "ssl.keystore.type":
 		if strings.ToUpper(v) != "PEM" {
-			return p.errf(f, "%q: only PEM stores are supported (convert a JKS or PKCS12 store with keytool/openssl)", v)
+			return p.Errf(f, "%q: only PEM stores are supported (convert a JKS or PKCS12 store with keytool/openssl)", v)
 		}
 	case "ssl.truststore.location":
 		if cp.trustPEM, err = readFile(v); err != nil {
@@ -337,14 +337,14 @@ func (cp *ClientProps) setSecurity(p *parser, f, k, v string) error {
 	case "ssl.keystore.key":
 		cp.keyPEM, cp.tlsSet = []byte(v), true
 	case "ssl.key.password":
-		return p.errf(f, "encrypted private keys are not supported; give an unencrypted PEM key")
+		return p.Errf(f, "encrypted private keys are not supported; give an unencrypted PEM key")
 	case "ssl.endpoint.identification.algorithm":
 		switch strings.ToLower(v) {
 		case "https":
 		case "":
 			cp.noVerify = true
 		default:
-			return p.errf(f, "%q: want https or an empty string", v)
+			return p.Errf(f, "%q: want https or an empty string", v)
 		}
 	}
 	return nil
@@ -369,7 +369,7 @@ func balancers(p *parser, f, v string) ([]kgo.GroupBalancer, error) {
 		case "cooperative-sticky", "cooperativestickyassignor":
 			bs = append(bs, kgo.CooperativeStickyBalancer())
 		default:
-			return nil, p.errf(f, "%q: want range, roundrobin, sticky or cooperative-sticky", s)
+			return nil, p.Errf(f, "%q: want range, roundrobin, sticky or cooperative-sticky", s)
 		}
 	}
 	return bs, nil
@@ -389,7 +389,7 @@ func compression(p *parser, f, v string) (kgo.CompressionCodec, error) {
 	case "zstd":
 		return kgo.ZstdCompression(), nil
 	}
-	return kgo.CompressionCodec{}, p.errf(f, "%q: want none, gzip, snappy, lz4 or zstd", v)
+	return kgo.CompressionCodec{}, p.Errf(f, "%q: want none, gzip, snappy, lz4 or zstd", v)
 }
 
 var jaasKV = regexp.MustCompile(`(\w+)\s*=\s*"((?:[^"\\]|\\.)*)"`)
@@ -412,7 +412,7 @@ func (cp *ClientProps) finish(p *parser, ingress bool) error {
 	useTLS := proto == "SSL" || proto == "SASL_SSL"
 	useSASL := strings.HasPrefix(proto, "SASL_")
 	if cp.tlsSet && !useTLS {
-		return p.errf("spec.properties.security.protocol", "%s with ssl.* settings: want SSL or SASL_SSL", proto)
+		return p.Errf("spec.properties.security.protocol", "%s with ssl.* settings: want SSL or SASL_SSL", proto)
 	}
 	if useTLS {
 		c, err := cp.tlsConfig(p)
@@ -429,7 +429,7 @@ func (cp *ClientProps) finish(p *parser, ingress bool) error {
 		}
 		cp.Opts = append(cp.Opts, opt)
 	} else if cp.mechanism != "" || cp.jaas != "" {
-		return p.errf("spec.properties.security.protocol", "%s with SASL settings: want SASL_PLAINTEXT or SASL_SSL", proto)
+		return p.Errf("spec.properties.security.protocol", "%s with SASL settings: want SASL_PLAINTEXT or SASL_SSL", proto)
 	}
 	return nil
 }
@@ -440,14 +440,14 @@ func (cp *ClientProps) tlsConfig(p *parser) (*tls.Config, error) {
 	if len(cp.trustPEM) > 0 {
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(cp.trustPEM) {
-			return nil, p.errf("spec.properties.ssl.truststore", "no PEM certificate found")
+			return nil, p.Errf("spec.properties.ssl.truststore", "no PEM certificate found")
 		}
 		c.RootCAs = pool
 	}
 	if len(cp.certPEM) > 0 || len(cp.keyPEM) > 0 {
 		cert, err := tls.X509KeyPair(cp.certPEM, cp.keyPEM)
 		if err != nil {
-			return nil, p.errf("spec.properties.ssl.keystore", "%v", err)
+			return nil, p.Errf("spec.properties.ssl.keystore", "%v", err)
 		}
 		c.Certificates = []tls.Certificate{cert}
 	}
@@ -486,7 +486,7 @@ func verifyChain(roots *x509.CertPool) func(raw [][]byte, _ [][]*x509.Certificat
 // sasl is the SASL option of sasl.mechanism and sasl.jaas.config.
 func (cp *ClientProps) sasl(p *parser, proto string) (kgo.Opt, error) {
 	if cp.jaas == "" {
-		return nil, p.errf("spec.properties.sasl.jaas.config", "missing: %s needs username=\"...\" password=\"...\"", proto)
+		return nil, p.Errf("spec.properties.sasl.jaas.config", "missing: %s needs username=\"...\" password=\"...\"", proto)
 	}
 	kv := map[string]string{}
 	for _, m := range jaasKV.FindAllStringSubmatch(cp.jaas, -1) {
@@ -494,7 +494,7 @@ func (cp *ClientProps) sasl(p *parser, proto string) (kgo.Opt, error) {
 	}
 	user, pass := kv["username"], kv["password"]
 	if user == "" {
-		return nil, p.errf("spec.properties.sasl.jaas.config", "no username=\"...\" found")
+		return nil, p.Errf("spec.properties.sasl.jaas.config", "no username=\"...\" found")
 	}
 	switch cp.mechanism {
 	case "SCRAM-SHA-256":

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shardfn/shardfn/internal/yamldoc"
 	"gopkg.in/yaml.v3"
 )
 
@@ -176,7 +177,7 @@ func ParseModule(r io.Reader) (*Module, error) {
 		if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 			continue // empty document
 		}
-		p := &parser{where: fmt.Sprintf("document %d", doc)}
+		p := &parser{yamldoc.Parser{Where: fmt.Sprintf("document %d", doc), Err: ErrModule}}
 		eps, warn, comp, err := p.document(&n)
 		if err != nil {
 			return nil, err
@@ -201,74 +202,50 @@ func ParseModule(r io.Reader) (*Module, error) {
 	return m, nil
 }
 
-type parser struct{ where string }
-
-func (p *parser) errf(field, format string, args ...any) error {
-	return fmt.Errorf("%w: %s: %s: %s", ErrModule, p.where, field, fmt.Sprintf(format, args...))
-}
-
-// mapping returns the keys of a mapping node, checking them against the
-// allowed set.
-func (p *parser) mapping(n *yaml.Node, field string, allowed ...string) (map[string]*yaml.Node, error) {
-	if n.Kind != yaml.MappingNode {
-		return nil, p.errf(field, "want a mapping, have %s", nodeKind(n))
-	}
-	out := map[string]*yaml.Node{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k := n.Content[i].Value
-		if allowed != nil && !contains(allowed, k) {
-			slices.Sort(allowed)
-			return nil, p.errf(join(field, k), "unknown field (line %d); known: %s", n.Content[i].Line, strings.Join(allowed, ", "))
-		}
-		if _, dup := out[k]; dup {
-			return nil, p.errf(join(field, k), "duplicate field (line %d)", n.Content[i].Line)
-		}
-		out[k] = n.Content[i+1]
-	}
-	return out, nil
-}
+// parser reads one document of a module.
+type parser struct{ yamldoc.Parser }
 
 func (p *parser) document(n *yaml.Node) ([]Endpoint, string, *Component, error) {
-	top, err := p.mapping(n, "(top level)")
+	top, err := p.Mapping(n, "(top level)")
 	if err != nil {
 		return nil, "", nil, err
 	}
 	if _, legacy := top["version"]; legacy {
-		return nil, "", nil, p.errf("version", "the legacy StateFun 3.0 module format is not supported; use kind/spec documents")
+		return nil, "", nil, p.Errf("version", "the legacy StateFun 3.0 module format is not supported; use kind/spec documents")
 	}
 	kn, ok := top["kind"]
 	if !ok {
-		return nil, "", nil, p.errf("kind", "missing")
+		return nil, "", nil, p.Errf("kind", "missing")
 	}
-	kind, err := p.str(kn, "kind")
+	kind, err := p.Str(kn, "kind")
 	if err != nil {
 		return nil, "", nil, err
 	}
-	p.where = fmt.Sprintf("%s (kind %s)", p.where, kind)
+	p.Where = fmt.Sprintf("%s (kind %s)", p.Where, kind)
 	for _, pre := range skippedKindPrefixes {
 		if strings.HasPrefix(kind, pre) {
-			return nil, fmt.Sprintf("remote: %s skipped: shardfn does not implement this component kind", p.where), nil, nil
+			return nil, fmt.Sprintf("remote: %s skipped: shardfn does not implement this component kind", p.Where), nil, nil
 		}
 	}
-	if contains(componentKinds, kind) {
+	if slices.Contains(componentKinds, kind) {
 		for k := range top {
 			if k != "kind" && k != "spec" {
-				return nil, "", nil, p.errf(k, "unknown top-level field; want kind and spec")
+				return nil, "", nil, p.Errf(k, "unknown top-level field; want kind and spec")
 			}
 		}
-		return nil, "", &Component{Kind: kind, Spec: top["spec"], Source: p.where}, nil
+		return nil, "", &Component{Kind: kind, Spec: top["spec"], Source: p.Where}, nil
 	}
 	if kind != KindHTTPEndpointV2 && kind != KindHTTPEndpointV1 {
-		return nil, "", nil, p.errf("kind", "unknown kind %q (supported: %s, %s, %s)", kind, KindHTTPEndpointV2, KindHTTPEndpointV1, strings.Join(componentKinds, ", "))
+		return nil, "", nil, p.Errf("kind", "unknown kind %q (supported: %s, %s, %s)", kind, KindHTTPEndpointV2, KindHTTPEndpointV1, strings.Join(componentKinds, ", "))
 	}
 	for k := range top {
 		if k != "kind" && k != "spec" {
-			return nil, "", nil, p.errf(k, "unknown top-level field; want kind and spec")
+			return nil, "", nil, p.Errf(k, "unknown top-level field; want kind and spec")
 		}
 	}
 	sn, ok := top["spec"]
 	if !ok {
-		return nil, "", nil, p.errf("spec", "missing")
+		return nil, "", nil, p.Errf("spec", "missing")
 	}
 	eps, warn, err := p.endpoint(sn, kind == KindHTTPEndpointV1)
 	return eps, warn, nil, err
@@ -279,7 +256,7 @@ func (p *parser) endpoint(n *yaml.Node, v1 bool) ([]Endpoint, string, error) {
 	if v1 {
 		allowed = append(allowed, "timeouts")
 	}
-	spec, err := p.mapping(n, "spec", allowed...)
+	spec, err := p.Mapping(n, "spec", allowed...)
 	if err != nil {
 		return nil, "", err
 	}
@@ -294,17 +271,17 @@ func (p *parser) endpoint(n *yaml.Node, v1 bool) ([]Endpoint, string, error) {
 		MaxConcurrency:      DefaultMaxConcurrency,
 		MaxRequestBytes:     DefaultMaxRequestBytes,
 		MaxResponseBytes:    DefaultMaxResponseBytes,
-		Source:              p.where,
+		Source:              p.Where,
 	}
 	un, ok := spec["urlPathTemplate"]
 	if !ok {
-		return nil, "", p.errf("spec.urlPathTemplate", "missing")
+		return nil, "", p.Errf("spec.urlPathTemplate", "missing")
 	}
-	if ep.URLTemplate, err = p.str(un, "spec.urlPathTemplate"); err != nil {
+	if ep.URLTemplate, err = p.Str(un, "spec.urlPathTemplate"); err != nil {
 		return nil, "", err
 	}
 	if err := checkURLTemplate(ep.URLTemplate); err != nil {
-		return nil, "", p.errf("spec.urlPathTemplate", "%v", err)
+		return nil, "", p.Errf("spec.urlPathTemplate", "%v", err)
 	}
 	if bn, ok := spec["maxNumBatchRequests"]; ok {
 		if ep.MaxNumBatchRequests, err = p.positiveInt(bn, "spec.maxNumBatchRequests"); err != nil {
@@ -327,11 +304,11 @@ func (p *parser) endpoint(n *yaml.Node, v1 bool) ([]Endpoint, string, error) {
 		}
 	}
 	if ep.MaxRetryBackoff < ep.RetryBackoff {
-		return nil, "", p.errf("spec.shardfn.maxRetryBackoff", "%v is below retryBackoff %v", ep.MaxRetryBackoff, ep.RetryBackoff)
+		return nil, "", p.Errf("spec.shardfn.maxRetryBackoff", "%v is below retryBackoff %v", ep.MaxRetryBackoff, ep.RetryBackoff)
 	}
 	fn, ok := spec["functions"]
 	if !ok {
-		return nil, "", p.errf("spec.functions", "missing")
+		return nil, "", p.Errf("spec.functions", "missing")
 	}
 	var patterns []string
 	switch fn.Kind {
@@ -339,23 +316,23 @@ func (p *parser) endpoint(n *yaml.Node, v1 bool) ([]Endpoint, string, error) {
 		patterns = []string{fn.Value}
 	case yaml.SequenceNode:
 		for i, c := range fn.Content {
-			s, err := p.str(c, fmt.Sprintf("spec.functions[%d]", i))
+			s, err := p.Str(c, fmt.Sprintf("spec.functions[%d]", i))
 			if err != nil {
 				return nil, "", err
 			}
 			patterns = append(patterns, s)
 		}
 	default:
-		return nil, "", p.errf("spec.functions", "want a string or a list of strings, have %s", nodeKind(fn))
+		return nil, "", p.Errf("spec.functions", "want a string or a list of strings, have %s", yamldoc.NodeKind(fn))
 	}
 	if len(patterns) == 0 {
-		return nil, "", p.errf("spec.functions", "empty")
+		return nil, "", p.Errf("spec.functions", "empty")
 	}
 	var out []Endpoint
 	for i, pat := range patterns {
 		ns, typ, err := splitPattern(pat)
 		if err != nil {
-			return nil, "", p.errf(fmt.Sprintf("spec.functions[%d]", i), "%v", err)
+			return nil, "", p.Errf(fmt.Sprintf("spec.functions[%d]", i), "%v", err)
 		}
 		e := ep
 		e.Namespace, e.Type = ns, typ
@@ -365,13 +342,13 @@ func (p *parser) endpoint(n *yaml.Node, v1 bool) ([]Endpoint, string, error) {
 }
 
 func (p *parser) transport(n *yaml.Node, ep *Endpoint) error {
-	t, err := p.mapping(n, "spec.transport")
+	t, err := p.Mapping(n, "spec.transport")
 	if err != nil {
 		return err
 	}
 	typ := "io.statefun.transports.v1/async"
 	if tn, ok := t["type"]; ok {
-		if typ, err = p.str(tn, "spec.transport.type"); err != nil {
+		if typ, err = p.Str(tn, "spec.transport.type"); err != nil {
 			return err
 		}
 	}
@@ -382,15 +359,15 @@ func (p *parser) transport(n *yaml.Node, ep *Endpoint) error {
 	case "io.statefun.transports.v1/async":
 		allowed = []string{"type", "timeouts", "call", "connect", "pool_ttl", "pool_size", "payload_max_bytes"}
 	default:
-		return p.errf("spec.transport.type", "unsupported transport %q (okhttp and async are supported; shardfn uses its own HTTP client for both)", typ)
+		return p.Errf("spec.transport.type", "unsupported transport %q (okhttp and async are supported; shardfn uses its own HTTP client for both)", typ)
 	}
 	for k, v := range t {
 		field := join("spec.transport", k)
-		if !contains(allowed, k) {
+		if !slices.Contains(allowed, k) {
 			if strings.HasPrefix(k, "trust_") || strings.HasPrefix(k, "client_") {
-				return p.errf(field, "TLS client settings are not supported")
+				return p.Errf(field, "TLS client settings are not supported")
 			}
-			return p.errf(field, "unknown field for transport %s", typ)
+			return p.Errf(field, "unknown field for transport %s", typ)
 		}
 		switch k {
 		case "timeouts":
@@ -423,7 +400,7 @@ func (p *parser) transport(n *yaml.Node, ep *Endpoint) error {
 }
 
 func (p *parser) timeouts(n *yaml.Node, field string, ep *Endpoint) error {
-	t, err := p.mapping(n, field, "call", "connect", "read", "write")
+	t, err := p.Mapping(n, field, "call", "connect", "read", "write")
 	if err != nil {
 		return err
 	}
@@ -449,7 +426,7 @@ func (p *parser) timeouts(n *yaml.Node, field string, ep *Endpoint) error {
 // extensions parses spec.shardfn, the settings StateFun does not have.
 func (p *parser) extensions(n *yaml.Node, ep *Endpoint) error {
 	const f = "spec.shardfn"
-	x, err := p.mapping(n, f, "maxRetries", "giveUpAfter", "retryBackoff", "maxRetryBackoff", "maxConcurrency", "maxRequestBytes", "maxResponseBytes")
+	x, err := p.Mapping(n, f, "maxRetries", "giveUpAfter", "retryBackoff", "maxRetryBackoff", "maxConcurrency", "maxRequestBytes", "maxResponseBytes")
 	if err != nil {
 		return err
 	}
@@ -462,10 +439,10 @@ func (p *parser) extensions(n *yaml.Node, ep *Endpoint) error {
 				return err
 			}
 			if i == 0 {
-				return p.errf(field, "0 is no longer accepted (it used to mean no retries); omit maxRetries to retry until the endpoint answers, or set 1..1000 or giveUpAfter")
+				return p.Errf(field, "0 is no longer accepted (it used to mean no retries); omit maxRetries to retry until the endpoint answers, or set 1..1000 or giveUpAfter")
 			}
 			if i < 0 || i > 1000 {
-				return p.errf(field, "want 1..1000, have %d", i)
+				return p.Errf(field, "want 1..1000, have %d", i)
 			}
 			ep.MaxRetries = i
 		case "giveUpAfter":
@@ -473,7 +450,7 @@ func (p *parser) extensions(n *yaml.Node, ep *Endpoint) error {
 				return err
 			}
 			if ep.GiveUpAfter <= 0 {
-				return p.errf(field, "want a positive duration such as 10min; omit it to never give up")
+				return p.Errf(field, "want a positive duration such as 10min; omit it to never give up")
 			}
 		case "retryBackoff":
 			if ep.RetryBackoff, err = p.duration(v, field); err != nil {
@@ -492,7 +469,7 @@ func (p *parser) extensions(n *yaml.Node, ep *Endpoint) error {
 				return err
 			}
 			if ep.MaxRequestBytes < 1024 {
-				return p.errf(field, "%d is below 1024", ep.MaxRequestBytes)
+				return p.Errf(field, "%d is below 1024", ep.MaxRequestBytes)
 			}
 		case "maxResponseBytes":
 			if ep.MaxResponseBytes, err = p.positiveInt(v, field); err != nil {
@@ -503,23 +480,13 @@ func (p *parser) extensions(n *yaml.Node, ep *Endpoint) error {
 	return nil
 }
 
-func (p *parser) str(n *yaml.Node, field string) (string, error) {
-	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
-		return "", p.errf(field, "want a string, have %s", nodeKind(n))
-	}
-	if strings.TrimSpace(n.Value) == "" {
-		return "", p.errf(field, "empty")
-	}
-	return n.Value, nil
-}
-
 func (p *parser) int(n *yaml.Node, field string) (int, error) {
 	if n.Kind != yaml.ScalarNode {
-		return 0, p.errf(field, "want an integer, have %s", nodeKind(n))
+		return 0, p.Errf(field, "want an integer, have %s", yamldoc.NodeKind(n))
 	}
 	i, err := strconv.Atoi(n.Value)
 	if err != nil {
-		return 0, p.errf(field, "want an integer, have %q", n.Value)
+		return 0, p.Errf(field, "want an integer, have %q", n.Value)
 	}
 	return i, nil
 }
@@ -527,18 +494,18 @@ func (p *parser) int(n *yaml.Node, field string) (int, error) {
 func (p *parser) positiveInt(n *yaml.Node, field string) (int, error) {
 	i, err := p.int(n, field)
 	if err == nil && i <= 0 {
-		err = p.errf(field, "want a positive integer, have %d", i)
+		err = p.Errf(field, "want a positive integer, have %d", i)
 	}
 	return i, err
 }
 
 func (p *parser) duration(n *yaml.Node, field string) (time.Duration, error) {
 	if n.Kind != yaml.ScalarNode {
-		return 0, p.errf(field, "want a duration such as 10s or 500ms, have %s", nodeKind(n))
+		return 0, p.Errf(field, "want a duration such as 10s or 500ms, have %s", yamldoc.NodeKind(n))
 	}
 	d, err := ParseDuration(n.Value)
 	if err != nil {
-		return 0, p.errf(field, "%v", err)
+		return 0, p.Errf(field, "%v", err)
 	}
 	return d, nil
 }
@@ -635,30 +602,4 @@ func splitUnixPath(p string) (sock, path string, err error) {
 	return sock, path, nil
 }
 
-func nodeKind(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		if n.Tag == "!!null" {
-			return "null"
-		}
-		return fmt.Sprintf("%q", n.Value)
-	case yaml.AliasNode:
-		return "an alias"
-	}
-	return "nothing"
-}
-
 func join(a, b string) string { return a + "." + b }
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
