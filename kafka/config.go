@@ -3,6 +3,7 @@ package kafka
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -259,57 +260,55 @@ func brokers(s string) []string {
 	return out
 }
 
+// client reads what ingresses and egresses share: the id, the client
+// properties and the brokers (spec.address, else bootstrap.servers).
+func (p *parser) client(spec map[string]*yaml.Node, ingress bool) (id string, props ClientProps, brokerList []string, err error) {
+	idn, ok := spec["id"]
+	if !ok {
+		return "", props, nil, p.Errf("spec.id", "missing")
+	}
+	if id, err = p.id(idn, "spec.id"); err != nil {
+		return "", props, nil, err
+	}
+	if props, err = p.properties(spec, ingress); err != nil {
+		return "", props, nil, err
+	}
+	if an, ok := spec["address"]; ok {
+		s, err := p.Str(an, "spec.address")
+		if err != nil {
+			return "", props, nil, err
+		}
+		brokerList = brokers(s)
+	} else if props.bootstrap != "" {
+		brokerList = brokers(props.bootstrap)
+	}
+	if len(brokerList) == 0 {
+		return "", props, nil, p.Errf("spec.address", "missing (or set the bootstrap.servers property)")
+	}
+	return id, props, brokerList, nil
+}
+
 func (p *parser) ingress(n *yaml.Node) (*IngressSpec, error) {
 	spec, err := p.Mapping(n, "spec", "id", "address", "consumerGroupId", "startupPosition", "autoOffsetResetPosition", "topics", "properties")
 	if err != nil {
 		return nil, err
 	}
 	in := &IngressSpec{Startup: StartGroupOffsets, Source: p.Where}
-	idn, ok := spec["id"]
-	if !ok {
-		return nil, p.Errf("spec.id", "missing")
-	}
-	if in.ID, err = p.id(idn, "spec.id"); err != nil {
+	if in.ID, in.Client, in.Brokers, err = p.client(spec, true); err != nil {
 		return nil, err
-	}
-	props, err := p.properties(spec, true)
-	if err != nil {
-		return nil, err
-	}
-	in.Client = props
-	if an, ok := spec["address"]; ok {
-		s, err := p.Str(an, "spec.address")
-		if err != nil {
-			return nil, err
-		}
-		in.Brokers = brokers(s)
-	} else if props.bootstrap != "" {
-		in.Brokers = brokers(props.bootstrap)
-	}
-	if len(in.Brokers) == 0 {
-		return nil, p.Errf("spec.address", "missing (or set the bootstrap.servers property)")
 	}
 	in.Group = "shardfn-" + in.ID
 	if gn, ok := spec["consumerGroupId"]; ok {
 		if in.Group, err = p.Str(gn, "spec.consumerGroupId"); err != nil {
 			return nil, err
 		}
-	} else if props.groupID != "" {
-		in.Group = props.groupID
+	} else if in.Client.groupID != "" {
+		in.Group = in.Client.groupID
 	}
-	in.ResetEarliest = props.resetEarliest
+	in.ResetEarliest = in.Client.resetEarliest
 	if rn, ok := spec["autoOffsetResetPosition"]; ok {
-		s, err := p.Str(rn, "spec.autoOffsetResetPosition")
-		if err != nil {
+		if in.ResetEarliest, err = p.resetEarliest(rn); err != nil {
 			return nil, err
-		}
-		switch strings.ToLower(s) {
-		case "earliest":
-			in.ResetEarliest = true
-		case "latest":
-			in.ResetEarliest = false
-		default:
-			return nil, p.Errf("spec.autoOffsetResetPosition", "%q: want earliest or latest", s)
 		}
 	}
 	if sn, ok := spec["startupPosition"]; ok {
@@ -321,56 +320,91 @@ func (p *parser) ingress(n *yaml.Node) (*IngressSpec, error) {
 	if !ok {
 		return nil, p.Errf("spec.topics", "missing")
 	}
-	if tn.Kind != yaml.SequenceNode || len(tn.Content) == 0 {
-		return nil, p.Errf("spec.topics", "want a non-empty list of {topic, valueType, targets}, have %s", yamldoc.NodeKind(tn))
-	}
-	seen := map[string]bool{}
-	for i, c := range tn.Content {
-		f := fmt.Sprintf("spec.topics[%d]", i)
-		t, err := p.Mapping(c, f, "topic", "valueType", "targets")
-		if err != nil {
-			return nil, err
-		}
-		var it IngressTopic
-		for _, k := range []string{"topic", "valueType", "targets"} {
-			if _, ok := t[k]; !ok {
-				return nil, p.Errf(f+"."+k, "missing")
-			}
-		}
-		if it.Topic, err = p.Str(t["topic"], f+".topic"); err != nil {
-			return nil, err
-		}
-		if seen[it.Topic] {
-			return nil, p.Errf(f+".topic", "topic %q listed twice", it.Topic)
-		}
-		seen[it.Topic] = true
-		if it.ValueType, err = p.Str(t["valueType"], f+".valueType"); err != nil {
-			return nil, err
-		}
-		if !strings.Contains(it.ValueType, "/") {
-			return nil, p.Errf(f+".valueType", "%q: want a type name namespace/name", it.ValueType)
-		}
-		targets, err := p.strList(t["targets"], f+".targets")
-		if err != nil {
-			return nil, err
-		}
-		for j, s := range targets {
-			k := strings.LastIndexByte(s, '/')
-			if k <= 0 || k == len(s)-1 {
-				return nil, p.Errf(fmt.Sprintf("%s.targets[%d]", f, j), "%q: want a function type namespace/name", s)
-			}
-			it.Targets = append(it.Targets, FunctionType{Namespace: s[:k], Type: s[k+1:]})
-		}
-		in.Topics = append(in.Topics, it)
+	if in.Topics, err = p.topics(tn); err != nil {
+		return nil, err
 	}
 	if in.Startup == StartSpecificOffsets {
 		for tp := range in.SpecificOffsets {
-			if !seen[tp.Topic] {
+			if !slices.ContainsFunc(in.Topics, func(t IngressTopic) bool { return t.Topic == tp.Topic }) {
 				return nil, p.Errf("spec.startupPosition.offsets", "%s: topic %q is not in spec.topics", tp, tp.Topic)
 			}
 		}
 	}
 	return in, nil
+}
+
+// resetEarliest reads spec.autoOffsetResetPosition.
+func (p *parser) resetEarliest(n *yaml.Node) (bool, error) {
+	s, err := p.Str(n, "spec.autoOffsetResetPosition")
+	if err != nil {
+		return false, err
+	}
+	switch strings.ToLower(s) {
+	case "earliest":
+		return true, nil
+	case "latest":
+		return false, nil
+	}
+	return false, p.Errf("spec.autoOffsetResetPosition", "%q: want earliest or latest", s)
+}
+
+// topics reads spec.topics: a non-empty list of {topic, valueType,
+// targets}, each topic once.
+func (p *parser) topics(tn *yaml.Node) ([]IngressTopic, error) {
+	if tn.Kind != yaml.SequenceNode || len(tn.Content) == 0 {
+		return nil, p.Errf("spec.topics", "want a non-empty list of {topic, valueType, targets}, have %s", yamldoc.NodeKind(tn))
+	}
+	var out []IngressTopic
+	seen := map[string]bool{}
+	for i, c := range tn.Content {
+		f := fmt.Sprintf("spec.topics[%d]", i)
+		it, err := p.topic(c, f, seen)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, it)
+	}
+	return out, nil
+}
+
+// topic reads one entry of spec.topics, the field f; seen holds the
+// topics of the entries before it.
+func (p *parser) topic(c *yaml.Node, f string, seen map[string]bool) (IngressTopic, error) {
+	var it IngressTopic
+	t, err := p.Mapping(c, f, "topic", "valueType", "targets")
+	if err != nil {
+		return it, err
+	}
+	for _, k := range []string{"topic", "valueType", "targets"} {
+		if _, ok := t[k]; !ok {
+			return it, p.Errf(f+"."+k, "missing")
+		}
+	}
+	if it.Topic, err = p.Str(t["topic"], f+".topic"); err != nil {
+		return it, err
+	}
+	if seen[it.Topic] {
+		return it, p.Errf(f+".topic", "topic %q listed twice", it.Topic)
+	}
+	seen[it.Topic] = true
+	if it.ValueType, err = p.Str(t["valueType"], f+".valueType"); err != nil {
+		return it, err
+	}
+	if !strings.Contains(it.ValueType, "/") {
+		return it, p.Errf(f+".valueType", "%q: want a type name namespace/name", it.ValueType)
+	}
+	targets, err := p.strList(t["targets"], f+".targets")
+	if err != nil {
+		return it, err
+	}
+	for j, s := range targets {
+		k := strings.LastIndexByte(s, '/')
+		if k <= 0 || k == len(s)-1 {
+			return it, p.Errf(fmt.Sprintf("%s.targets[%d]", f, j), "%q: want a function type namespace/name", s)
+		}
+		it.Targets = append(it.Targets, FunctionType{Namespace: s[:k], Type: s[k+1:]})
+	}
+	return it, nil
 }
 
 // DateLayout is StateFun's startupPosition date pattern
@@ -453,73 +487,15 @@ func (p *parser) egress(n *yaml.Node) (*EgressSpec, error) {
 		return nil, err
 	}
 	eg := &EgressSpec{Semantic: SemanticAtLeastOnce, Source: p.Where}
-	idn, ok := spec["id"]
-	if !ok {
-		return nil, p.Errf("spec.id", "missing")
-	}
-	if eg.ID, err = p.id(idn, "spec.id"); err != nil {
+	if eg.ID, eg.Client, eg.Brokers, err = p.client(spec, false); err != nil {
 		return nil, err
 	}
-	props, err := p.properties(spec, false)
-	if err != nil {
-		return nil, err
-	}
-	eg.Client = props
-	if an, ok := spec["address"]; ok {
-		s, err := p.Str(an, "spec.address")
-		if err != nil {
-			return nil, err
-		}
-		eg.Brokers = brokers(s)
-	} else if props.bootstrap != "" {
-		eg.Brokers = brokers(props.bootstrap)
-	}
-	if len(eg.Brokers) == 0 {
-		return nil, p.Errf("spec.address", "missing (or set the bootstrap.servers property)")
-	}
+	props := eg.Client
 	eg.TransactionTimeout = props.txnTimeout
 	eg.TransactionalID = props.txnID
 	if dn, ok := spec["deliverySemantic"]; ok {
-		const f = "spec.deliverySemantic"
-		m, err := p.Mapping(dn, f, "type", "transactionTimeout", "transactionTimeoutMillis")
-		if err != nil {
+		if err := p.deliverySemantic(dn, eg); err != nil {
 			return nil, err
-		}
-		tn, ok := m["type"]
-		if !ok {
-			return nil, p.Errf(f+".type", "missing")
-		}
-		s, err := p.Str(tn, f+".type")
-		if err != nil {
-			return nil, err
-		}
-		eg.Semantic = Semantic(s)
-		switch eg.Semantic {
-		case SemanticNone, SemanticAtLeastOnce:
-			for _, k := range []string{"transactionTimeout", "transactionTimeoutMillis"} {
-				if _, ok := m[k]; ok {
-					return nil, p.Errf(f+"."+k, "only for type exactly-once")
-				}
-			}
-		case SemanticExactlyOnce:
-			if ms, ok := m["transactionTimeoutMillis"]; ok { // StateFun's deprecated form wins, as there
-				v, err := strconv.ParseInt(ms.Value, 10, 64)
-				if err != nil || v <= 0 {
-					return nil, p.Errf(f+".transactionTimeoutMillis", "%q: want a positive number of milliseconds", ms.Value)
-				}
-				eg.TransactionTimeout = time.Duration(v) * time.Millisecond
-			} else if tt, ok := m["transactionTimeout"]; ok {
-				if eg.TransactionTimeout, err = remote.ParseDuration(tt.Value); err != nil {
-					return nil, p.Errf(f+".transactionTimeout", "%v", err)
-				}
-			} else if eg.TransactionTimeout == 0 {
-				return nil, p.Errf(f+".transactionTimeout", "missing (exactly-once needs it, e.g. 15min)")
-			}
-			if eg.TransactionTimeout < time.Second {
-				return nil, p.Errf(f+".transactionTimeout", "%v is below 1s", eg.TransactionTimeout)
-			}
-		default:
-			return nil, p.Errf(f+".type", "%q: want none, at-least-once or exactly-once", s)
 		}
 	}
 	if eg.Semantic != SemanticExactlyOnce && (props.txnID != "" || props.txnTimeout != 0) {
@@ -532,4 +508,51 @@ func (p *parser) egress(n *yaml.Node) (*EgressSpec, error) {
 		return nil, p.Errf("spec.properties.acks", "%q: delivery semantic %s needs acks=all", props.acks, eg.Semantic)
 	}
 	return eg, nil
+}
+
+// deliverySemantic reads spec.deliverySemantic into eg: the type and, for
+// exactly-once, the transaction timeout.
+func (p *parser) deliverySemantic(dn *yaml.Node, eg *EgressSpec) error {
+	const f = "spec.deliverySemantic"
+	m, err := p.Mapping(dn, f, "type", "transactionTimeout", "transactionTimeoutMillis")
+	if err != nil {
+		return err
+	}
+	tn, ok := m["type"]
+	if !ok {
+		return p.Errf(f+".type", "missing")
+	}
+	s, err := p.Str(tn, f+".type")
+	if err != nil {
+		return err
+	}
+	eg.Semantic = Semantic(s)
+	switch eg.Semantic {
+	case SemanticNone, SemanticAtLeastOnce:
+		for _, k := range []string{"transactionTimeout", "transactionTimeoutMillis"} {
+			if _, ok := m[k]; ok {
+				return p.Errf(f+"."+k, "only for type exactly-once")
+			}
+		}
+	case SemanticExactlyOnce:
+		if ms, ok := m["transactionTimeoutMillis"]; ok { // StateFun's deprecated form wins, as there
+			v, err := strconv.ParseInt(ms.Value, 10, 64)
+			if err != nil || v <= 0 {
+				return p.Errf(f+".transactionTimeoutMillis", "%q: want a positive number of milliseconds", ms.Value)
+			}
+			eg.TransactionTimeout = time.Duration(v) * time.Millisecond
+		} else if tt, ok := m["transactionTimeout"]; ok {
+			if eg.TransactionTimeout, err = remote.ParseDuration(tt.Value); err != nil {
+				return p.Errf(f+".transactionTimeout", "%v", err)
+			}
+		} else if eg.TransactionTimeout == 0 {
+			return p.Errf(f+".transactionTimeout", "missing (exactly-once needs it, e.g. 15min)")
+		}
+		if eg.TransactionTimeout < time.Second {
+			return p.Errf(f+".transactionTimeout", "%v is below 1s", eg.TransactionTimeout)
+		}
+	default:
+		return p.Errf(f+".type", "%q: want none, at-least-once or exactly-once", s)
+	}
+	return nil
 }
