@@ -227,8 +227,19 @@ func (s *Server) handleEgress(ctx *fasthttp.RequestCtx, e Engine, rawName []byte
 	if err != nil && !(errors.Is(err, context.Canceled) && s.pollCtx.Err() != nil) {
 		return s.writeErr(ctx, err)
 	}
+	ctx.SetStatusCode(http.StatusOK)
+	ctx.SetContentType(contentTypeJSON)
+	ctx.SetBody(appendEgressAnswer(make([]byte, 0, 256), recs, from))
+	return http.StatusOK
+}
+
+// appendEgressAnswer appends the answer of an egress read from offset
+// from: {"records":[{"offset":…,"type":…,<body>,"source":…},…],"next":…}
+// and a newline; next is the offset after the last record (from when there
+// is none).
+func appendEgressAnswer(b []byte, recs []engine.EgressRecord, from uint64) []byte {
 	next := from
-	b := append(make([]byte, 0, 256), `{"records":[`...)
+	b = append(b, `{"records":[`...)
 	for i, r := range recs {
 		if i > 0 {
 			b = append(b, ',')
@@ -246,11 +257,7 @@ func (s *Server) handleEgress(ctx *fasthttp.RequestCtx, e Engine, rawName []byte
 	}
 	b = append(b, `],"next":`...)
 	b = strconv.AppendUint(b, next, 10)
-	b = append(b, '}', '\n')
-	ctx.SetStatusCode(http.StatusOK)
-	ctx.SetContentType(contentTypeJSON)
-	ctx.SetBody(b)
-	return http.StatusOK
+	return append(b, '}', '\n')
 }
 
 // appendEgressBody appends "body":<JSON> (a built-in type decoded, e.g. a

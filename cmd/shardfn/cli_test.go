@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/shardfn/shardfn/engine"
+	"github.com/shardfn/shardfn/httpapi/adminapi"
 	"github.com/shardfn/shardfn/internal/testserver"
 	"github.com/shardfn/shardfn/rides"
 )
@@ -299,8 +300,8 @@ func TestStatus(t *testing.T) {
 	}
 	out = mustRun(t, s, "", "status", "--json")
 	var m struct {
-		Health map[string]any `json:"health"`
-		Status statusAnswer   `json:"status"`
+		Health map[string]any  `json:"health"`
+		Status adminapi.Status `json:"status"`
 	}
 	if err := json.Unmarshal([]byte(out), &m); err != nil || m.Health["status"] != "ok" || !m.Status.Ready || m.Status.Shards != 2 || m.Status.Rates == nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
