@@ -261,7 +261,7 @@ func TestDeadLetters(t *testing.T) {
 		t.Fatalf("list:\n%s", out)
 	}
 	out = mustRun(t, s, "", "dead-letters", "list", "--from", "2", "--json")
-	var ans deadLetterAnswer
+	var ans recordsAnswer
 	if err := json.Unmarshal([]byte(out), &ans); err != nil || len(ans.Records) != 1 || ans.Next != 3 || str(ans.Records[0], "target") != "example/greeter/z" {
 		t.Fatalf("list --json: %q", out)
 	}
