@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -137,40 +138,15 @@ func TestAcceptEMFILE(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("lowers RLIMIT_NOFILE; Linux only")
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestAcceptEMFILE$")
-	cmd.Env = append(os.Environ(), "HTTPAPI_EMFILE_CHILD=1")
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	var exitErr error
-	go func() { exitErr = cmd.Wait(); close(exited) }()
-	defer func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	}()
-	sc := bufio.NewScanner(stdout)
-	var ing, adm string
-	for sc.Scan() {
-		if _, err := fmt.Sscanf(sc.Text(), "listening %s %s", &ing, &adm); err == nil {
-			break
-		}
-	}
-	if ing == "" {
-		t.Fatalf("child did not start: %s", stderr.String())
-	}
-	go io.Copy(io.Discard, stdout)
+	child := startEMFILEChild(t)
+	defer child.kill()
 
 	// The admin listener is out of descriptors too: read metrics over one
 	// keep-alive connection made before.
 	admClient := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1, IdleConnTimeout: time.Minute}}
 	emfiles := func() float64 {
 		t.Helper()
-		r, err := admClient.Get("http://" + adm + "/metrics")
+		r, err := admClient.Get("http://" + child.adm + "/metrics")
 		if err != nil {
 			t.Fatalf("metrics: %v", err)
 		}
@@ -186,59 +162,114 @@ func TestAcceptEMFILE(t *testing.T) {
 	// completes them all, the child runs out of descriptors accepting.
 	var conns []net.Conn
 	for i := 0; i < 200; i++ {
-		c, err := net.DialTimeout("tcp", ing, 5*time.Second)
+		c, err := net.DialTimeout("tcp", child.ing, 5*time.Second)
 		if err != nil {
 			t.Fatalf("dial %d: %v", i, err)
 		}
 		conns = append(conns, c)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for emfiles() == 0 {
-		select {
-		case <-exited:
-			t.Fatalf("the server exited while out of descriptors: %v\n%s", exitErr, stderr.String())
-		default:
+	child.waitFor(t, 20*time.Second, "EMFILE counted", "the server exited while out of descriptors", func() error {
+		if emfiles() == 0 {
+			return errors.New("no EMFILE counted")
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no EMFILE counted\n%s", stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	t.Logf("EMFILE counted after %v", time.Since(start))
 	for _, c := range conns {
 		c.Close()
 	}
 	// Once the descriptors come back, it serves again.
-	deadline = time.Now().Add(30 * time.Second)
+	child.waitFor(t, 30*time.Second, "serving again", "the server exited", func() error {
+		r, err := (&http.Client{Timeout: 2 * time.Second}).Post("http://"+child.ing+"/test/counter/a", "application/vnd.test/loc", strings.NewReader("{}"))
+		if err != nil {
+			return fmt.Errorf("not serving after the connections closed: %v", err)
+		}
+		io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+		if r.StatusCode != 202 {
+			return fmt.Errorf("not serving after the connections closed: %d", r.StatusCode)
+		}
+		return nil
+	})
+	t.Logf("serving again after %v", time.Since(start))
+	child.stop(t)
+}
+
+// emfileProc is the child process of TestAcceptEMFILE.
+type emfileProc struct {
+	cmd      *exec.Cmd
+	stdin    io.Closer
+	stderr   bytes.Buffer
+	exited   chan struct{}
+	exitErr  error  // once exited is closed
+	ing, adm string // listen addresses
+}
+
+// startEMFILEChild starts the child and waits for its listen addresses.
+func startEMFILEChild(t *testing.T) *emfileProc {
+	p := &emfileProc{exited: make(chan struct{})}
+	p.cmd = exec.Command(os.Args[0], "-test.run=^TestAcceptEMFILE$")
+	p.cmd.Env = append(os.Environ(), "HTTPAPI_EMFILE_CHILD=1")
+	p.stdin, _ = p.cmd.StdinPipe()
+	stdout, _ := p.cmd.StdoutPipe()
+	p.cmd.Stderr = &p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exitErr = p.cmd.Wait(); close(p.exited) }()
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if _, err := fmt.Sscanf(sc.Text(), "listening %s %s", &p.ing, &p.adm); err == nil {
+			break
+		}
+	}
+	if p.ing == "" {
+		p.kill()
+		t.Fatalf("child did not start: %s", p.stderr.String())
+	}
+	go io.Copy(io.Discard, stdout)
+	return p
+}
+
+// waitFor polls cond every 50ms until it holds; it fails the test with
+// cond's last error after d, or with exitedMsg if the child exits.
+func (p *emfileProc) waitFor(t *testing.T, d time.Duration, what, exitedMsg string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for {
-		r, err := (&http.Client{Timeout: 2 * time.Second}).Post("http://"+ing+"/test/counter/a", "application/vnd.test/loc", strings.NewReader("{}"))
+		err := cond()
 		if err == nil {
-			io.Copy(io.Discard, r.Body)
-			r.Body.Close()
-			if r.StatusCode == 202 {
-				break
-			}
+			return
 		}
 		select {
-		case <-exited:
-			t.Fatalf("the server exited: %v\n%s", exitErr, stderr.String())
+		case <-p.exited:
+			t.Fatalf("%s: %v\n%s", exitedMsg, p.exitErr, p.stderr.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("not serving after the connections closed: %v\n%s", err, stderr.String())
+			t.Fatalf("%s: %v\n%s", what, err, p.stderr.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Logf("serving again after %v", time.Since(start))
-	stdin.Close() // the child stops cleanly
+}
+
+// stop closes the child's stdin, which stops it cleanly, and waits.
+func (p *emfileProc) stop(t *testing.T) {
+	p.stdin.Close()
 	select {
-	case <-exited:
-		if exitErr != nil {
-			t.Fatalf("child: %v\n%s", exitErr, stderr.String())
+	case <-p.exited:
+		if p.exitErr != nil {
+			t.Fatalf("child: %v\n%s", p.exitErr, p.stderr.String())
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("child did not stop")
 	}
+}
+
+// kill ends the child (if it still runs) and waits for it.
+func (p *emfileProc) kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.exited
 }
 
 // emfileChild is the child of TestAcceptEMFILE: a server with a connection
