@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/shardfn/shardfn/engine"
+	"github.com/shardfn/shardfn/internal/jsonstr"
 )
 
 // pathAddress reads {namespace}/{type}/{id} from the request path.
@@ -152,7 +153,7 @@ func specsOf(o OpsEngine, addr engine.Address) (map[string]string, bool) {
 // as one JSON object's fields (no braces).
 func appendMessageFields(b []byte, m engine.Message) []byte {
 	b = append(b, `"type":`...)
-	b = appendJSONString(b, m.Type)
+	b = jsonstr.Append(b, m.Type)
 	b = append(b, ',')
 	if len(m.Value) == 0 {
 		return append(b, `"body":null`...)
@@ -187,7 +188,7 @@ func (s *Server) adminInstance(w http.ResponseWriter, r *http.Request) {
 		writeEngineError(w, err)
 		return
 	}
-	b := append([]byte(`{"address":`), appendJSONString(nil, addr.String())...)
+	b := append([]byte(`{"address":`), jsonstr.Append(nil, addr.String())...)
 	b = append(b, `,"state":`...)
 	b = appendStateObject(b, vals)
 	b = fmt.Appendf(b, `,"active":%t,"busy":%t,"queued_total":%d,"queued":[`, info.Active, info.Busy, info.QueuedTotal)
@@ -196,7 +197,7 @@ func (s *Server) adminInstance(w http.ResponseWriter, r *http.Request) {
 			b = append(b, ',')
 		}
 		b = fmt.Appendf(b, `{"id":"%d","caller":`, q.ID)
-		b = appendJSONString(b, addrOrEmpty(q.Caller))
+		b = jsonstr.Append(b, addrOrEmpty(q.Caller))
 		b = fmt.Appendf(b, `,"in_request":%t,`, q.InRequest)
 		b = appendMessageFields(b, q.Message)
 		b = append(b, '}')
@@ -207,13 +208,13 @@ func (s *Server) adminInstance(w http.ResponseWriter, r *http.Request) {
 			b = append(b, ',')
 		}
 		b = fmt.Appendf(b, `{"id":"%d","from":`, d.ID)
-		b = appendJSONString(b, addrOrEmpty(d.From))
+		b = jsonstr.Append(b, addrOrEmpty(d.From))
 		b = append(b, `,"to":`...)
-		b = appendJSONString(b, d.To.String())
+		b = jsonstr.Append(b, d.To.String())
 		b = append(b, `,"fire_at":`...)
-		b = appendJSONString(b, d.FireAt.UTC().Format(time.RFC3339Nano))
+		b = jsonstr.Append(b, d.FireAt.UTC().Format(time.RFC3339Nano))
 		b = append(b, `,"token":`...)
-		b = appendJSONString(b, d.Token)
+		b = jsonstr.Append(b, d.Token)
 		b = append(b, ',')
 		b = appendMessageFields(b, d.Message)
 		b = append(b, '}')

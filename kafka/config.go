@@ -407,21 +407,29 @@ func (p *parser) topic(c *yaml.Node, f string, seen map[string]bool) (IngressTop
 	return it, nil
 }
 
+// typedMapping reads a mapping, the field f, with a required string
+// member "type" beside the members other: it returns the mapping and the
+// type.
+func (p *parser) typedMapping(n *yaml.Node, f string, other ...string) (map[string]*yaml.Node, string, error) {
+	m, err := p.Mapping(n, f, append([]string{"type"}, other...)...)
+	if err != nil {
+		return nil, "", err
+	}
+	tn, ok := m["type"]
+	if !ok {
+		return nil, "", p.Errf(f+".type", "missing")
+	}
+	typ, err := p.Str(tn, f+".type")
+	return m, typ, err
+}
+
 // DateLayout is StateFun's startupPosition date pattern
 // (yyyy-MM-dd HH:mm:ss.SSS Z) in Go's notation.
 const DateLayout = "2006-01-02 15:04:05.000 -0700"
 
 func (p *parser) startup(n *yaml.Node, in *IngressSpec) error {
 	const f = "spec.startupPosition"
-	m, err := p.Mapping(n, f, "type", "offsets", "date")
-	if err != nil {
-		return err
-	}
-	tn, ok := m["type"]
-	if !ok {
-		return p.Errf(f+".type", "missing")
-	}
-	s, err := p.Str(tn, f+".type")
+	m, s, err := p.typedMapping(n, f, "offsets", "date")
 	if err != nil {
 		return err
 	}
@@ -514,15 +522,7 @@ func (p *parser) egress(n *yaml.Node) (*EgressSpec, error) {
 // exactly-once, the transaction timeout.
 func (p *parser) deliverySemantic(dn *yaml.Node, eg *EgressSpec) error {
 	const f = "spec.deliverySemantic"
-	m, err := p.Mapping(dn, f, "type", "transactionTimeout", "transactionTimeoutMillis")
-	if err != nil {
-		return err
-	}
-	tn, ok := m["type"]
-	if !ok {
-		return p.Errf(f+".type", "missing")
-	}
-	s, err := p.Str(tn, f+".type")
+	m, s, err := p.typedMapping(dn, f, "transactionTimeout", "transactionTimeoutMillis")
 	if err != nil {
 		return err
 	}

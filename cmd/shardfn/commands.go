@@ -50,6 +50,20 @@ func (c *cli) readBody(arg string) ([]byte, error) {
 	return []byte(arg), nil
 }
 
+// message reads the arguments ADDRESS TYPE BODY of a message: the
+// address as an escaped path, the Content-Type of the type, and the body.
+func (c *cli) message(args []string) (path, ct string, body []byte, err error) {
+	if path, err = addressPath(args[0]); err != nil {
+		return "", "", nil, err
+	}
+	if ct, err = contentType(args[1]); err != nil {
+		return "", "", nil, err
+	}
+	body, err = c.readBody(args[2])
+	return path, ct, body, err
+}
+
+// contentType is the Content-Type of the message type typ.
 func contentType(typ string) (string, error) {
 	if typ == "" || strings.ContainsAny(typ, " \t;,") || !strings.Contains(typ, "/") {
 		return "", usagef("message type %q: want namespace/name, e.g. rides/location or io.statefun.types/string", typ)
@@ -92,15 +106,7 @@ Examples:
 			if len(args) != 3 {
 				return usagef("want ADDRESS TYPE BODY (or --batch FILE), have %d argument(s)", len(args))
 			}
-			p, err := addressPath(args[0])
-			if err != nil {
-				return err
-			}
-			ct, err := contentType(args[1])
-			if err != nil {
-				return err
-			}
-			body, err := c.readBody(args[2])
+			p, ct, body, err := c.message(args)
 			if err != nil {
 				return err
 			}
@@ -238,18 +244,10 @@ Examples:
 			fs.DurationVar(&requestWait, "wait", 5*time.Second, "longest wait for the reply (the server caps it with its --max-wait)")
 		},
 		run: func(c *cli, args []string) error {
-			p, err := addressPath(args[0])
-			if err != nil {
-				return err
-			}
-			ct, err := contentType(args[1])
-			if err != nil {
-				return err
-			}
 			if requestWait <= 0 {
 				return usagef("--wait must be positive")
 			}
-			body, err := c.readBody(args[2])
+			p, ct, body, err := c.message(args)
 			if err != nil {
 				return err
 			}
