@@ -10,7 +10,6 @@ import (
 
 	"github.com/shardfn/shardfn/console"
 	"github.com/shardfn/shardfn/engine"
-	"github.com/shardfn/shardfn/internal/jsonstr"
 )
 
 // adminHandler builds the admin routes (see the package documentation).
@@ -80,7 +79,7 @@ func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
 	case e == nil:
 		writeJSON(w, http.StatusOK, []byte(`{"status":"recovering"}`+"\n"))
 	case e.Err() != nil:
-		b := append([]byte(`{"status":"failed","error":`), jsonstr.Append(nil, e.Err().Error())...)
+		b := append([]byte(`{"status":"failed","error":`), appendJSONString(nil, e.Err().Error())...)
 		writeJSON(w, http.StatusServiceUnavailable, append(b, '}', '\n'))
 	default:
 		var stuck []StuckEndpoint
@@ -101,17 +100,17 @@ func appendStuck(b []byte, stuck []StuckEndpoint) []byte {
 			b = append(b, ',')
 		}
 		b = append(b, `{"endpoint":`...)
-		b = jsonstr.Append(b, st.Endpoint)
+		b = appendJSONString(b, st.Endpoint)
 		b = append(b, `,"url":`...)
-		b = jsonstr.Append(b, st.URL)
+		b = appendJSONString(b, st.URL)
 		b = append(b, `,"since":`...)
-		b = jsonstr.Append(b, st.Since.UTC().Format("2006-01-02T15:04:05.000Z07:00"))
+		b = appendJSONString(b, st.Since.UTC().Format("2006-01-02T15:04:05.000Z07:00"))
 		b = append(b, `,"consecutive_failures":`...)
 		b = strconv.AppendInt(b, int64(st.ConsecutiveFailures), 10)
 		b = append(b, `,"retrying_batches":`...)
 		b = strconv.AppendInt(b, int64(st.RetryingBatches), 10)
 		b = append(b, `,"last_error":`...)
-		b = jsonstr.Append(b, st.LastError)
+		b = appendJSONString(b, st.LastError)
 		b = append(b, '}')
 	}
 	return append(b, ']', '}', '\n')
@@ -170,7 +169,7 @@ func (s *Server) state(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, status, msg, retry)
 		return
 	}
-	b := append([]byte(`{"address":`), jsonstr.Append(nil, addr.String())...)
+	b := append([]byte(`{"address":`), appendJSONString(nil, addr.String())...)
 	b = append(b, `,"state":`...)
 	b = appendStateObject(b, vals)
 	b = append(b, '}', '\n')
@@ -184,9 +183,9 @@ func appendStateObject(b []byte, vals []engine.StateValue) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = jsonstr.Append(b, v.Spec.Name)
+		b = appendJSONString(b, v.Spec.Name)
 		b = append(b, `:{"type":`...)
-		b = jsonstr.Append(b, v.Spec.Type)
+		b = appendJSONString(b, v.Spec.Type)
 		if v.Present {
 			b = append(b, ',')
 			b = appendValue(b, "value", v.Spec.Type, v.Value)

@@ -10,7 +10,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/shardfn/shardfn/engine"
-	"github.com/shardfn/shardfn/internal/jsonstr"
 )
 
 const (
@@ -248,11 +247,11 @@ func appendEgressAnswer(b []byte, recs []engine.EgressRecord, from uint64) []byt
 		b = append(b, `{"offset":`...)
 		b = strconv.AppendUint(b, r.Offset, 10)
 		b = append(b, `,"type":`...)
-		b = jsonstr.Append(b, r.Message.Type)
+		b = appendJSONString(b, r.Message.Type)
 		b = append(b, ',')
 		b = appendEgressBody(b, r.Message.Type, r.Message.Value)
 		b = append(b, `,"source":`...)
-		b = jsonstr.Append(b, r.Source.String())
+		b = appendJSONString(b, r.Source.String())
 		b = append(b, '}')
 		next = r.Offset + 1
 	}

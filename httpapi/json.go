@@ -16,10 +16,13 @@ import (
 	"github.com/shardfn/shardfn/internal/jsonstr"
 )
 
+// appendJSONString appends s as a JSON string literal (package jsonstr).
+func appendJSONString(dst []byte, s string) []byte { return jsonstr.Append(dst, s) }
+
 // appendErrorBody appends {"error":"msg"}.
 func appendErrorBody(dst []byte, msg string) []byte {
 	dst = append(dst, `{"error":`...)
-	dst = jsonstr.Append(dst, msg)
+	dst = appendJSONString(dst, msg)
 	return append(dst, '}', '\n')
 }
 
@@ -34,7 +37,7 @@ func appendValue(dst []byte, key, typ string, b []byte) []byte {
 			dst = append(dst, '"')
 			dst = append(dst, key...)
 			dst = append(dst, `":`...)
-			return jsonstr.Append(dst, s)
+			return appendJSONString(dst, s)
 		}
 	case engine.TypeLong, engine.TypeInt:
 		if v, err := (engine.Message{Type: typ, Value: b}).AsInt64(); err == nil {
@@ -66,7 +69,7 @@ func appendValue(dst []byte, key, typ string, b []byte) []byte {
 	}
 	if len(b) > 0 && printableUTF8(b) {
 		dst = append(dst, `"text":`...)
-		return jsonstr.Append(dst, string(b))
+		return appendJSONString(dst, string(b))
 	}
 	dst = append(dst, '"')
 	dst = append(dst, key...)

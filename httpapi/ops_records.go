@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/shardfn/shardfn/engine"
-	"github.com/shardfn/shardfn/internal/jsonstr"
 )
 
 // addrOrEmpty is a.String(), or "" for the zero address.
@@ -70,14 +69,14 @@ func (s *Server) adminDeadLetters(w http.ResponseWriter, r *http.Request) {
 
 func appendDeadLetter(b []byte, d engine.DeadLetter) []byte {
 	b = fmt.Appendf(b, `{"offset":%d,"target":`, d.Offset)
-	b = jsonstr.Append(b, addrOrEmpty(d.Target))
+	b = appendJSONString(b, addrOrEmpty(d.Target))
 	b = append(b, `,"caller":`...)
-	b = jsonstr.Append(b, addrOrEmpty(d.Caller))
+	b = appendJSONString(b, addrOrEmpty(d.Caller))
 	b = append(b, `,"error":`...)
-	b = jsonstr.Append(b, d.Error)
+	b = appendJSONString(b, d.Error)
 	if d.Bad != "" {
 		b = append(b, `,"bad":`...)
-		b = jsonstr.Append(b, d.Bad)
+		b = appendJSONString(b, d.Bad)
 	}
 	b = append(b, ',')
 	b = appendMessageFields(b, d.Message)

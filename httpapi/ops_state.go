@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/shardfn/shardfn/engine"
-	"github.com/shardfn/shardfn/internal/jsonstr"
 )
 
 // pathAddress reads {namespace}/{type}/{id} from the request path.
@@ -153,7 +152,7 @@ func specsOf(o OpsEngine, addr engine.Address) (map[string]string, bool) {
 // as one JSON object's fields (no braces).
 func appendMessageFields(b []byte, m engine.Message) []byte {
 	b = append(b, `"type":`...)
-	b = jsonstr.Append(b, m.Type)
+	b = appendJSONString(b, m.Type)
 	b = append(b, ',')
 	if len(m.Value) == 0 {
 		return append(b, `"body":null`...)
@@ -188,7 +187,7 @@ func (s *Server) adminInstance(w http.ResponseWriter, r *http.Request) {
 		writeEngineError(w, err)
 		return
 	}
-	b := append([]byte(`{"address":`), jsonstr.Append(nil, addr.String())...)
+	b := append([]byte(`{"address":`), appendJSONString(nil, addr.String())...)
 	b = append(b, `,"state":`...)
 	b = appendStateObject(b, vals)
 	b = fmt.Appendf(b, `,"active":%t,"busy":%t,"queued_total":%d,"queued":[`, info.Active, info.Busy, info.QueuedTotal)
@@ -197,7 +196,7 @@ func (s *Server) adminInstance(w http.ResponseWriter, r *http.Request) {
 			b = append(b, ',')
 		}
 		b = fmt.Appendf(b, `{"id":"%d","caller":`, q.ID)
-		b = jsonstr.Append(b, addrOrEmpty(q.Caller))
+		b = appendJSONString(b, addrOrEmpty(q.Caller))
 		b = fmt.Appendf(b, `,"in_request":%t,`, q.InRequest)
 		b = appendMessageFields(b, q.Message)
 		b = append(b, '}')
@@ -208,13 +207,13 @@ func (s *Server) adminInstance(w http.ResponseWriter, r *http.Request) {
 			b = append(b, ',')
 		}
 		b = fmt.Appendf(b, `{"id":"%d","from":`, d.ID)
-		b = jsonstr.Append(b, addrOrEmpty(d.From))
+		b = appendJSONString(b, addrOrEmpty(d.From))
 		b = append(b, `,"to":`...)
-		b = jsonstr.Append(b, d.To.String())
+		b = appendJSONString(b, d.To.String())
 		b = append(b, `,"fire_at":`...)
-		b = jsonstr.Append(b, d.FireAt.UTC().Format(time.RFC3339Nano))
+		b = appendJSONString(b, d.FireAt.UTC().Format(time.RFC3339Nano))
 		b = append(b, `,"token":`...)
-		b = jsonstr.Append(b, d.Token)
+		b = appendJSONString(b, d.Token)
 		b = append(b, ',')
 		b = appendMessageFields(b, d.Message)
 		b = append(b, '}')
