@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -211,21 +213,14 @@ func (in *Ingress) abandon() {
 func (in *Ingress) partitions() []*partition {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	ps := make([]*partition, 0, len(in.parts))
-	for _, p := range in.parts {
-		ps = append(ps, p)
-	}
-	return ps
+	return slices.Collect(maps.Values(in.parts))
 }
 
 // takePartitions returns the assigned partitions and forgets them.
 func (in *Ingress) takePartitions() []*partition {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	ps := make([]*partition, 0, len(in.parts))
-	for _, p := range in.parts {
-		ps = append(ps, p)
-	}
+	ps := slices.Collect(maps.Values(in.parts))
 	in.parts = map[TopicPartition]*partition{}
 	return ps
 }
