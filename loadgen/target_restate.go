@@ -174,29 +174,29 @@ func (t *RestateTarget) Events(ctx context.Context) ([]RideEvent, error) {
 
 // Driver reads driver id's state.
 func (t *RestateTarget) Driver(ctx context.Context, id string) (DriverState, error) {
-	var v DriverState
-	err := t.call(ctx, restatePath("Driver", id, "get", false), nil, &v)
-	return v, err
+	return restateGet[DriverState](ctx, t, "Driver", id)
 }
 
 // Passenger reads passenger id's state.
 func (t *RestateTarget) Passenger(ctx context.Context, id string) (PassengerState, error) {
-	var v PassengerState
-	err := t.call(ctx, restatePath("Passenger", id, "get", false), nil, &v)
-	return v, err
+	return restateGet[PassengerState](ctx, t, "Passenger", id)
 }
 
 // Ride reads ride id's state.
 func (t *RestateTarget) Ride(ctx context.Context, id string) (RideState, error) {
-	var v RideState
-	err := t.call(ctx, restatePath("Ride", id, "get", false), nil, &v)
-	return v, err
+	return restateGet[RideState](ctx, t, "Ride", id)
 }
 
 // Cell reads geocell id's free set.
 func (t *RestateTarget) Cell(ctx context.Context, id string) (CellState, error) {
-	var v CellState
-	err := t.call(ctx, restatePath("GeoCell", id, "get", false), nil, &v)
+	return restateGet[CellState](ctx, t, "GeoCell", id)
+}
+
+// restateGet calls the shared get handler of object's instance id and
+// decodes its view.
+func restateGet[V any](ctx context.Context, t *RestateTarget, object, id string) (V, error) {
+	var v V
+	err := t.call(ctx, restatePath(object, id, "get", false), nil, &v)
 	return v, err
 }
 
