@@ -259,7 +259,8 @@ func New(opts Options) (*Server, error) {
 		Logger:                        fasthttpLogger{opts.Logger},
 		StreamRequestBody:             true,
 		ExpectHandler:                 s.expect,
-		// Errors never quote the request (a 400 must not echo it).
+		// fasthttp's errors and logs never quote an unreadable request
+		// (a 400 must not echo it).
 		SecureErrorLogMessage: true,
 	}
 	s.admin = &http.Server{
