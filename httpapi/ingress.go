@@ -154,9 +154,9 @@ func (s *Server) handleBatch(ctx *fasthttp.RequestCtx, e Engine) int {
 	}
 	for i := range msgs {
 		// Share the strings of known types across requests.
-		msgs[i].To.Namespace = s.types.string(msgs[i].To.Namespace)
-		msgs[i].To.Type = s.types.string(msgs[i].To.Type)
-		msgs[i].Message.Type = s.types.string(msgs[i].Message.Type)
+		msgs[i].To.Namespace = s.names.string(msgs[i].To.Namespace)
+		msgs[i].To.Type = s.names.string(msgs[i].To.Type)
+		msgs[i].Message.Type = s.names.string(msgs[i].Message.Type)
 	}
 	if len(msgs) > 0 {
 		if err := e.SendBatch(s.baseCtx, msgs); err != nil {

@@ -71,8 +71,8 @@ func (s *Server) message(r *IngressRequest) (engine.Address, engine.Message) {
 	default:
 		body = append(make([]byte, 0, len(r.Body)), r.Body...)
 	}
-	to := engine.Address{Namespace: s.types.bytes(r.Namespace), Type: s.types.bytes(r.Type), ID: string(r.ID)}
-	return to, engine.Message{Type: s.types.bytes(r.MessageType), Value: body}
+	to := engine.Address{Namespace: s.names.bytes(r.Namespace), Type: s.names.bytes(r.Type), ID: string(r.ID)}
+	return to, engine.Message{Type: s.names.bytes(r.MessageType), Value: body}
 }
 
 // stringWrapperOverhead bounds what StringWrapper adds to its text: the

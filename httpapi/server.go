@@ -203,7 +203,7 @@ type Server struct {
 
 	rates   rates     // /admin/status's per-second figures
 	reqPool sync.Pool // *IngressRequest
-	types   interner  // namespaces, function types, message types (intern.go)
+	names   interner  // namespaces, function types, message types (intern.go)
 
 	body     bodyBudget  // request body bytes held at once
 	draining atomic.Bool // set when ShutdownIngress starts: /health and /ready answer 503
@@ -219,7 +219,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{opts: opts}
-	s.types.m = make(map[string]string)
+	s.names.m = make(map[string]string)
 	s.reqPool.New = func() any { return new(IngressRequest) }
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.pollCtx, s.cancelPoll = context.WithCancel(s.baseCtx)

@@ -46,13 +46,13 @@ func forEach(ctx context.Context, workers int, list []string, fn func(i int, id 
 
 // seed has every driver report its location once (each retried up to 20
 // times), so that cells have free drivers when the load starts.
-func seed(ctx context.Context, t Target, cfg Config, x ids) error {
+func seed(ctx context.Context, t Target, cfg Config, ids instanceIDs) error {
 	r := rand.New(rand.NewPCG(cfg.Seed, 0))
-	cells := make([]string, len(x.drivers))
+	cells := make([]string, len(ids.drivers))
 	for i := range cells {
-		cells[i] = x.cells[r.IntN(len(x.cells))]
+		cells[i] = ids.cells[r.IntN(len(ids.cells))]
 	}
-	return forEach(ctx, min(cfg.Concurrency, 256), x.drivers, func(i int, driver string) error {
+	return forEach(ctx, min(cfg.Concurrency, 256), ids.drivers, func(i int, driver string) error {
 		var err error
 		for try := 0; try < 20; try++ {
 			octx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
@@ -125,7 +125,7 @@ const gatherWorkers = 32
 // gather reads the state the checker needs, with parallel reads: every
 // driver and cell, then every ride and passenger that the answers, the
 // events or those states name.
-func gather(ctx context.Context, t Target, x ids, answers []Answer, events []RideEvent) (Snapshot, error) {
+func gather(ctx context.Context, t Target, ids instanceIDs, answers []Answer, events []RideEvent) (Snapshot, error) {
 	s := Snapshot{Answers: answers, Events: events,
 		Drivers: map[string]DriverState{}, Passengers: map[string]PassengerState{},
 		Rides: map[string]RideState{}, Cells: map[string]CellState{}}
@@ -138,7 +138,7 @@ func gather(ctx context.Context, t Target, x ids, answers []Answer, events []Rid
 			return nil
 		})
 	}
-	if err := read(x.drivers, "driver", func(id string) error {
+	if err := read(ids.drivers, "driver", func(id string) error {
 		d, err := t.Driver(ctx, id)
 		if err == nil && d != (DriverState{}) {
 			mu.Lock()
@@ -149,7 +149,7 @@ func gather(ctx context.Context, t Target, x ids, answers []Answer, events []Rid
 	}); err != nil {
 		return s, err
 	}
-	if err := read(x.cells, "cell", func(id string) error {
+	if err := read(ids.cells, "cell", func(id string) error {
 		c, err := t.Cell(ctx, id)
 		if err == nil && len(c.Free) > 0 {
 			mu.Lock()

@@ -16,28 +16,28 @@ import (
 	"github.com/shardfn/shardfn/rides"
 )
 
-// ids are the precomputed instance ids of a run.
-type ids struct {
+// instanceIDs are the precomputed instance ids of a run.
+type instanceIDs struct {
 	drivers, passengers, cells []string
 }
 
-func makeIDs(c Config) ids {
-	var x ids
-	x.drivers = make([]string, c.Drivers)
-	for i := range x.drivers {
-		x.drivers[i] = "d-" + strconv.Itoa(i)
+func makeIDs(c Config) instanceIDs {
+	var ids instanceIDs
+	ids.drivers = make([]string, c.Drivers)
+	for i := range ids.drivers {
+		ids.drivers[i] = "d-" + strconv.Itoa(i)
 	}
-	x.passengers = make([]string, c.Passengers)
-	for i := range x.passengers {
-		x.passengers[i] = "p-" + strconv.Itoa(i)
+	ids.passengers = make([]string, c.Passengers)
+	for i := range ids.passengers {
+		ids.passengers[i] = "p-" + strconv.Itoa(i)
 	}
-	x.cells = make([]string, 0, c.Grid*c.Grid)
+	ids.cells = make([]string, 0, c.Grid*c.Grid)
 	for y := 0; y < c.Grid; y++ {
-		for xx := 0; xx < c.Grid; xx++ {
-			x.cells = append(x.cells, rides.CellID(xx, y))
+		for x := 0; x < c.Grid; x++ {
+			ids.cells = append(ids.cells, rides.CellID(x, y))
 		}
 	}
-	return x
+	return ids
 }
 
 func (r *Result) logf(w io.Writer, format string, args ...any) {
@@ -76,7 +76,7 @@ type run struct {
 	t       Target
 	cfg     Config
 	res     *Result
-	x       ids
+	ids     instanceIDs
 	locOnly bool // the target takes locations only: no requests, no checks
 
 	drivers, passengers keyChooser
@@ -110,7 +110,7 @@ func newRun(ctx context.Context, t Target, cfg Config) (*run, error) {
 	}
 	r.cfg = cfg
 	r.res = &Result{Target: t.Name(), Config: cfg, Start: time.Now()}
-	r.x = makeIDs(cfg)
+	r.ids = makeIDs(cfg)
 	var err error
 	if r.drivers, err = newKeyChooser(cfg.Drivers, cfg.Skew); err != nil {
 		return nil, err
@@ -124,7 +124,7 @@ func newRun(ctx context.Context, t Target, cfg Config) (*run, error) {
 // seed has every driver report once, so that cells have free drivers.
 func (r *run) seed() error {
 	t0 := time.Now()
-	if err := seed(r.ctx, r.t, r.cfg, r.x); err != nil {
+	if err := seed(r.ctx, r.t, r.cfg, r.ids); err != nil {
 		return err
 	}
 	r.res.SeedTime = time.Since(t0)
@@ -170,17 +170,17 @@ func (r *run) measure() error {
 // work is worker w: it sends locations and requests, open or closed loop,
 // until the window ends, recording the latencies of the window.
 func (r *run) work(w int) {
-	cfg, x := r.cfg, r.x
+	cfg, ids := r.cfg, r.ids
 	rng := rand.New(rand.NewPCG(cfg.Seed, uint64(w)+1))
 	var kind int
 	var opErr error
 	op := func(time.Time) {
 		octx, cancel := context.WithTimeout(r.ctx, cfg.RequestTimeout)
 		defer cancel()
-		cell := x.cells[rng.IntN(len(x.cells))]
+		cell := ids.cells[rng.IntN(len(ids.cells))]
 		if cfg.RequestShare > 0 && rng.Float64() < cfg.RequestShare {
 			kind = 1
-			p := x.passengers[r.passengers.next(rng)]
+			p := ids.passengers[r.passengers.next(rng)]
 			o, err := r.t.Request(octx, p, cell)
 			opErr = err
 			if err == nil {
@@ -190,7 +190,7 @@ func (r *run) work(w int) {
 			return
 		}
 		kind = 0
-		opErr = r.t.Location(octx, x.drivers[r.drivers.next(rng)], cell)
+		opErr = r.t.Location(octx, ids.drivers[r.drivers.next(rng)], cell)
 	}
 	done := func(from, end time.Time) {
 		r.ops.Add(1)
@@ -322,7 +322,7 @@ func (r *run) drainAndCheck() error {
 	if r.cfg.NoCheck {
 		return nil
 	}
-	snap, err := gather(r.ctx, r.t, r.x, all, events)
+	snap, err := gather(r.ctx, r.t, r.ids, all, events)
 	if err != nil {
 		return fmt.Errorf("loadgen: reading state for the checks: %w", err)
 	}
