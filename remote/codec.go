@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardfn/shardfn/engine"
@@ -107,17 +108,7 @@ func stateTypeName(t string) string {
 // invocationSize is the encoded size of one invocation inside an
 // InvocationBatchRequest, field tag and length prefix included.
 func invocationSize(inv engine.RemoteInvocation) int {
-	n := proto.Size(pbInvocation(inv))
-	return 1 + varintLen(uint64(n)) + n
-}
-
-func varintLen(v uint64) int {
-	n := 1
-	for v >= 0x80 {
-		v >>= 7
-		n++
-	}
-	return n
+	return 1 + protowire.SizeBytes(proto.Size(pbInvocation(inv)))
 }
 
 // response is a decoded, validated FromFunction.
@@ -197,6 +188,10 @@ func valueSpec(mv *pb.FromFunction_PersistedValueSpec) (engine.ValueSpec, error)
 	return spec, nil
 }
 
+// validStateName is the engine's state-name rule (engine/registry.go's
+// validName, which checks the same names again when they are added). It is
+// repeated here, where a bad name is a protocol error of the response,
+// because the engine does not export its rule.
 func validStateName(s string) bool {
 	if s == "" || len(s) > 64 {
 		return false
