@@ -72,7 +72,9 @@ func newRegistry(specs []FunctionSpec) (*registry, error) {
 	return r, nil
 }
 
-func validName(s string) bool {
+// ValidStateName is the rule for state and map names: [A-Za-z_][A-Za-z0-9_]*,
+// at most 64 bytes (remote functions' names are checked by it too).
+func ValidStateName(s string) bool {
 	if s == "" || len(s) > 64 {
 		return false
 	}
@@ -123,7 +125,7 @@ func validateSpec(sp *FunctionSpec) error {
 // declare checks a state or map name of sp and that no other state or map
 // of sp has it.
 func declare(sp *FunctionSpec, kind, name string, seen map[string]bool) error {
-	if !validName(name) {
+	if !ValidStateName(name) {
 		return fmt.Errorf("engine: function %s/%s: %s name %q must match [A-Za-z_][A-Za-z0-9_]* and be at most 64 bytes", sp.Namespace, sp.Type, kind, name)
 	}
 	if seen[name] {
@@ -311,7 +313,7 @@ func mergeSpecs(have, add []shard.StateSpec) []shard.StateSpec {
 func (r *registry) addSpecs(e *funcEntry, add []ValueSpec) error {
 	conv := make([]shard.StateSpec, 0, len(add))
 	for _, v := range add {
-		if !validName(v.Name) {
+		if !ValidStateName(v.Name) {
 			return fmt.Errorf("remote function %s declared state name %q; names must match [A-Za-z_][A-Za-z0-9_]*", e.name, v.Name)
 		}
 		conv = append(conv, toShardSpec(v))

@@ -160,7 +160,7 @@ func valueSpec(mv *pb.FromFunction_PersistedValueSpec) (engine.ValueSpec, error)
 	if mv == nil {
 		return engine.ValueSpec{}, fmt.Errorf("null spec")
 	}
-	if !validStateName(mv.StateName) {
+	if !engine.ValidStateName(mv.StateName) {
 		return engine.ValueSpec{}, fmt.Errorf("state name %q: want [A-Za-z_][A-Za-z0-9_]*, at most 64 bytes", mv.StateName)
 	}
 	spec := engine.ValueSpec{Name: mv.StateName, Type: stateTypeName(mv.TypeTypename)}
@@ -188,25 +188,6 @@ func valueSpec(mv *pb.FromFunction_PersistedValueSpec) (engine.ValueSpec, error)
 	return spec, nil
 }
 
-// validStateName is the engine's state-name rule (engine/registry.go's
-// validName, which checks the same names again when they are added). It is
-// repeated here, where a bad name is a protocol error of the response,
-// because the engine does not export its rule.
-func validStateName(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '_', c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
-		case c >= '0' && c <= '9' && i > 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
 
 func convertResult(r *pb.FromFunction_InvocationResponse, states []engine.StateValue, out *engine.RemoteResult) error {
 	for i, m := range r.StateMutations {
