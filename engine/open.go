@@ -120,7 +120,7 @@ func (e *Engine) recover() error {
 	if err := e.reg.loadSpecs(e.st); err != nil {
 		return err
 	}
-	e.ap = newApplier(e.st, e.logger, e.metrics, e.now)
+	e.ap = newApplier(e.st, e.logger, e.metrics, e.now, applyParts(&e.opts))
 	if err := e.ap.load(); err != nil {
 		return fmt.Errorf("engine: load checkpoint: %w", err)
 	}
@@ -133,7 +133,9 @@ func (e *Engine) recover() error {
 	}
 	e.ap.log = e.wal
 	from := e.ap.pos
+	e.ap.startCommitters()
 	n, err := e.ap.catchUp()
+	e.ap.stopCommitters()
 	if err != nil {
 		return fmt.Errorf("engine: recovery: %w", err)
 	}
