@@ -416,6 +416,9 @@ func (e *Engine) runApplier() {
 	defer close(e.apDone)
 	e.ap.startCommitters()
 	defer e.ap.stopCommitters()
+	if e.replayed {
+		_ = e.applyOnce(true) // covers the log recovery replayed; an error stops the engine
+	}
 	tick := time.NewTicker(e.opts.CheckpointInterval)
 	defer tick.Stop()
 	watch := time.NewTicker(watchInterval)
