@@ -78,9 +78,5 @@ func WriteScaling(dir string, r ScalingReport) (string, error) {
 	if r.Profile != nil {
 		writeProfile(&b, r.Profile)
 	}
-	path := filepath.Join(dir, base+".md")
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		return "", fmt.Errorf("report: %w", err)
-	}
-	return path, nil
+	return writeMarkdown(dir, base, &b)
 }
