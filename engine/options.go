@@ -7,6 +7,7 @@ import (
 	"time"
 
 	pebblevfs "github.com/cockroachdb/pebble/v2/vfs"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shardfn/shardfn/wal/vfs"
 )
@@ -67,6 +68,11 @@ type Options struct {
 	FS FS
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
+	// TracerProvider, when set, turns tracing on: ingress calls and
+	// invocation attempts become OpenTelemetry spans, and messages carry
+	// their trace context (see tracing.go; package tracing builds a
+	// provider from the OTEL_* environment variables). Nil: off.
+	TracerProvider trace.TracerProvider
 
 	// manual is set by the simulator (tests of this package): Open starts
 	// no goroutine; the caller steps the shards, flushes the log and runs
