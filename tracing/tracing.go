@@ -29,6 +29,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -165,10 +167,7 @@ func FromEnv(ctx context.Context, o Options) (*Tracing, error) {
 		return nil, fmt.Errorf("tracing: resource attributes (OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME): %w", err)
 	}
 	opts = append(opts, sdktrace.WithSampler(sampler), sdktrace.WithResource(res))
-	logger := o.Logger
-	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
-		logger.Warn("tracing: export failed; spans dropped", "err", err)
-	}))
+	otel.SetErrorHandler(&errorLog{logger: o.Logger})
 	tp := sdktrace.NewTracerProvider(opts...)
 	return &Tracing{provider: tp, desc: strings.Join(descs, " + ") + ", sampler " + sdesc}, nil
 }
@@ -292,3 +291,28 @@ func samplerFromEnv(get func(string) string) (sdktrace.Sampler, string, error) {
 	return nil, "", fmt.Errorf("tracing: %s=%q is not supported; use always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio", envSampler, get(envSampler))
 }
 
+// errorLog logs the SDK's errors (a collector that cannot be reached: the
+// spans of that batch are dropped, the engine goes on) at most once per
+// errorLogEvery, with the count of those not logged.
+type errorLog struct {
+	logger *slog.Logger
+	mu     sync.Mutex
+	last   time.Time
+	missed int
+}
+
+const errorLogEvery = 30 * time.Second
+
+func (l *errorLog) Handle(err error) {
+	l.mu.Lock()
+	now := time.Now()
+	if !l.last.IsZero() && now.Sub(l.last) < errorLogEvery {
+		l.missed++
+		l.mu.Unlock()
+		return
+	}
+	missed := l.missed
+	l.last, l.missed = now, 0
+	l.mu.Unlock()
+	l.logger.Warn("tracing: exporting spans failed; they are dropped and the engine goes on", "err", err, "errors_not_logged", missed)
+}

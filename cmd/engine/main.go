@@ -34,6 +34,7 @@ import (
 	"github.com/shardfn/shardfn/kafka"
 	"github.com/shardfn/shardfn/remote"
 	"github.com/shardfn/shardfn/rides"
+	"github.com/shardfn/shardfn/tracing"
 )
 
 // config is the parsed command line.
@@ -68,6 +69,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: engine [flags]\n\nRuns the shardfn server with the RS-1 ride-sharing functions built in.\n\nFlags:\n")
 		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "\nTracing (OpenTelemetry) is off unless the environment switches it on:\n"+
+			"  OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318   OTLP over HTTP (OTEL_EXPORTER_OTLP_PROTOCOL=grpc for :4317)\n"+
+			"  OTEL_TRACES_EXPORTER=otlp|console|none               console prints spans on stdout\n"+
+			"  OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG          default parentbased_traceidratio %g\n"+
+			"  OTEL_SERVICE_NAME                                    default shardfn\n"+
+			"See cmd/engine/README.md.\n", tracing.DefaultRatio)
 	}
 	fs.StringVar(&c.dataDir, "data-dir", "./data", "directory of the write-ahead log and the state store (created if missing)")
 	fs.StringVar(&c.ingressAddr, "ingress-addr", "127.0.0.1:8080", "listen address of the HTTP ingress (messages, batches, egress reads); port 0 picks a free port")
@@ -203,6 +210,17 @@ func run(args []string, stderr io.Writer) int {
 	}
 	slog.SetDefault(log)
 
+	// Tracing: off unless the OTEL_* environment variables ask for it.
+	tr, err := tracing.FromEnv(context.Background(), tracing.Options{Logger: log})
+	if err != nil {
+		fmt.Fprintln(stderr, "engine:", err)
+		return 2
+	}
+	defer shutdownTracing(tr, log) // after the engine and the remote client closed
+	if tr.Enabled() {
+		log.Info("tracing on", "setup", tr.String())
+	}
+
 	// Signals are caught from the start: the first asks for a graceful
 	// stop, a second one exits at once.
 	sigs := make(chan os.Signal, 2)
@@ -238,7 +256,7 @@ func run(args []string, stderr io.Writer) int {
 		for _, w := range mod.Warnings {
 			log.Warn("module", "detail", w)
 		}
-		rc, err = remote.NewClient(remote.Options{Logger: log})
+		rc, err = remote.NewClient(remote.Options{Logger: log, TracerProvider: tr.Provider()})
 		if err != nil {
 			log.Error("cannot start the remote function client", "err", err)
 			return 1
@@ -325,6 +343,7 @@ func run(args []string, stderr io.Writer) int {
 		CheckpointInterval: c.checkpointInterval,
 		AcceptLogLoss:      c.acceptLogLoss,
 		Logger:             log,
+		TracerProvider:     tr.Provider(),
 	}
 	if opts.Shards == 0 {
 		opts.Shards = runtime.GOMAXPROCS(0)
@@ -444,6 +463,15 @@ func run(args []string, stderr io.Writer) int {
 	shutdownServer(srv, log, 2*time.Second)
 	log.Info("shutdown complete", "exit_status", status, "engine_close_seconds", closeSeconds)
 	return status
+}
+
+// shutdownTracing exports the spans still buffered (for at most 5 s).
+func shutdownTracing(tr *tracing.Tracing, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := tr.Shutdown(ctx); err != nil {
+		log.Warn("tracing: spans still buffered at exit were not all exported", "err", err)
+	}
 }
 
 // shutdownServer stops both listeners.

@@ -12,6 +12,7 @@
 //	go run ./cmd/loadgen --rate 20000 --duration 30s      # open loop
 //	go run ./cmd/loadgen --target http://127.0.0.1:8080 --admin http://127.0.0.1:8081
 //	go run ./cmd/loadgen --memory-scenario=1000000        # memory per instance
+//	go run ./cmd/loadgen --tracing-overhead 5             # tracing off vs on
 //	go run ./cmd/loadgen --index                          # rewrite results/README.md
 package main
 
@@ -85,6 +86,7 @@ func run() int {
 		noCheck     = flag.Bool("no-check", false, "skip the invariant checks")
 		index       = flag.Bool("index", false, "only regenerate <out>/README.md, the index of all reports, and exit")
 		memShards   = flag.Int("memory-shards", 0, "shards of the memory scenario's engine (0: default)")
+		traceRounds = flag.Int("tracing-overhead", 0, "measure tracing's cost instead: N rounds of RS-1 in process with tracing off and on (OTEL_* settings, default sampler), exporting to an in-process OTLP collector; writes <out>/tracing-overhead.md")
 		mem         memoryFlag
 	)
 	flag.Var(&mem, "memory-scenario", "run the memory scenario instead: --memory-scenario alone = 10,000,000 passengers, --memory-scenario=N for N")
@@ -143,6 +145,17 @@ func run() int {
 	}
 	if len(shardList) == 0 {
 		shardList = []int{0}
+	}
+	if *traceRounds > 0 {
+		if !inproc || len(shardList) > 1 {
+			fmt.Fprintln(os.Stderr, "loadgen: --tracing-overhead needs --target inproc and at most one --shards value")
+			return 2
+		}
+		topts := loadgen.TargetOptions{Inproc: loadgen.InprocOptions{
+			Engine: engine.Options{Shards: shardList[0], MemoryBudget: *budget, DataDir: *dataDir},
+			Rides:  rides.Config{FinishDelay: *finishDelay, Grid: *grid},
+		}}
+		return tracingOverhead(ctx, *traceRounds, cfg, topts, *out, command)
 	}
 
 	rep := report.Report{Kind: report.KindRun, Time: time.Now(), Command: command}

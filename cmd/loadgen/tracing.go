@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/shardfn/shardfn/loadgen"
+	"github.com/shardfn/shardfn/loadgen/report"
+	"github.com/shardfn/shardfn/tracing"
+)
+
+// tracingRun is one RS-1 run of the tracing overhead measurement.
+type tracingRun struct {
+	on             bool
+	eventsPerS     float64
+	invocationsS   float64
+	locP99, reqP99 float64
+	spans          int64
+	invariants     string
+}
+
+// tracingOverhead is --tracing-overhead N: RS-1 in process, N times with
+// tracing off and N times on, alternating (off/on, then on/off, ...) so
+// that drift on a shared machine falls on both; each run is a fresh
+// engine. Tracing on is tracing.FromEnv with the environment's OTEL_*
+// settings (the default sampler unless OTEL_TRACES_SAMPLER says
+// otherwise), exporting over OTLP/HTTP to an in-process collector
+// (tracing.Collector), which decodes every request in this same process.
+// It writes <out>/tracing-overhead.md.
+func tracingOverhead(ctx context.Context, n int, cfg loadgen.Config, topts loadgen.TargetOptions, out, command string) int {
+	col, err := tracing.NewCollector()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		return 1
+	}
+	defer col.Close()
+	// The OTLP exporter reads its endpoint from the process environment.
+	os.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", col.Endpoint())
+	os.Unsetenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+	os.Unsetenv("OTEL_EXPORTER_OTLP_PROTOCOL")
+	os.Unsetenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+	os.Unsetenv("OTEL_TRACES_EXPORTER")
+	os.Unsetenv("OTEL_SDK_DISABLED")
+	var runs []tracingRun
+	setup := ""
+	for i := 0; i < n; i++ {
+		order := []bool{false, true}
+		if i%2 == 1 {
+			order = []bool{true, false}
+		}
+		for _, on := range order {
+			r, desc, err := tracingOnce(ctx, on, col, cfg, topts)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "loadgen:", err)
+				return 1
+			}
+			if desc != "" {
+				setup = desc
+			}
+			runs = append(runs, r)
+			fmt.Fprintf(os.Stderr, "round %d, tracing %s: %.0f events/s, %.0f invocations/s, %d spans exported\n",
+				i+1, onOff(on), r.eventsPerS, r.invocationsS, r.spans)
+		}
+	}
+	med := func(on bool, f func(tracingRun) float64) float64 {
+		var v []float64
+		for _, r := range runs {
+			if r.on == on {
+				v = append(v, f(r))
+			}
+		}
+		return median(v)
+	}
+	ev := func(r tracingRun) float64 { return r.eventsPerS }
+	inv := func(r tracingRun) float64 { return r.invocationsS }
+	offEv, onEv := med(false, ev), med(true, ev)
+	offInv, onInv := med(false, inv), med(true, inv)
+	overhead := 100 * (offEv - onEv) / offEv
+
+	var b strings.Builder
+	m := report.Machine(topts.Inproc.Engine.DataDir)
+	fmt.Fprintf(&b, "# Tracing overhead: RS-1 in process, tracing off vs on\n\n")
+	fmt.Fprintf(&b, "Measured %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04:05 UTC"))
+	fmt.Fprintf(&b, "Machine: %s, %d cores, %s, %s; %s; Go %s; commit %s.\n\n",
+		m.CPU, m.Cores, report.Bytes(m.MemBytes), m.Disk, m.Kernel, m.GoVersion, m.Commit)
+	fmt.Fprintf(&b, "Command: `%s`\n\n", command)
+	fmt.Fprintf(&b, "Tracing on: %s. Spans go over OTLP/HTTP (protobuf) to an in-process collector "+
+		"(`tracing.Collector`, which decodes every export request in the same process, so its CPU counts against the engine), "+
+		"through the SDK's batch span processor with its defaults. Each run is a fresh engine with a durable data directory; "+
+		"runs alternate off/on, then on/off, so that drift on the machine falls on both.\n\n", setup)
+	fmt.Fprintf(&b, "| | events/s (median) | invocations/s (median) |\n|---|---:|---:|\n")
+	fmt.Fprintf(&b, "| tracing off | %.0f | %.0f |\n| tracing on | %.0f | %.0f |\n", offEv, offInv, onEv, onInv)
+	fmt.Fprintf(&b, "| **cost of tracing** | **%.1f %%** | %.1f %% |\n\n", overhead, 100*(offInv-onInv)/offInv)
+	fmt.Fprintf(&b, "Every run:\n\n| # | tracing | events/s | invocations/s | location p99 ms | request p99 ms | spans exported | invariants |\n|---:|---|---:|---:|---:|---:|---:|---|\n")
+	for i, r := range runs {
+		fmt.Fprintf(&b, "| %d | %s | %.0f | %.0f | %.2f | %.2f | %d | %s |\n", i+1, onOff(r.on), r.eventsPerS, r.invocationsS, r.locP99, r.reqP99, r.spans, r.invariants)
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		return 1
+	}
+	path := filepath.Join(out, "tracing-overhead.md")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		return 1
+	}
+	if err := report.Index(out); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+	}
+	fmt.Fprintf(os.Stderr, "tracing off %.0f events/s, on %.0f events/s (medians of %d): cost %.1f %%\nreport: %s\n", offEv, onEv, n, overhead, path)
+	fmt.Printf("{\"events_per_s_off\":%.1f,\"events_per_s_on\":%.1f,\"overhead_percent\":%.2f,\"report\":%q}\n", offEv, onEv, overhead, path)
+	for _, r := range runs {
+		if r.invariants != "ok" && r.invariants != "skipped" {
+			return 1
+		}
+	}
+	return 0
+}
+
+func tracingOnce(ctx context.Context, on bool, col *tracing.Collector, cfg loadgen.Config, topts loadgen.TargetOptions) (tracingRun, string, error) {
+	var tr *tracing.Tracing
+	desc := ""
+	if on {
+		var err error
+		tr, err = tracing.FromEnv(ctx, tracing.Options{})
+		if err != nil {
+			return tracingRun{}, "", err
+		}
+		desc = tr.String()
+		topts.Inproc.Engine.TracerProvider = tr.Provider()
+	}
+	before := col.Spans()
+	t, err := loadgen.NewTarget("inproc", topts)
+	if err != nil {
+		return tracingRun{}, "", err
+	}
+	res, err := loadgen.Run(ctx, t, cfg)
+	cerr := t.Close()
+	if err == nil {
+		err = cerr
+	}
+	if tr != nil {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if serr := tr.Shutdown(sctx); serr != nil && err == nil {
+			err = serr
+		}
+		cancel()
+	}
+	if err != nil {
+		return tracingRun{}, "", err
+	}
+	return tracingRun{on: on, eventsPerS: res.EventsPerS, invocationsS: res.InvocationsPerS,
+		locP99: res.Location.P99Ms, reqP99: res.Request.P99Ms, spans: col.Spans() - before, invariants: res.InvariantsText}, desc, nil
+}
+
+func onOff(on bool) string {
+	if on {
+		return "on"
+	}
+	return "off"
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
