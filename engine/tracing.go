@@ -58,6 +58,10 @@ const (
 // its messages carry.
 const maxLinks = 32
 
+// producerKind is the start option of ingress spans (built once: an
+// unsampled ingress call allocates only what the SDK must).
+var producerKind = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer)}
+
 type tracing struct {
 	t trace.Tracer
 }
@@ -92,7 +96,7 @@ func traceContext(sc trace.SpanContext) format.TraceContext {
 // startIngress starts the span of one ingress call. tc is the context its
 // messages carry (zero unless sampled).
 func (t *tracing) startIngress(ctx context.Context, op string, to Address, typ string) (trace.Span, format.TraceContext) {
-	_, span := t.t.Start(ctx, op, trace.WithSpanKind(trace.SpanKindProducer))
+	_, span := t.t.Start(ctx, op, producerKind...)
 	if !span.IsRecording() {
 		return span, format.TraceContext{}
 	}

@@ -259,3 +259,53 @@ func TestTracingOffAllocFree(t *testing.T) {
 		t.Errorf("%d spans of unsampled messages", n)
 	}
 }
+
+// BenchmarkInvokeTraced is BenchmarkInvoke (SendAsync and one embedded
+// invocation) with tracing off, and on with a ratio sampler (each message
+// is an ingress call, so each costs a span start; sampled ones a recorded
+// span for the call and one for the invocation, to a no-op exporter).
+func BenchmarkInvokeTraced(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		ratio float64
+	}{{"off", -1}, {"ratio=0", 0}, {"ratio=0.01", 0.01}, {"ratio=1", 1}} {
+		b.Run(c.name, func(b *testing.B) {
+			var done atomic.Int64
+			spec := FunctionSpec{Namespace: "b", Type: "inv", States: []ValueSpec{benchValue},
+				Function: FunctionFunc(func(ctx Context, msg Message) error {
+					n, _, _ := ctx.GetInt64(benchValue)
+					err := ctx.SetInt64(benchValue, n+1)
+					done.Add(1)
+					return err
+				})}
+			o := Options{Shards: 1, Logger: quiet}
+			if c.ratio >= 0 {
+				tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()),
+					sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(c.ratio))))
+				defer tp.Shutdown(context.Background())
+				o.TracerProvider = tp
+			}
+			e, err := Open(o, spec)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer e.Close()
+			addrs := make([]Address, 64)
+			for i := range addrs {
+				addrs[i] = Address{Namespace: "b", Type: "inv", ID: fmt.Sprint(i)}
+			}
+			msg := Message{Type: "x", Value: []byte("payload")}
+			for i := 0; i < 20000; i++ {
+				sendRetry(b, e, addrs[i%len(addrs)], msg)
+			}
+			waitCount(&done, 20000)
+			done.Store(0)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				sendRetry(b, e, addrs[i%len(addrs)], msg)
+			}
+			waitCount(&done, int64(b.N))
+		})
+	}
+}

@@ -159,6 +159,10 @@ type Result struct {
 	Drained          bool              `json:"drained"`
 	SeedTime         time.Duration     `json:"-"`
 	DrainTime        time.Duration     `json:"-"`
+	// CPUSeconds is the CPU time (user and system) this process used over
+	// the measured window: the engine and the load generator for an
+	// in-process target.
+	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
 	// Profile is a CPU profile (pprof protobuf) of the window, if asked.
 	Profile []byte   `json:"-"`
 	Notes   []string `json:"notes,omitempty"`
@@ -297,6 +301,7 @@ func Run(ctx context.Context, t Target, cfg Config) (*Result, error) {
 
 	// Window bookkeeping: invocations and the CPU profile.
 	var inv0, inv1 uint64
+	var cpu0, cpu1 time.Duration
 	var invErr error
 	var prof bytes.Buffer
 	profiling := false
@@ -307,6 +312,7 @@ func Run(ctx context.Context, t Target, cfg Config) (*Result, error) {
 		if ic, ok := t.(InvocationCounter); ok {
 			inv0, invErr = ic.Invocations(ctx)
 		}
+		cpu0 = SelfCPU()
 		if cfg.Profile {
 			if err := pprof.StartCPUProfile(&prof); err == nil {
 				profiling = true
@@ -315,6 +321,7 @@ func Run(ctx context.Context, t Target, cfg Config) (*Result, error) {
 			}
 		}
 		realClock{}.SleepUntil(until)
+		cpu1 = SelfCPU()
 		if profiling {
 			pprof.StopCPUProfile()
 		}
@@ -359,6 +366,7 @@ func Run(ctx context.Context, t Target, cfg Config) (*Result, error) {
 	wg.Wait()
 	<-progDone
 	res.Window = until.Sub(measureFrom)
+	res.CPUSeconds = (cpu1 - cpu0).Seconds()
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}

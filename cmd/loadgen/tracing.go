@@ -20,6 +20,7 @@ type tracingRun struct {
 	eventsPerS     float64
 	invocationsS   float64
 	locP99, reqP99 float64
+	cpuPerInv      float64 // µs of process CPU per invocation in the window
 	spans          int64
 	invariants     string
 }
@@ -63,8 +64,8 @@ func tracingOverhead(ctx context.Context, n int, cfg loadgen.Config, topts loadg
 				setup = desc
 			}
 			runs = append(runs, r)
-			fmt.Fprintf(os.Stderr, "round %d, tracing %s: %.0f events/s, %.0f invocations/s, %d spans exported\n",
-				i+1, onOff(on), r.eventsPerS, r.invocationsS, r.spans)
+			fmt.Fprintf(os.Stderr, "round %d, tracing %s: %.0f events/s, %.0f invocations/s, %.2f CPU µs/invocation, %d spans exported\n",
+				i+1, onOff(on), r.eventsPerS, r.invocationsS, r.cpuPerInv, r.spans)
 		}
 	}
 	med := func(on bool, f func(tracingRun) float64) float64 {
@@ -78,9 +79,11 @@ func tracingOverhead(ctx context.Context, n int, cfg loadgen.Config, topts loadg
 	}
 	ev := func(r tracingRun) float64 { return r.eventsPerS }
 	inv := func(r tracingRun) float64 { return r.invocationsS }
+	cpu := func(r tracingRun) float64 { return r.cpuPerInv }
 	offEv, onEv := med(false, ev), med(true, ev)
 	offInv, onInv := med(false, inv), med(true, inv)
 	overhead := 100 * (offEv - onEv) / offEv
+	offCPU, onCPU := med(false, cpu), med(true, cpu)
 
 	var b strings.Builder
 	m := report.Machine(topts.Inproc.Engine.DataDir)
@@ -93,12 +96,12 @@ func tracingOverhead(ctx context.Context, n int, cfg loadgen.Config, topts loadg
 		"(`tracing.Collector`, which decodes every export request in the same process, so its CPU counts against the engine), "+
 		"through the SDK's batch span processor with its defaults. Each run is a fresh engine with a durable data directory; "+
 		"runs alternate off/on, then on/off, so that drift on the machine falls on both.\n\n", setup)
-	fmt.Fprintf(&b, "| | events/s (median) | invocations/s (median) |\n|---|---:|---:|\n")
-	fmt.Fprintf(&b, "| tracing off | %.0f | %.0f |\n| tracing on | %.0f | %.0f |\n", offEv, offInv, onEv, onInv)
-	fmt.Fprintf(&b, "| **cost of tracing** | **%.1f %%** | %.1f %% |\n\n", overhead, 100*(offInv-onInv)/offInv)
-	fmt.Fprintf(&b, "Every run:\n\n| # | tracing | events/s | invocations/s | location p99 ms | request p99 ms | spans exported | invariants |\n|---:|---|---:|---:|---:|---:|---:|---|\n")
+	fmt.Fprintf(&b, "| | events/s (median) | invocations/s (median) | process CPU µs per invocation (median) |\n|---|---:|---:|---:|\n")
+	fmt.Fprintf(&b, "| tracing off | %.0f | %.0f | %.2f |\n| tracing on | %.0f | %.0f | %.2f |\n", offEv, offInv, offCPU, onEv, onInv, onCPU)
+	fmt.Fprintf(&b, "| **cost of tracing** | **%.1f %%** | %.1f %% | %.1f %% |\n\n", overhead, 100*(offInv-onInv)/offInv, 100*(onCPU-offCPU)/offCPU)
+	fmt.Fprintf(&b, "Every run:\n\n| # | tracing | events/s | invocations/s | CPU µs/invocation | location p99 ms | request p99 ms | spans exported | invariants |\n|---:|---|---:|---:|---:|---:|---:|---:|---|\n")
 	for i, r := range runs {
-		fmt.Fprintf(&b, "| %d | %s | %.0f | %.0f | %.2f | %.2f | %d | %s |\n", i+1, onOff(r.on), r.eventsPerS, r.invocationsS, r.locP99, r.reqP99, r.spans, r.invariants)
+		fmt.Fprintf(&b, "| %d | %s | %.0f | %.0f | %.2f | %.2f | %.2f | %d | %s |\n", i+1, onOff(r.on), r.eventsPerS, r.invocationsS, r.cpuPerInv, r.locP99, r.reqP99, r.spans, r.invariants)
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
@@ -155,7 +158,17 @@ func tracingOnce(ctx context.Context, on bool, col *tracing.Collector, cfg loadg
 		return tracingRun{}, "", err
 	}
 	return tracingRun{on: on, eventsPerS: res.EventsPerS, invocationsS: res.InvocationsPerS,
-		locP99: res.Location.P99Ms, reqP99: res.Request.P99Ms, spans: col.Spans() - before, invariants: res.InvariantsText}, desc, nil
+		locP99: res.Location.P99Ms, reqP99: res.Request.P99Ms, spans: col.Spans() - before, invariants: res.InvariantsText,
+		cpuPerInv: cpuPerInvocation(res)}, desc, nil
+}
+
+// cpuPerInvocation is the process's CPU time per invocation over the
+// window, in µs (0 when unknown).
+func cpuPerInvocation(res *loadgen.Result) float64 {
+	if res.Invocations == 0 {
+		return 0
+	}
+	return res.CPUSeconds * 1e6 / float64(res.Invocations)
 }
 
 func onOff(on bool) string {
