@@ -69,7 +69,7 @@ func (s *Shard) traceCall(call *AsyncCall) {
 	}
 }
 
-// traceCallEnd ends the span of a remote call's current attempt.
+// traceEnd ends the span of a remote call's current attempt.
 func (c *AsyncCall) traceEnd(err error) {
 	if c.span != nil {
 		c.shard.cfg.Tracer.End(c.span, err)

@@ -100,7 +100,7 @@ func tracingOverhead(ctx context.Context, n int, cfg loadgen.Config, topts loadg
 	m := report.Machine(topts.Inproc.Engine.DataDir)
 	fmt.Fprintf(&b, "# Tracing overhead: RS-1 in process, tracing off vs on\n\n")
 	fmt.Fprintf(&b, "Measured %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04:05 UTC"))
-	fmt.Fprintf(&b, "Machine: %s, %d cores, %s, %s; %s; Go %s; commit %s.\n\n",
+	fmt.Fprintf(&b, "Machine: %s, %d cores, %s, %s; %s; %s; commit %s.\n\n",
 		m.CPU, m.Cores, report.Bytes(m.MemBytes), m.Disk, m.Kernel, m.GoVersion, m.Commit)
 	fmt.Fprintf(&b, "Command: `%s`\n\n", command)
 	fmt.Fprintf(&b, "Tracing on: %s. Spans go over OTLP/HTTP (protobuf) to an in-process collector "+
