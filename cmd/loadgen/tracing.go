@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/google/pprof/profile"
 
 	"github.com/shardfn/shardfn/loadgen"
 	"github.com/shardfn/shardfn/loadgen/report"
@@ -21,6 +24,7 @@ type tracingRun struct {
 	invocationsS   float64
 	locP99, reqP99 float64
 	cpuPerInv      float64 // µs of process CPU per invocation in the window
+	share          float64 // tracing code's share of the window's CPU profile (-1: not profiled)
 	spans          int64
 	invariants     string
 }
@@ -95,6 +99,12 @@ func tracingOverhead(ctx context.Context, n int, cfg loadgen.Config, topts loadg
 		paired = append(paired, 100*(off.eventsPerS-on.eventsPerS)/off.eventsPerS)
 	}
 	pairedMed := median(paired)
+	var shares []float64
+	for _, r := range runs {
+		if r.on && r.share >= 0 {
+			shares = append(shares, 100*r.share)
+		}
+	}
 
 	var b strings.Builder
 	m := report.Machine(topts.Inproc.Engine.DataDir)
@@ -112,9 +122,17 @@ func tracingOverhead(ctx context.Context, n int, cfg loadgen.Config, topts loadg
 	fmt.Fprintf(&b, "| **cost of tracing** | **%.1f %%** | %.1f %% | %.1f %% |\n\n", overhead, 100*(offInv-onInv)/offInv, 100*(onCPU-offCPU)/offCPU)
 	fmt.Fprintf(&b, "Median of the %d rounds' own costs (each round's events/s with tracing on against its run with tracing off, adjacent in time): **%.1f %%** (rounds: %s).\n\n",
 		len(paired), pairedMed, percents(paired))
-	fmt.Fprintf(&b, "Every run:\n\n| # | tracing | events/s | invocations/s | CPU µs/invocation | location p99 ms | request p99 ms | spans exported | invariants |\n|---:|---|---:|---:|---:|---:|---:|---:|---|\n")
+	if len(shares) > 0 {
+		fmt.Fprintf(&b, "CPU profiles of the measured windows (`--profile`): samples with a tracing frame on the stack (the OpenTelemetry SDK and exporter, the in-process collector, shardfn's tracing code; garbage collection of their allocations is not counted) are a median **%.2f %%** of the runs with tracing on (%s). This share does not depend on what else the machine runs.\n\n",
+			median(shares), percents(shares))
+	}
+	fmt.Fprintf(&b, "Every run:\n\n| # | tracing | events/s | invocations/s | CPU µs/invocation | tracing's CPU share | location p99 ms | request p99 ms | spans exported | invariants |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for i, r := range runs {
-		fmt.Fprintf(&b, "| %d | %s | %.0f | %.0f | %.2f | %.2f | %.2f | %d | %s |\n", i+1, onOff(r.on), r.eventsPerS, r.invocationsS, r.cpuPerInv, r.locP99, r.reqP99, r.spans, r.invariants)
+		share := ""
+		if r.share >= 0 {
+			share = fmt.Sprintf("%.2f %%", 100*r.share)
+		}
+		fmt.Fprintf(&b, "| %d | %s | %.0f | %.0f | %.2f | %s | %.2f | %.2f | %d | %s |\n", i+1, onOff(r.on), r.eventsPerS, r.invocationsS, r.cpuPerInv, share, r.locP99, r.reqP99, r.spans, r.invariants)
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
@@ -172,7 +190,7 @@ func tracingOnce(ctx context.Context, on bool, col *tracing.Collector, cfg loadg
 	}
 	return tracingRun{on: on, eventsPerS: res.EventsPerS, invocationsS: res.InvocationsPerS,
 		locP99: res.Location.P99Ms, reqP99: res.Request.P99Ms, spans: col.Spans() - before, invariants: res.InvariantsText,
-		cpuPerInv: cpuPerInvocation(res)}, desc, nil
+		cpuPerInv: cpuPerInvocation(res), share: tracingShare(res.Profile)}, desc, nil
 }
 
 // cpuPerInvocation is the process's CPU time per invocation over the
@@ -190,6 +208,60 @@ func percents(v []float64) string {
 		s = append(s, fmt.Sprintf("%.1f %%", x))
 	}
 	return strings.Join(s, ", ")
+}
+
+// tracingShare is the share of a CPU profile's samples with a tracing
+// frame on their stack (-1 without a profile): the OpenTelemetry SDK and
+// exporter, the in-process collector, and shardfn's own tracing code.
+func tracingShare(data []byte) float64 {
+	if len(data) == 0 {
+		return -1
+	}
+	p, err := profile.Parse(bytes.NewReader(data))
+	if err != nil || len(p.SampleType) == 0 {
+		return -1
+	}
+	idx := len(p.SampleType) - 1
+	var total, traced int64
+	for _, smp := range p.Sample {
+		v := smp.Value[idx]
+		total += v
+	frames:
+		for _, loc := range smp.Location {
+			for _, ln := range loc.Line {
+				if ln.Function != nil && isTracingFrame(ln.Function.Name) {
+					traced += v
+					break frames
+				}
+			}
+		}
+	}
+	if total == 0 {
+		return -1
+	}
+	return float64(traced) / float64(total)
+}
+
+func isTracingFrame(name string) bool {
+	for _, p := range []string{
+		"go.opentelemetry.io/",
+		"github.com/shardfn/shardfn/tracing.",
+		"github.com/shardfn/shardfn/engine.(*tracing).",
+		"github.com/shardfn/shardfn/engine.(*shardTracer).",
+		"github.com/shardfn/shardfn/engine.endIngress",
+		"github.com/shardfn/shardfn/engine.spanContext",
+		"github.com/shardfn/shardfn/engine.traceContext",
+		"github.com/shardfn/shardfn/shard.(*Shard).trace",
+		"github.com/shardfn/shardfn/shard.(*AsyncCall).trace",
+		"github.com/shardfn/shardfn/remote.(*Function).traceAttempt",
+		"github.com/shardfn/shardfn/remote.traceAttemptEnd",
+		"github.com/shardfn/shardfn/remote.injectTrace",
+	} {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func onOff(on bool) string {
