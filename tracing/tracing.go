@@ -67,6 +67,7 @@ type Options struct {
 // tracing is off.
 type Tracing struct {
 	provider *sdktrace.TracerProvider
+	api      trace.TracerProvider // provider, or roots.go's wrapper of it
 	desc     string
 }
 
@@ -76,7 +77,7 @@ func (t *Tracing) Provider() trace.TracerProvider {
 	if t == nil || t.provider == nil {
 		return nil
 	}
-	return t.provider
+	return t.api
 }
 
 // Enabled reports whether tracing is on.
@@ -142,7 +143,7 @@ func FromEnv(ctx context.Context, o Options) (*Tracing, error) {
 	if err != nil || len(exporters) == 0 {
 		return &Tracing{}, err
 	}
-	sampler, sdesc, err := samplerFromEnv(get)
+	sampler, sdesc, draw, err := samplerFromEnv(get)
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +170,11 @@ func FromEnv(ctx context.Context, o Options) (*Tracing, error) {
 	opts = append(opts, sdktrace.WithSampler(sampler), sdktrace.WithResource(res))
 	otel.SetErrorHandler(&errorLog{logger: o.Logger})
 	tp := sdktrace.NewTracerProvider(opts...)
-	return &Tracing{provider: tp, desc: strings.Join(descs, " + ") + ", sampler " + sdesc}, nil
+	t := &Tracing{provider: tp, api: tp, desc: strings.Join(descs, " + ") + ", sampler " + sdesc}
+	if draw > 0 {
+		t.api = drawRoots(tp, draw) // roots.go
+	}
+	return t, nil
 }
 
 // exporterNames returns the exporters to run (none: tracing off).
@@ -248,7 +253,9 @@ func newExporter(ctx context.Context, name string, get func(string) string, cons
 }
 
 // samplerFromEnv reads OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG.
-func samplerFromEnv(get func(string) string) (sdktrace.Sampler, string, error) {
+// draw, when not 0, is the ratio at which roots are drawn before the SDK
+// (roots.go); the sampler then samples every root it is given.
+func samplerFromEnv(get func(string) string) (s sdktrace.Sampler, desc string, draw float64, err error) {
 	name := strings.ToLower(get(envSampler))
 	arg := get(envSamplerArg)
 	ratio := func(def float64) (float64, error) {
@@ -262,33 +269,45 @@ func samplerFromEnv(get func(string) string) (sdktrace.Sampler, string, error) {
 		return r, nil
 	}
 	fmtRatio := func(r float64) string { return strconv.FormatFloat(r, 'g', -1, 64) }
+	// parentBasedRatio is parentbased_traceidratio at r, with roots drawn
+	// in roots.go when 0 < r < 1.
+	parentBasedRatio := func(r float64) (sdktrace.Sampler, float64) {
+		if r > 0 && r < 1 {
+			return sdktrace.ParentBased(sdktrace.AlwaysSample()), r
+		}
+		return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(r)), 0
+	}
 	switch name {
 	case "":
 		r, err := ratio(DefaultRatio)
 		if err != nil {
-			return nil, "", err
+			return nil, "", 0, err
 		}
-		return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(r)), samplerDefaultName + " " + fmtRatio(r) + " (default)", nil
+		s, draw := parentBasedRatio(r)
+		return s, samplerDefaultName + " " + fmtRatio(r) + " (default)", draw, nil
 	case "always_on":
-		return sdktrace.AlwaysSample(), name, nil
+		return sdktrace.AlwaysSample(), name, 0, nil
 	case "always_off":
-		return sdktrace.NeverSample(), name, nil
+		return sdktrace.NeverSample(), name, 0, nil
 	case "parentbased_always_on":
-		return sdktrace.ParentBased(sdktrace.AlwaysSample()), name, nil
+		return sdktrace.ParentBased(sdktrace.AlwaysSample()), name, 0, nil
 	case "parentbased_always_off":
-		return sdktrace.ParentBased(sdktrace.NeverSample()), name, nil
-	case "traceidratio", "parentbased_traceidratio":
+		return sdktrace.ParentBased(sdktrace.NeverSample()), name, 0, nil
+	case "traceidratio":
 		r, err := ratio(1) // the specification's default argument
 		if err != nil {
-			return nil, "", err
+			return nil, "", 0, err
 		}
-		s := sdktrace.TraceIDRatioBased(r)
-		if name == "parentbased_traceidratio" {
-			s = sdktrace.ParentBased(s)
+		return sdktrace.TraceIDRatioBased(r), name + " " + fmtRatio(r), 0, nil
+	case "parentbased_traceidratio":
+		r, err := ratio(1)
+		if err != nil {
+			return nil, "", 0, err
 		}
-		return s, name + " " + fmtRatio(r), nil
+		s, draw := parentBasedRatio(r)
+		return s, name + " " + fmtRatio(r), draw, nil
 	}
-	return nil, "", fmt.Errorf("tracing: %s=%q is not supported; use always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio", envSampler, get(envSampler))
+	return nil, "", 0, fmt.Errorf("tracing: %s=%q is not supported; use always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio", envSampler, get(envSampler))
 }
 
 // errorLog logs the SDK's errors (a collector that cannot be reached: the
