@@ -55,6 +55,18 @@ type ValueSpec struct {
 	Expiry time.Duration
 }
 
+// MapSpec declares a map state of a function type: named entries (string
+// keys to byte values) read and written one by one, so that a write costs
+// what it changes, not what the map holds. For large collections (a set of
+// thousands of members) where a ValueSpec would be rewritten whole on every
+// change. Entries do not expire; the map of one instance is bounded by
+// Options.MaxInstanceBytes. Embedded functions only.
+type MapSpec struct {
+	// Name: [A-Za-z_][A-Za-z0-9_]*, at most 64 bytes, distinct from the
+	// function type's ValueSpec names.
+	Name string
+}
+
 // FunctionSpec registers one function type.
 type FunctionSpec struct {
 	// Namespace and Type name the function type. For remote specs Type may
@@ -64,6 +76,8 @@ type FunctionSpec struct {
 	// States declares the value specs of the type. Remote functions may also
 	// declare more at run time (StateFun's incomplete-invocation-context).
 	States []ValueSpec
+	// Maps declares the map states of the type (embedded functions only).
+	Maps []MapSpec
 	// Function is the embedded implementation. Exactly one of Function and
 	// Remote is set.
 	Function Function
@@ -118,6 +132,18 @@ type Context interface {
 	// Remove clears a state value.
 	Remove(spec ValueSpec) error
 
+	// Map state (MapSpec). MapGet returns an entry's value (valid until
+	// Invoke returns); MapSet stores a copy; MapRange calls fn with every
+	// entry, in no particular order, until fn returns false (fn must not
+	// write the map); MapLen counts the entries. Each sees the invocation's
+	// own writes.
+	MapGet(spec MapSpec, key string) ([]byte, bool, error)
+	MapSet(spec MapSpec, key string, value []byte) error
+	MapDelete(spec MapSpec, key string) error
+	MapClear(spec MapSpec) error
+	MapRange(spec MapSpec, fn func(key string, value []byte) bool) error
+	MapLen(spec MapSpec) (int, error)
+
 	// Typed accessors. They fail when spec.Type is not the matching
 	// built-in type (TypeString, TypeLong, TypeInt, TypeBool) or, for JSON,
 	// when the stored bytes do not decode.
@@ -169,7 +195,23 @@ type StateValue struct {
 	Spec    ValueSpec
 	Value   []byte
 	Present bool
+	// For a map state (Spec.Type TypeMap): its number of entries and the
+	// first MaxStateMapEntries of them in key order.
+	MapLen int
+	Map    []MapEntry
 }
+
+// MapEntry is one entry of a map state.
+type MapEntry struct {
+	Key   string
+	Value []byte
+}
+
+// TypeMap is the Spec.Type State reports for a map state.
+const TypeMap = "shardfn/map"
+
+// MaxStateMapEntries is how many entries of a map State returns.
+const MaxStateMapEntries = 10000
 
 // RemoteFunction is a function type served off the shards, e.g. over
 // StateFun's request-reply protocol (package remote). The engine calls

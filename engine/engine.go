@@ -52,6 +52,7 @@ type Engine struct {
 	// applier signalling (applier.go)
 	apWake   chan struct{}
 	apStop   chan struct{}
+	replayed bool // recovery replayed log records: the applier checkpoints first
 	apDone   chan struct{}
 	ckptReq  chan chan error
 	egressMu sync.Mutex
@@ -181,13 +182,17 @@ func (e *Engine) Close() error {
 		e.inflight.Wait()
 		close(e.closing)    // remote calls that are failing give up their batches (ErrAbandoned)
 		if !e.opts.manual { // the simulator drains and stops by itself
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), e.opts.DrainTimeout)
 			if err := e.Drain(ctx); err != nil && e.Err() == nil {
 				e.logger.Warn("close: drain did not finish", "err", err)
 			}
 			cancel()
-			for _, s := range e.shards {
-				s.Stop()
+			for i, s := range e.shards {
+				if !s.Stop(min(shardStopTimeout, e.opts.DrainTimeout)) {
+					a, start, _ := s.Running()
+					e.logger.Error("close: a shard did not stop: an invocation holds it", "shard", i,
+						"address", a.String(), "running_for", time.Since(time.Unix(0, start)).Round(time.Millisecond).String())
+				}
 			}
 			close(e.apStop)
 			<-e.apDone
@@ -212,6 +217,9 @@ func (e *Engine) Close() error {
 	})
 	return e.closeErr
 }
+
+// shardStopTimeout bounds how long Close waits for each shard to stop.
+const shardStopTimeout = 5 * time.Second
 
 // Collectors returns the engine's Prometheus collectors.
 func (e *Engine) Collectors() []prometheus.Collector { return e.metrics.collectors() }

@@ -115,6 +115,9 @@ func (r *memReader) Next() (uint64, uint64, []byte, error) {
 		l := r.l
 		l.mu.Lock()
 		if r.cur != nil {
+			if cap(r.cur.buf) > 4<<20 { // a burst is over: do not keep its peak
+				r.cur.buf, r.cur.ends = nil, nil
+			}
 			l.free = append(l.free, r.cur)
 			r.cur = nil
 		}

@@ -20,6 +20,9 @@ type metrics struct {
 	deadLetters    prometheus.Counter
 	overloaded     prometheus.Counter
 	repliesDropped prometheus.Counter
+	refusedBy      *prometheus.CounterVec
+	slowTotal      prometheus.Counter
+	slowNow        prometheus.Gauge
 	walSync        prometheus.Histogram
 	walBatch       prometheus.Histogram
 
@@ -60,7 +63,19 @@ func newMetrics(e *Engine) *metrics {
 		}),
 		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shardfn_ingress_overloaded_total",
-			Help: "Ingress messages refused because a shard mailbox was full.",
+			Help: "Ingress messages refused under pressure (ErrOverloaded: a full mailbox, too many queued bytes, a state cache past its budget, or the store too far behind the log).",
+		}),
+		refusedBy: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shardfn_ingress_refused_total",
+			Help: "Ingress messages refused under pressure (ErrOverloaded), by the bound that was reached: mailbox, queued_bytes, state_cache, applier_lag.",
+		}, []string{"reason"}),
+		slowTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shardfn_slow_invocations_total",
+			Help: "Invocations that ran longer than the slow-invocation limit (counted when they pass it).",
+		}),
+		slowNow: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shardfn_slow_invocations",
+			Help: "Invocations running longer than the slow-invocation limit now (each holds its shard).",
 		}),
 		repliesDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shardfn_replies_dropped_total",
@@ -77,6 +92,12 @@ func (m *metrics) observeRemote(fe *funcEntry, d time.Duration) {
 	m.remoteDur.WithLabelValues(fe.name).Observe(d.Seconds())
 }
 
+// refused counts a refusal under pressure.
+func (m *metrics) refused(reason string) {
+	m.overloaded.Inc()
+	m.refusedBy.WithLabelValues(reason).Inc()
+}
+
 func (m *metrics) checkpoint(d time.Duration) {
 	m.checkpoints.Observe(d.Seconds())
 	m.lastCheckpoint.Store(time.Now().UnixNano()) // read by Status
@@ -89,7 +110,7 @@ func (m *metrics) walFlush(bytes int, sync time.Duration) {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.invokeDur, m.remoteDur, m.checkpoints, m.deadLetters, m.overloaded, m.repliesDropped, m.walSync, m.walBatch, &scrape{m: m}}
+	return []prometheus.Collector{m.invokeDur, m.remoteDur, m.checkpoints, m.deadLetters, m.overloaded, m.refusedBy, m.repliesDropped, m.slowTotal, m.slowNow, m.walSync, m.walBatch, &scrape{m: m}}
 }
 
 // scrape gathers the per-shard counters at scrape time.
@@ -105,6 +126,7 @@ var (
 	descEvictions   = prometheus.NewDesc("shardfn_state_cache_evictions_total", "State cache evictions.", []string{"shard"}, nil)
 	descCacheBytes  = prometheus.NewDesc("shardfn_state_cache_bytes", "Live bytes in the state cache.", []string{"shard"}, nil)
 	descCacheCap    = prometheus.NewDesc("shardfn_state_cache_capacity_bytes", "State cache capacity.", []string{"shard"}, nil)
+	descQueued      = prometheus.NewDesc("shardfn_queued_bytes", "Bytes of messages a shard holds: queued at instances, in remote calls, waiting for a peer, delayed (the bound of Options.MaxQueuedBytes).", []string{"shard"}, nil)
 	descTimers      = prometheus.NewDesc("shardfn_delayed_messages", "Pending delayed messages held by a shard.", []string{"shard"}, nil)
 	descBatches     = prometheus.NewDesc("shardfn_wal_appends_total", "Record batches appended to the log by a shard.", []string{"shard"}, nil)
 	descRecords     = prometheus.NewDesc("shardfn_wal_records_total", "Effect records appended to the log by a shard.", []string{"shard"}, nil)
@@ -119,7 +141,7 @@ var (
 
 func (s *scrape) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descInvocations, descFailures, descMailbox, descQueue, descHits, descMisses,
-		descEvictions, descCacheBytes, descCacheCap, descTimers, descBatches, descRecords, descDurable, descApplied,
+		descEvictions, descCacheBytes, descCacheCap, descQueued, descTimers, descBatches, descRecords, descDurable, descApplied,
 		descRecovery, descReplayed, descFailed, descLastCkpt, descStore} {
 		ch <- d
 	}
@@ -147,6 +169,7 @@ func (s *scrape) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descCacheBytes, prometheus.GaugeValue, float64(st.Arena.Bytes), l)
 		ch <- prometheus.MustNewConstMetric(descCacheCap, prometheus.GaugeValue, float64(st.Arena.Capacity), l)
 		ch <- prometheus.MustNewConstMetric(descTimers, prometheus.GaugeValue, float64(st.Timers), l)
+		ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(sh.QueuedBytes()), l)
 		ch <- prometheus.MustNewConstMetric(descBatches, prometheus.CounterValue, float64(st.Batches), l)
 		ch <- prometheus.MustNewConstMetric(descRecords, prometheus.CounterValue, float64(st.Records), l)
 	}

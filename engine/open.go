@@ -70,6 +70,7 @@ func Open(opts Options, specs ...FunctionSpec) (*Engine, error) {
 			s.Start()
 		}
 		go e.runApplier()
+		go e.runWatchdog()
 	}
 	e.recovery.Duration = time.Since(start)
 	e.ready.Store(true)
@@ -89,12 +90,12 @@ func (e *Engine) openStore() error {
 		e.wal = newMemLog(func(uint64) { e.onDurable() })
 		return nil
 	}
-	if e.opts.FS.Store == nil {
+	if e.opts.fs.Store == nil {
 		if err := os.MkdirAll(e.opts.DataDir, 0o755); err != nil {
 			return fmt.Errorf("engine: data directory: %w", err)
 		}
 	}
-	po := store.PebbleOptions{FS: e.opts.FS.Store, Logger: e.logger}
+	po := store.PebbleOptions{FS: e.opts.fs.Store, Logger: e.logger}
 	if e.opts.manual {
 		// The simulator: the store writes only when the engine asks
 		// (checkpoints), so that a run depends on its inputs alone.
@@ -120,7 +121,7 @@ func (e *Engine) recover() error {
 	if err := e.reg.loadSpecs(e.st); err != nil {
 		return err
 	}
-	e.ap = newApplier(e.st, e.logger, e.metrics, e.now)
+	e.ap = newApplier(e.st, e.logger, e.metrics, e.now, applyParts(&e.opts))
 	if err := e.ap.load(); err != nil {
 		return fmt.Errorf("engine: load checkpoint: %w", err)
 	}
@@ -133,17 +134,19 @@ func (e *Engine) recover() error {
 	}
 	e.ap.log = e.wal
 	from := e.ap.pos
+	e.ap.startCommitters()
 	n, err := e.ap.catchUp()
+	e.ap.stopCommitters()
 	if err != nil {
 		return fmt.Errorf("engine: recovery: %w", err)
 	}
 	e.recovery.Records = uint64(n)
 	e.recovery.Bytes = e.ap.pos - from
-	if n > 0 && e.opts.DataDir != "" {
-		if err := e.ap.checkpoint(); err != nil {
-			return err
-		}
-	}
+	// The checkpoint that covers the replayed log is taken by the applier
+	// once the engine runs (runApplier), not before it is ready: until then
+	// the log still holds everything since the last checkpoint, so a crash
+	// meanwhile replays it again.
+	e.replayed = n > 0 && e.opts.DataDir != ""
 	return nil
 }
 
@@ -152,26 +155,28 @@ func (e *Engine) makeShards() {
 	e.shards = make([]*shard.Shard, opts.Shards)
 	for i := range e.shards {
 		e.shards[i] = shard.New(shard.Config{
-			Index:           i,
-			Count:           opts.Shards,
-			Handler:         newShardHandler(e, i),
-			Log:             e.shardLog(),
-			Store:           e.st,
-			IDs:             e.ids,
-			ArenaBudget:     opts.MemoryBudget / int64(opts.Shards),
-			MailboxCapacity: opts.MailboxCapacity,
-			Clock:           e.now,
-			MaxStateBytes:   opts.MaxStateBytes,
-			MaxRecordBytes:  opts.MaxRecordBytes,
-			KeyRetention:    int64(opts.IdempotencyRetention),
-			Logger:          e.logger,
-			Tracer:          e.shardTracer(i), // nil when tracing is off
+			Index:            i,
+			Count:            opts.Shards,
+			Handler:          newShardHandler(e, i),
+			Log:              e.shardLog(),
+			Store:            e.st,
+			IDs:              e.ids,
+			ArenaBudget:      opts.MemoryBudget / int64(opts.Shards),
+			MailboxCapacity:  opts.MailboxCapacity,
+			Clock:            e.now,
+			MaxStateBytes:    opts.MaxStateBytes,
+			MaxRecordBytes:   opts.MaxRecordBytes,
+			KeyRetention:     int64(opts.IdempotencyRetention),
+			MaxInstanceBytes: opts.MaxInstanceBytes,
+			Logger:           e.logger,
+			Tracer:           e.shardTracer(i), // nil when tracing is off
 		})
 		e.overloadErr = append(e.overloadErr, fmt.Errorf("%w: shard %d mailbox is full", ErrOverloaded, i))
 	}
 	for _, s := range e.shards {
 		s.Connect(e.shards)
 		s.SetApplied(e.ap.pos)
+		s.Mailbox().SetSharedBytes(opts.MaxQueuedBytes / int64(opts.Shards))
 	}
 }
 

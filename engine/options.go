@@ -9,6 +9,7 @@ import (
 	pebblevfs "github.com/cockroachdb/pebble/v2/vfs"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/shardfn/shardfn/wal"
 	"github.com/shardfn/shardfn/wal/vfs"
 )
 
@@ -31,6 +32,11 @@ type Options struct {
 	// MaxStateBytes bounds one state value. Default 16 MiB (at most
 	// MaxRecordBytes).
 	MaxStateBytes int
+	// MaxInstanceBytes bounds one map state of an instance (MapSpec: its
+	// keys and values): a write past it fails the invocation (its message
+	// goes to the dead letters) with an error naming the map. Default 256
+	// MiB.
+	MaxInstanceBytes int64
 	// MaxRecordBytes bounds the effects of one invocation (its state writes,
 	// messages, egress records and reply, encoded as one log record): an
 	// invocation whose effects are larger is dead-lettered with the reason.
@@ -41,6 +47,14 @@ type Options struct {
 	// messages; a full mailbox answers ingress with ErrOverloaded.
 	// Default 16384.
 	MailboxCapacity int
+	// MaxQueuedBytes bounds the bytes of messages the shards hold (ingress
+	// lanes, instance queues, remote calls, sends waiting for a peer,
+	// delayed messages), split evenly between shards; past a shard's share,
+	// ingress for it is refused with ErrOverloaded. Default 64 MiB.
+	MaxQueuedBytes int64
+	// MaxApplierLag bounds how far (bytes) the store may lag the durable
+	// log before ingress is refused with ErrOverloaded. Default 64 MiB.
+	MaxApplierLag int64
 	// MaxBatchDelay is the longest the group-commit flusher waits to batch
 	// more records; 0 (the default) flushes as soon as the previous sync
 	// returns. Range 0..1s.
@@ -56,6 +70,16 @@ type Options struct {
 	// a log refuses to open, naming the segment and the range, and nothing
 	// on disk is changed. Default false.
 	AcceptLogLoss bool
+	// SlowInvocation is how long an invocation may run before it is
+	// reported (a log line, shardfn_slow_invocations, /health degraded with
+	// its address): a function that loops or blocks holds its shard.
+	// Default 10s.
+	SlowInvocation time.Duration
+	// DrainTimeout bounds how long Close waits for the work in flight to
+	// finish before it stops the shards (each then gets 5 s more to stop;
+	// one held by an invocation that never returns is left behind).
+	// Default 30s.
+	DrainTimeout time.Duration
 	// IdempotencyRetention is how long an idempotency key (and the reply of
 	// an idempotent request) is remembered after its message was consumed.
 	// Default 24h.
@@ -63,9 +87,6 @@ type Options struct {
 	// Clock tells the time (invocations, timers, expiry). Default time.Now.
 	// Tests and the simulator set it.
 	Clock func() time.Time
-	// FS names the filesystems of a durable engine. The zero value is the
-	// operating system's. Tests and the simulator set it.
-	FS FS
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
 	// TracerProvider, when set, turns tracing on: ingress calls and
@@ -74,16 +95,20 @@ type Options struct {
 	// provider from the OTEL_* environment variables). Nil: off.
 	TracerProvider trace.TracerProvider
 
+	// fs names the filesystems of a durable engine; the zero value is the
+	// operating system's. Tests of this package (fault injection, the
+	// simulator) set it.
+	fs fileSystems
 	// manual is set by the simulator (tests of this package): Open starts
 	// no goroutine; the caller steps the shards, flushes the log and runs
 	// the applier.
 	manual bool
 }
 
-// FS is the pair of filesystems a durable engine writes through: the
-// write-ahead log's and the Pebble store's. A nil field means the
+// fileSystems is the pair of filesystems a durable engine writes through:
+// the write-ahead log's and the Pebble store's. A nil field means the
 // operating system.
-type FS struct {
+type fileSystems struct {
 	Log   vfs.FS
 	Store pebblevfs.FS
 }
@@ -101,7 +126,7 @@ func (o *Options) EnsureDefaults() {
 	if o.MaxRecordBytes <= 0 {
 		o.MaxRecordBytes = max(32<<20, o.MaxStateBytes, 2*o.MaxMessageBytes)
 		if o.SegmentSize > 0 {
-			o.MaxRecordBytes = int(min(int64(o.MaxRecordBytes), o.SegmentSize-segmentOverhead))
+			o.MaxRecordBytes = int(min(int64(o.MaxRecordBytes), wal.MaxRecordSize(o.SegmentSize)))
 		}
 	}
 	if o.SegmentSize <= 0 {
@@ -116,8 +141,23 @@ func (o *Options) EnsureDefaults() {
 	if o.MailboxCapacity <= 0 {
 		o.MailboxCapacity = 16384
 	}
+	if o.MaxInstanceBytes <= 0 {
+		o.MaxInstanceBytes = 256 << 20
+	}
+	if o.MaxQueuedBytes <= 0 {
+		o.MaxQueuedBytes = 64 << 20
+	}
+	if o.MaxApplierLag <= 0 {
+		o.MaxApplierLag = 64 << 20
+	}
 	if o.CheckpointInterval <= 0 {
 		o.CheckpointInterval = 10 * time.Second
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = 30 * time.Second
+	}
+	if o.SlowInvocation <= 0 {
+		o.SlowInvocation = 10 * time.Second
 	}
 	if o.IdempotencyRetention <= 0 {
 		o.IdempotencyRetention = 24 * time.Hour
@@ -130,8 +170,9 @@ func (o *Options) EnsureDefaults() {
 	}
 }
 
-// segmentOverhead is what a segment needs beyond one record's payload: the
-// segment header and a frame header, with padding (wal's on-disk format).
+// segmentOverhead is at least what a segment needs beyond one record's
+// payload (wal.MaxRecordSize is the rule); used to size a segment for a
+// record limit.
 const segmentOverhead = 64
 
 // Validate checks the options.
@@ -148,7 +189,7 @@ func (o *Options) Validate() error {
 	case o.MaxRecordBytes < o.MaxStateBytes || o.MaxRecordBytes < o.MaxMessageBytes:
 		return fmt.Errorf("engine: MaxRecordBytes %d is below MaxStateBytes %d or MaxMessageBytes %d: an invocation could never write its largest value or send its largest message; raise SegmentSize/MaxRecordBytes or lower the others",
 			o.MaxRecordBytes, o.MaxStateBytes, o.MaxMessageBytes)
-	case o.SegmentSize < int64(o.MaxRecordBytes)+segmentOverhead:
+	case int64(o.MaxRecordBytes) > wal.MaxRecordSize(o.SegmentSize):
 		return fmt.Errorf("engine: SegmentSize %d cannot hold a record of MaxRecordBytes %d", o.SegmentSize, o.MaxRecordBytes)
 	}
 	return nil

@@ -101,7 +101,25 @@ func (e *Engine) State(ctx context.Context, addr Address) ([]StateValue, error) 
 	if err != nil {
 		return nil, fmt.Errorf("engine: state of %s: %w", addr, err)
 	}
-	return appendUnset(out, specs), nil // declared values not set: Present false
+	out = appendUnset(out, specs) // declared values not set: Present false
+	if fe := e.reg.lookup(addr.Namespace, addr.Type); fe != nil {
+		for _, name := range fe.ft.MapNames {
+			sv := StateValue{Spec: ValueSpec{Name: name, Type: TypeMap}}
+			err := e.st.LoadMap(format.KeyGroup(addr.Hash()), raw, []byte(name), func(k, v []byte) bool {
+				sv.MapLen++
+				if len(sv.Map) < MaxStateMapEntries {
+					sv.Map = append(sv.Map, MapEntry{Key: string(k), Value: append([]byte(nil), v...)})
+				}
+				return true
+			})
+			if err != nil {
+				return nil, fmt.Errorf("engine: map %s of %s: %w", name, addr, err)
+			}
+			sv.Present = sv.MapLen > 0
+			out = append(out, sv)
+		}
+	}
+	return out, nil
 }
 
 // waitApplied waits until the store has applied the log up to pos.

@@ -86,12 +86,42 @@ func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
 		if s.opts.StuckEndpoints != nil {
 			stuck = s.opts.StuckEndpoints()
 		}
-		if len(stuck) == 0 {
+		var slow []engine.SlowInvocation
+		if se, ok := e.(interface {
+			SlowInvocations() []engine.SlowInvocation
+		}); ok {
+			slow = se.SlowInvocations()
+		}
+		if len(stuck) == 0 && len(slow) == 0 {
 			writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`+"\n"))
 			return
 		}
-		writeJSON(w, http.StatusOK, appendStuck([]byte(`{"status":"degraded","stuck_endpoints":[`), stuck))
+		b := []byte(`{"status":"degraded"`)
+		if len(stuck) > 0 {
+			b = appendStuck(append(b, `,"stuck_endpoints":[`...), stuck)
+		}
+		if len(slow) > 0 {
+			b = appendSlow(append(b, `,"slow_invocations":[`...), slow)
+		}
+		writeJSON(w, http.StatusOK, append(b, '}', '\n'))
 	}
+}
+
+// appendSlow appends the slow invocations and closes the list.
+func appendSlow(b []byte, slow []engine.SlowInvocation) []byte {
+	for i, si := range slow {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"shard":`...)
+		b = strconv.AppendInt(b, int64(si.Shard), 10)
+		b = append(b, `,"address":`...)
+		b = appendJSONString(b, si.Address.String())
+		b = append(b, `,"since":`...)
+		b = appendJSONString(b, si.Since.UTC().Format("2006-01-02T15:04:05.000Z07:00"))
+		b = append(b, '}')
+	}
+	return append(b, ']')
 }
 
 func appendStuck(b []byte, stuck []StuckEndpoint) []byte {
@@ -113,7 +143,7 @@ func appendStuck(b []byte, stuck []StuckEndpoint) []byte {
 		b = appendJSONString(b, st.LastError)
 		b = append(b, '}')
 	}
-	return append(b, ']', '}', '\n')
+	return append(b, ']')
 }
 
 // ready is 200 once the engine has recovered and until the server starts
@@ -176,6 +206,24 @@ func (s *Server) state(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, b)
 }
 
+// appendMapState appends ,"entries":N,"map":{"<key>":<value as in a
+// state value>,...} (the first engine.MaxStateMapEntries entries).
+func appendMapState(b []byte, v engine.StateValue) []byte {
+	b = append(b, `,"entries":`...)
+	b = strconv.AppendInt(b, int64(v.MapLen), 10)
+	b = append(b, `,"map":{`...)
+	for i, en := range v.Map {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, en.Key)
+		b = append(b, ":{"...)
+		b = appendValue(b, "value", "", en.Value)
+		b = append(b, '}')
+	}
+	return append(b, '}')
+}
+
 // appendStateObject appends {"<name>":{"type":"...","value":<JSON>},...}.
 func appendStateObject(b []byte, vals []engine.StateValue) []byte {
 	b = append(b, '{')
@@ -186,10 +234,13 @@ func appendStateObject(b []byte, vals []engine.StateValue) []byte {
 		b = appendJSONString(b, v.Spec.Name)
 		b = append(b, `:{"type":`...)
 		b = appendJSONString(b, v.Spec.Type)
-		if v.Present {
+		switch {
+		case v.Spec.Type == engine.TypeMap:
+			b = appendMapState(b, v)
+		case v.Present:
 			b = append(b, ',')
 			b = appendValue(b, "value", v.Spec.Type, v.Value)
-		} else {
+		default:
 			b = append(b, `,"present":false`...)
 		}
 		b = append(b, '}')

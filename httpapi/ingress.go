@@ -154,9 +154,9 @@ func (s *Server) handleBatch(ctx *fasthttp.RequestCtx, e Engine) int {
 	}
 	for i := range msgs {
 		// Share the strings of known types across requests.
-		msgs[i].To.Namespace = s.types.get(stringBytes(msgs[i].To.Namespace))
-		msgs[i].To.Type = s.types.get(stringBytes(msgs[i].To.Type))
-		msgs[i].Message.Type = s.types.get(stringBytes(msgs[i].Message.Type))
+		msgs[i].To.Namespace = s.names.string(msgs[i].To.Namespace)
+		msgs[i].To.Type = s.names.string(msgs[i].To.Type)
+		msgs[i].Message.Type = s.names.string(msgs[i].Message.Type)
 	}
 	if len(msgs) > 0 {
 		if err := e.SendBatch(callCtx(s.baseCtx, ctx), msgs); err != nil {
@@ -227,8 +227,19 @@ func (s *Server) handleEgress(ctx *fasthttp.RequestCtx, e Engine, rawName []byte
 	if err != nil && !(errors.Is(err, context.Canceled) && s.pollCtx.Err() != nil) {
 		return s.writeErr(ctx, err)
 	}
+	ctx.SetStatusCode(http.StatusOK)
+	ctx.SetContentType(contentTypeJSON)
+	ctx.SetBody(appendEgressAnswer(make([]byte, 0, 256), recs, from))
+	return http.StatusOK
+}
+
+// appendEgressAnswer appends the answer of an egress read from offset
+// from: {"records":[{"offset":…,"type":…,<body>,"source":…},…],"next":…}
+// and a newline; next is the offset after the last record (from when there
+// is none).
+func appendEgressAnswer(b []byte, recs []engine.EgressRecord, from uint64) []byte {
 	next := from
-	b := append(make([]byte, 0, 256), `{"records":[`...)
+	b = append(b, `{"records":[`...)
 	for i, r := range recs {
 		if i > 0 {
 			b = append(b, ',')
@@ -246,11 +257,7 @@ func (s *Server) handleEgress(ctx *fasthttp.RequestCtx, e Engine, rawName []byte
 	}
 	b = append(b, `],"next":`...)
 	b = strconv.AppendUint(b, next, 10)
-	b = append(b, '}', '\n')
-	ctx.SetStatusCode(http.StatusOK)
-	ctx.SetContentType(contentTypeJSON)
-	ctx.SetBody(b)
-	return http.StatusOK
+	return append(b, '}', '\n')
 }
 
 // appendEgressBody appends "body":<JSON> (a built-in type decoded, e.g. a
@@ -327,10 +334,4 @@ func (s *Server) ingressError(ctx *fasthttp.RequestCtx, err error) {
 	}
 	s.writeError(ctx, status, msg, false)
 	s.metrics.observe(routeOther, status, 0)
-}
-
-// stringBytes returns the bytes of s without copying; callers must not
-// modify them.
-func stringBytes(s string) []byte {
-	return unsafeStringBytes(s)
 }

@@ -5,9 +5,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -271,11 +273,13 @@ func decodeStateBody(body []byte) (map[string][]byte, error) {
 	// {"address":"...","state":{"<name>":{"type":"...","value":<JSON>|"text":"..."|"value_b64":"..."}}}
 	var obj struct {
 		State map[string]struct {
-			Type     string          `json:"type"`
-			Value    json.RawMessage `json:"value"`
-			Text     *string         `json:"text"`
-			ValueB64 *string         `json:"value_b64"`
-			Present  *bool           `json:"present"`
+			Type     string                     `json:"type"`
+			Value    json.RawMessage            `json:"value"`
+			Text     *string                    `json:"text"`
+			ValueB64 *string                    `json:"value_b64"`
+			Present  *bool                      `json:"present"`
+			Map      map[string]json.RawMessage `json:"map"`
+			Entries  int                        `json:"entries"`
 		} `json:"state"`
 	}
 	if err := json.Unmarshal(body, &obj); err != nil {
@@ -284,6 +288,22 @@ func decodeStateBody(body []byte) (map[string][]byte, error) {
 	out := map[string][]byte{}
 	for name, v := range obj.State {
 		switch {
+		case v.Type == engine.TypeMap:
+			// A map state: its keys, as a set (rides.TypeSet).
+			if v.Entries > len(v.Map) {
+				return nil, fmt.Errorf("map state %q has %d entries, of which the read shows only %d", name, v.Entries, len(v.Map))
+			}
+			keys := make([]string, 0, len(v.Map))
+			for k := range v.Map {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			var set []byte
+			for _, k := range keys {
+				set = binary.AppendUvarint(set, uint64(len(k)))
+				set = append(set, k...)
+			}
+			out[name] = set
 		case v.Present != nil && !*v.Present:
 		case v.Text != nil:
 			out[name] = []byte(*v.Text)

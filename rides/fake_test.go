@@ -1,8 +1,10 @@
 package rides
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -15,7 +17,9 @@ import (
 type sim struct {
 	fns     map[string]engine.Function // by function type
 	specs   map[string][]engine.ValueSpec
+	mspecs  map[string][]engine.MapSpec
 	state   map[engine.Address]map[string][]byte
+	maps    map[engine.Address]map[string]map[string][]byte // address -> map -> key -> value
 	queue   []envelope
 	timers  []timer
 	replies []reply
@@ -48,10 +52,12 @@ func newSim(cfg Config) *sim {
 		panic(err)
 	}
 	s := &sim{fns: map[string]engine.Function{}, specs: map[string][]engine.ValueSpec{},
-		state: map[engine.Address]map[string][]byte{}, invoked: map[string]int{}, now: time.Unix(0, 0)}
+		mspecs: map[string][]engine.MapSpec{}, state: map[engine.Address]map[string][]byte{},
+		maps: map[engine.Address]map[string]map[string][]byte{}, invoked: map[string]int{}, now: time.Unix(0, 0)}
 	for _, sp := range specs {
 		s.fns[sp.Namespace+"/"+sp.Type] = sp.Function
 		s.specs[sp.Namespace+"/"+sp.Type] = sp.States
+		s.mspecs[sp.Namespace+"/"+sp.Type] = sp.Maps
 	}
 	return s
 }
@@ -83,7 +89,7 @@ func (s *sim) run() error {
 
 // fire moves all delayed messages into the queue (in delay order) and runs.
 func (s *sim) fire() error {
-	sort.SliceStable(s.timers, func(i, j int) bool { return s.timers[i].delay < s.timers[j].delay })
+	slices.SortStableFunc(s.timers, func(a, b timer) int { return cmp.Compare(a.delay, b.delay) })
 	for _, t := range s.timers {
 		s.queue = append(s.queue, t.env)
 	}
@@ -187,12 +193,83 @@ func (s *sim) SetJSON(spec engine.ValueSpec, v any) error {
 	return s.Set(spec, b)
 }
 
+// mapOf returns the current instance's map, declared or panicking;
+// create makes it when missing.
+func (s *sim) mapOf(spec engine.MapSpec, create bool) map[string][]byte {
+	declared := false
+	for _, sp := range s.mspecs[s.cur.to.FunctionType()] {
+		declared = declared || sp == spec
+	}
+	if !declared {
+		panic(fmt.Sprintf("undeclared map %q of %s", spec.Name, s.cur.to.FunctionType()))
+	}
+	ms := s.maps[s.cur.to]
+	if ms == nil {
+		if !create {
+			return nil
+		}
+		ms = map[string]map[string][]byte{}
+		s.maps[s.cur.to] = ms
+	}
+	m := ms[spec.Name]
+	if m == nil && create {
+		m = map[string][]byte{}
+		ms[spec.Name] = m
+	}
+	return m
+}
+
+func (s *sim) MapGet(spec engine.MapSpec, key string) ([]byte, bool, error) {
+	v, ok := s.mapOf(spec, false)[key]
+	return v, ok, nil
+}
+func (s *sim) MapSet(spec engine.MapSpec, key string, v []byte) error {
+	s.mapOf(spec, true)[key] = append([]byte(nil), v...)
+	return nil
+}
+func (s *sim) MapDelete(spec engine.MapSpec, key string) error {
+	delete(s.mapOf(spec, false), key)
+	return nil
+}
+func (s *sim) MapClear(spec engine.MapSpec) error {
+	s.mapOf(spec, false)
+	delete(s.maps[s.cur.to], spec.Name)
+	return nil
+}
+func (s *sim) MapLen(spec engine.MapSpec) (int, error) { return len(s.mapOf(spec, false)), nil }
+
+// MapRange visits entries in key order (the engine promises no order; the
+// fake is deterministic).
+func (s *sim) MapRange(spec engine.MapSpec, fn func(string, []byte) bool) error {
+	m := s.mapOf(spec, false)
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if !fn(k, m[k]) {
+			break
+		}
+	}
+	return nil
+}
+
 // values returns an instance's state in engine.State's shape.
 func (s *sim) values(a engine.Address) []engine.StateValue {
 	var out []engine.StateValue
 	for _, sp := range s.specs[a.FunctionType()] {
 		v, ok := s.state[a][sp.Name]
 		out = append(out, engine.StateValue{Spec: sp, Value: v, Present: ok})
+	}
+	for _, sp := range s.mspecs[a.FunctionType()] {
+		m := s.maps[a][sp.Name]
+		sv := engine.StateValue{Spec: engine.ValueSpec{Name: sp.Name, Type: engine.TypeMap}, MapLen: len(m), Present: len(m) > 0}
+		for k, v := range m {
+			sv.Map = append(sv.Map, engine.MapEntry{Key: k, Value: v})
+		}
+		sort.Slice(sv.Map, func(i, j int) bool { return sv.Map[i].Key < sv.Map[j].Key })
+		out = append(out, sv)
 	}
 	return out
 }

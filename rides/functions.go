@@ -7,8 +7,9 @@ import (
 	"github.com/shardfn/shardfn/engine"
 )
 
-// TypeSet is the state type of a geocell's free set: a sequence of driver
-// ids, each uvarint(len) bytes, in join order.
+// TypeSet is the encoding of a set of driver ids as DecodeSet reads it:
+// each uvarint(len) bytes. (A geocell keeps its free set as map state,
+// entry by entry, so that a join or leave costs one entry, not the set.)
 const TypeSet = "rides/set"
 
 // State specs, by function type. Strings are raw bytes (engine.TypeBytes);
@@ -24,9 +25,9 @@ var (
 	passengerSeq   = engine.ValueSpec{Name: "seq", Type: engine.TypeLong}
 	passengerSeen  = engine.ValueSpec{Name: "seen", Type: engine.TypeBytes}
 
-	cellFree = engine.ValueSpec{Name: "free", Type: TypeSet}
+	cellFree = engine.MapSpec{Name: "free"} // driver id -> nothing
 
-	ridepassenger = engine.ValueSpec{Name: "passenger", Type: engine.TypeBytes}
+	ridePassenger = engine.ValueSpec{Name: "passenger", Type: engine.TypeBytes}
 	rideDriver    = engine.ValueSpec{Name: "driver", Type: engine.TypeBytes}
 	rideCell      = engine.ValueSpec{Name: "cell", Type: engine.TypeBytes}
 	rideStatus    = engine.ValueSpec{Name: "status", Type: engine.TypeBytes}
@@ -59,9 +60,9 @@ func NewSpecs(cfg Config) ([]engine.FunctionSpec, error) {
 		// Geocells and rides are driven by the other functions only: their
 		// internal messages (rides/join, rides/find, rides/init, ...) are
 		// refused from ingress.
-		{Namespace: Namespace, Type: TypeGeocell, States: []engine.ValueSpec{cellFree},
+		{Namespace: Namespace, Type: TypeGeocell, Maps: []engine.MapSpec{cellFree},
 			Function: engine.FunctionFunc(f.geocell), NoIngress: true},
-		{Namespace: Namespace, Type: TypeRide, States: []engine.ValueSpec{ridepassenger, rideDriver, rideCell, rideStatus, rideReply, rideTries},
+		{Namespace: Namespace, Type: TypeRide, States: []engine.ValueSpec{ridePassenger, rideDriver, rideCell, rideStatus, rideReply, rideTries},
 			Function: engine.FunctionFunc(f.ride), NoIngress: true},
 	}, nil
 }
@@ -259,25 +260,10 @@ func (f *funcs) geocell(ctx engine.Context, msg engine.Message) error {
 		if err != nil {
 			return err
 		}
-		set, _ := ctx.Get(cellFree)
-		start, end, found, err := setFind(set, d)
-		if err != nil {
-			return err
+		if msg.Type == msgJoin {
+			return ctx.MapSet(cellFree, string(d), nil)
 		}
-		switch {
-		case msg.Type == msgJoin && !found:
-			n := make([]byte, 0, len(set)+len(d)+1)
-			n = append(n, set...)
-			return ctx.Set(cellFree, appendField(n, string(d)))
-		case msg.Type == msgLeave && found:
-			if start == 0 && end == len(set) {
-				return ctx.Remove(cellFree)
-			}
-			n := make([]byte, 0, len(set)-(end-start))
-			n = append(append(n, set[:start]...), set[end:]...)
-			return ctx.Set(cellFree, n)
-		}
-		return nil
+		return ctx.MapDelete(cellFree, string(d))
 
 	case msgFind:
 		m, err := decodeFind(msg.Value)
@@ -288,19 +274,12 @@ func (f *funcs) geocell(ctx engine.Context, msg engine.Message) error {
 		if _, ok := f.cfg.neighbour(origin, hop); !ok {
 			return fmt.Errorf("%w: %s: hop %d from origin %q is not a cell of the %dx%d grid", ErrBadBody, msg.Type, hop, origin, f.cfg.Grid, f.cfg.Grid)
 		}
-		set, _ := ctx.Get(cellFree)
-		if len(set) > 0 {
-			start, d, err := setLast(set)
-			if err != nil {
-				return err
-			}
-			driver := string(d)
-			if start == 0 {
-				err = ctx.Remove(cellFree)
-			} else {
-				err = ctx.Set(cellFree, set[:start])
-			}
-			if err != nil {
+		driver := ""
+		if err := ctx.MapRange(cellFree, func(key string, _ []byte) bool { driver = key; return false }); err != nil {
+			return err
+		}
+		if driver != "" {
+			if err := ctx.MapDelete(cellFree, driver); err != nil {
 				return err
 			}
 			ctx.Send(DriverAddr(driver), msgOf(msgOffer, ride, ctx.Self().ID))
@@ -336,7 +315,7 @@ func (f *funcs) ride(ctx engine.Context, msg engine.Message) error {
 		for _, kv := range []struct {
 			spec engine.ValueSpec
 			v    string
-		}{{ridepassenger, passenger}, {rideCell, cell}, {rideReply, reply}, {rideStatus, StatusSearching}} {
+		}{{ridePassenger, passenger}, {rideCell, cell}, {rideReply, reply}, {rideStatus, StatusSearching}} {
 			if err := setStr(ctx, kv.spec, kv.v); err != nil {
 				return err
 			}
@@ -360,7 +339,7 @@ func (f *funcs) ride(ctx engine.Context, msg engine.Message) error {
 			return err
 		}
 		ctx.Reply(engine.Message{Type: MsgOutcome, Value: AppendOutcome(nil, Outcome{Ride: self.ID, Driver: driver})})
-		p, _ := ctx.Get(ridepassenger)
+		p, _ := ctx.Get(ridePassenger)
 		ctx.Egress(EgressName, engine.Message{Type: MsgEvent, Value: AppendEvent(nil, Event{
 			Kind: KindStarted, Ride: self.ID, Driver: driver, Passenger: string(p)})})
 		return nil
@@ -408,7 +387,7 @@ func (f *funcs) ride(ctx engine.Context, msg engine.Message) error {
 		if err := ctx.Set(rideStatus, []byte(StatusCompleted)); err != nil {
 			return err
 		}
-		p, _ := ctx.Get(ridepassenger)
+		p, _ := ctx.Get(ridePassenger)
 		ctx.Send(PassengerAddr(string(p)), msgOf(msgCompleted, self.ID))
 		ctx.Egress(EgressName, engine.Message{Type: MsgEvent, Value: AppendEvent(nil, Event{
 			Kind: KindCompleted, Ride: self.ID, Driver: string(driver), Passenger: string(p)})})
@@ -427,7 +406,7 @@ func (f *funcs) fail(ctx engine.Context) error {
 	}
 	id := ctx.Self().ID
 	ctx.Reply(engine.Message{Type: MsgOutcome, Value: AppendOutcome(nil, Outcome{Ride: id, Failed: true})})
-	p, _ := ctx.Get(ridepassenger)
+	p, _ := ctx.Get(ridePassenger)
 	ctx.Send(PassengerAddr(string(p)), msgOf(msgFailed, id))
 	return nil
 }

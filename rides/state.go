@@ -130,13 +130,25 @@ func DecodePassenger(vs []engine.StateValue) (PassengerState, error) {
 // DecodeCell decodes the output of engine.State for a rides/geocell.
 func DecodeCell(vs []engine.StateValue) (CellState, error) {
 	var s CellState
-	err := forEach(vs, func(n string, v []byte) (err error) {
-		if n == "free" {
-			s.Free, err = DecodeSet(v)
+	for _, v := range vs {
+		switch {
+		case v.Spec.Name != "free":
+		case v.Spec.Type == engine.TypeMap: // these functions' geocell
+			if v.MapLen > len(v.Map) {
+				return s, fmt.Errorf("state \"free\": %d entries, of which the read shows only %d", v.MapLen, len(v.Map))
+			}
+			for _, en := range v.Map {
+				s.Free = append(s.Free, en.Key)
+			}
+		case v.Present: // a geocell that keeps the set as one value (rides.js)
+			free, err := DecodeSet(v.Value)
+			if err != nil {
+				return s, fmt.Errorf("state \"free\": %w", err)
+			}
+			s.Free = free
 		}
-		return err
-	})
-	return s, err
+	}
+	return s, nil
 }
 
 // DecodeRide decodes the output of engine.State for a rides/ride.

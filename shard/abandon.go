@@ -50,6 +50,7 @@ func (s *Shard) leaveUnconsumed(e *format.Envelope, err error) {
 	if e.Ack != nil {
 		e.Ack.Release(err)
 	}
+	s.qbytes -= EnvelopeBytes(e)
 	s.left++
 	s.consumed.Add(1) // for quiescence: nothing more will happen to it here
 }
@@ -63,12 +64,7 @@ func (s *Shard) releaseUnprocessed() {
 	s.stoppedMu.Lock()
 	s.stopped = true
 	s.stoppedMu.Unlock()
-	s.doneMu.Lock()
-	late := s.doneCalls
-	s.doneCalls = nil
-	s.doneN.Store(0)
-	s.doneMu.Unlock()
-	for _, c := range late {
+	for _, c := range s.takeDone() {
 		releaseCall(c, errStoppedUnprocessed)
 	}
 	if s.left > 0 {

@@ -29,6 +29,8 @@ var (
 // dead-letters e if the function fails.
 func (s *Shard) invoke(inst *instance, e *format.Envelope) {
 	inv := &s.inv
+	s.watchStart(inst.addr, inv.now)
+	defer s.watchEnd()
 	if err := inv.begin(inst.fn, inst.addr, inv.now); err != nil {
 		// The state could not be read: a storage failure, not the
 		// message's fault. Stop rather than skip the message.
@@ -101,6 +103,7 @@ func (s *Shard) commit(inv *Invocation, msgs []format.Envelope) {
 	s.apply(inv)
 	for i := range msgs {
 		s.stageAck(msgs[i].Ack)
+		s.qbytes -= EnvelopeBytes(&msgs[i])
 	}
 	if inv.hasReply && inv.replyTo != 0 {
 		s.stageReply(inv.replyTo, inv.replyType, inv.replyPayload)
@@ -148,6 +151,7 @@ func (s *Shard) encode(inv *Invocation, msgs []format.Envelope) ([]byte, error) 
 			rb.State(sl.spec.Name, format.OpDelete, sl.writtenAt, nil)
 		}
 	}
+	inv.encodeMaps(rb)
 	rb.BeginMessages()
 	inv.markReplaced()
 	for i := range inv.sends {
@@ -210,6 +214,9 @@ func (s *Shard) apply(inv *Invocation) {
 	if inv.anyDirty() {
 		s.storeBlob(inv)
 	}
+	if len(inv.mapOps) > 0 {
+		s.applyMaps(inv, s.seq+1) // the batch being built
+	}
 	for i := range inv.sends {
 		ps := &inv.sends[i]
 		if ps.token != "" && (ps.fireAt != 0 || ps.cancel) {
@@ -249,6 +256,7 @@ func (s *Shard) commitDeadLetter(target format.Address, msgs []format.Envelope, 
 		s.recBuf = rec[:0]
 		s.batch.add(rec)
 		s.stageAck(m.Ack)
+		s.qbytes -= EnvelopeBytes(m)
 		s.consumed.Add(1)
 	}
 	inv.end()

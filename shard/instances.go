@@ -22,6 +22,7 @@ type instance struct {
 // for a function type that is not registered is set aside and dead-lettered
 // at the next safe point of Step.
 func (s *Shard) enqueueLocal(e *format.Envelope) {
+	s.qbytes += EnvelopeBytes(e) // given back when consumed (consumedBytes)
 	h := e.Target.Hash()
 	inst := s.lookup(h, &e.Target)
 	if inst == nil {

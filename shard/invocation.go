@@ -30,6 +30,8 @@ type Invocation struct {
 	slots  []slot
 	valBuf []byte
 	sends  []pendingSend // sends, delayed sends and cancellations, in call order
+	mapOps []mapOp       // map state writes, in call order (maps.go)
+	mapAdd int64         // bytes the invocation's MapSets add, at most
 	egress []egressOut
 	err    error
 
@@ -191,6 +193,9 @@ func (inv *Invocation) resetEffects() {
 		inv.sends[i] = pendingSend{}
 	}
 	inv.sends = inv.sends[:0]
+	clear(inv.mapOps)
+	inv.mapOps = inv.mapOps[:0]
+	inv.mapAdd = 0
 	for i := range inv.egress {
 		inv.egress[i] = egressOut{}
 	}

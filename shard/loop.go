@@ -111,6 +111,7 @@ func (s *Shard) Step(now int64) bool {
 		return false
 	}
 	worked := false
+	s.steps++
 	s.inv.now = now
 	// 1. Mailbox and completed remote calls.
 	s.drainBuf = s.mb.Drain(s.drainBuf[:0], maxDrain)
@@ -152,5 +153,10 @@ func (s *Shard) Step(now int64) bool {
 		worked = true
 	}
 	s.updateSafe()
+	s.qbytesPub.Store(s.qbytes)
+	if worked {
+		s.shrink()
+		s.evictMaps()
+	}
 	return worked
 }

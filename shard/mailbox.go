@@ -40,9 +40,11 @@ type Mailbox struct {
 	lanesMu sync.Mutex
 
 	shared mpscRing
-	// used counts the shared lane's slots taken or reserved (Reserve); a
-	// push into a reserved slot cannot fail.
-	used atomic.Int64
+	// used counts the shared lane's slots (low 24 bits) and bytes (the
+	// rest) taken or reserved (Reserve); a push into a reserved slot cannot
+	// fail. One word, so one compare-and-swap claims both.
+	used      atomic.Uint64
+	laneBytes int64 // bound on the shared lane's bytes; 0: none
 
 	// Consumer-only fields.
 	_     pad
@@ -59,10 +61,10 @@ type Mailbox struct {
 
 // NewMailbox returns an empty mailbox whose lanes (the shared lane and each
 // Producer's lane) hold laneCap envelopes each. laneCap is rounded up to a
-// power of two; values below 2 become 2.
+// power of two; values below 2 become 2; at most 1<<23.
 func NewMailbox(laneCap int) *Mailbox {
 	c := 2
-	for c < laneCap {
+	for c < laneCap && c < 1<<23 {
 		c <<= 1
 	}
 	m := &Mailbox{laneCap: c, wake: make(chan struct{}, 1)}
@@ -71,6 +73,25 @@ func NewMailbox(laneCap int) *Mailbox {
 	m.lanes.Store(&empty)
 	return m
 }
+
+// SetSharedBytes bounds the bytes (EnvelopeBytes) waiting in the shared
+// lane; 0 means no bound. Call before use. A message larger than the bound
+// is still taken when the lane is empty.
+func (m *Mailbox) SetSharedBytes(n int64) { m.laneBytes = n }
+
+// EnvelopeBytes is what an envelope is counted for in byte bounds: its
+// payload, type and id strings, and the fixed size of the struct.
+func EnvelopeBytes(e *format.Envelope) int64 {
+	return int64(len(e.Payload)+len(e.Type)+len(e.Target.ID)+len(e.Key)) + envelopeOverhead
+}
+
+// envelopeOverhead is the size of a format.Envelope value (amd64).
+const envelopeOverhead = 200
+
+const (
+	usedSlotBits = 24
+	usedSlotMask = 1<<usedSlotBits - 1
+)
 
 // LaneCap returns the capacity of each lane (laneCap rounded up to a power
 // of two).
@@ -118,30 +139,41 @@ func (p *Producer) Free() int {
 // Push copies *e into the shared lane of m. It is safe from any goroutine;
 // it returns false, without blocking, if the shared lane is full.
 func (m *Mailbox) Push(e *format.Envelope) bool {
-	if !m.Reserve(1) {
+	if !m.Reserve(1, EnvelopeBytes(e)) {
 		return false
 	}
 	m.PushReserved(e)
 	return true
 }
 
-// Reserve claims n slots of the shared lane for PushReserved, or returns
-// false, claiming nothing, if fewer are free. Any goroutine. It lets a
-// producer admit a batch whole or not at all.
-func (m *Mailbox) Reserve(n int) bool {
+// Reserve claims n slots and bytes bytes (the EnvelopeBytes of the n
+// envelopes) of the shared lane for PushReserved, or returns false,
+// claiming nothing, if they do not fit. Any goroutine. It lets a producer
+// admit a batch whole or not at all.
+func (m *Mailbox) Reserve(n int, bytes int64) bool {
+	add := uint64(n) | uint64(bytes)<<usedSlotBits
 	for {
 		u := m.used.Load()
-		if u+int64(n) > int64(m.laneCap) {
+		slots, used := int(u&usedSlotMask), int64(u>>usedSlotBits)
+		if slots+n > m.laneCap {
 			return false
 		}
-		if m.used.CompareAndSwap(u, u+int64(n)) {
+		if m.laneBytes > 0 && used > 0 && used+bytes > m.laneBytes {
+			return false
+		}
+		if m.used.CompareAndSwap(u, u+add) {
 			return true
 		}
 	}
 }
 
-// Unreserve gives back n reserved slots that will not be pushed.
-func (m *Mailbox) Unreserve(n int) { m.used.Add(-int64(n)) }
+// Unreserve gives back n reserved slots and bytes that will not be pushed.
+func (m *Mailbox) Unreserve(n int, bytes int64) {
+	m.used.Add(-(uint64(n) | uint64(bytes)<<usedSlotBits))
+}
+
+// SharedBytes is the bytes taken or reserved in the shared lane.
+func (m *Mailbox) SharedBytes() int64 { return int64(m.used.Load() >> usedSlotBits) }
 
 // PushReserved copies *e into a slot claimed by Reserve; it cannot fail
 // (the lane has a free slot for every reservation: slots are freed before
@@ -183,8 +215,13 @@ func (m *Mailbox) Drain(dst []format.Envelope, max int) []format.Envelope {
 			}
 			var k int
 			if j == len(lanes) {
+				before := len(dst)
 				dst, k = m.shared.drain(dst, want)
-				m.used.Add(-int64(k))
+				var bytes int64
+				for i := before; i < len(dst); i++ {
+					bytes += EnvelopeBytes(&dst[i])
+				}
+				m.Unreserve(k, bytes)
 			} else {
 				dst, k = lanes[j].drain(dst, want)
 			}

@@ -16,6 +16,7 @@ func (s *Shard) deliver(e *format.Envelope) {
 		s.enqueueLocal(e)
 		return
 	}
+	s.qbytes += EnvelopeBytes(e) // given back when pushed into the peer's lane
 	s.out[j] = append(s.out[j], *e)
 }
 
@@ -43,6 +44,7 @@ func (s *Shard) pushLane(j int, msgs []format.Envelope) int {
 		if !s.prods[j].Push(&msgs[k]) {
 			break
 		}
+		s.qbytes -= EnvelopeBytes(&msgs[k])
 	}
 	if k > 0 {
 		s.peers[j].mb.Wake()

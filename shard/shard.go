@@ -22,9 +22,11 @@ type Log interface {
 }
 
 // StateReader loads an instance's committed state on a cache miss: fn is
-// called once per stored value. Safe for concurrent use.
+// called once per stored value (LoadInstance) or map entry (LoadMap, until
+// fn returns false). Safe for concurrent use.
 type StateReader interface {
 	LoadInstance(kg uint16, addrRaw []byte, fn func(name []byte, writtenAt int64, value []byte)) error
+	LoadMap(kg uint16, addrRaw, name []byte, fn func(key, value []byte) bool) error
 }
 
 // IDSource hands out blocks of message ids that are unique across the
@@ -85,6 +87,9 @@ type Config struct {
 	// encode larger is dead-lettered instead (the log refuses records that
 	// do not fit a segment). Default 32 MiB.
 	MaxRecordBytes int
+	// MaxInstanceBytes bounds one map state value of an instance (its keys
+	// and values); a write past it fails the invocation. 0: no bound.
+	MaxInstanceBytes int64
 	// KeyRetention is how long (ns) an idempotency key, and the reply kept
 	// for an idempotent request, are remembered after the invocation that
 	// consumed or answered it. Default 24 h.
@@ -152,6 +157,22 @@ type Shard struct {
 	entries  []format.BlobEntry
 	cancels  []uint64
 
+	// The running invocation, for the engine's watchdog (watch.go).
+	watch watch
+
+	// Cached map state (maps.go).
+	maps      map[string]*mapState
+	mapBytes  int64
+	mapKeyBuf []byte
+	steps     uint64 // Steps run, for the maps' least-recently-used order
+
+	// qbytes counts the bytes (EnvelopeBytes) of the messages this shard
+	// holds: queued at instances, in remote calls, waiting for a peer's
+	// lane, set aside, and delayed in the timer wheel. Published at the end
+	// of every Step for the engine's admission (QueuedBytes).
+	qbytes    int64
+	qbytesPub atomic.Int64
+
 	// Completed remote calls, handed back by Complete (async.go).
 	doneMu    sync.Mutex
 	doneCalls []*AsyncCall
@@ -183,20 +204,10 @@ type Shard struct {
 
 // New makes a shard; Start runs it (or a test calls Step).
 func New(cfg Config) *Shard {
-	if cfg.MailboxCapacity <= 0 {
-		cfg.MailboxCapacity = 16384
-	}
-	if cfg.ArenaBudget <= 0 {
-		cfg.ArenaBudget = 64 << 20
-	}
-	if cfg.MaxStateBytes <= 0 {
-		cfg.MaxStateBytes = 16 << 20
-	}
-	if cfg.MaxRecordBytes <= 0 {
-		cfg.MaxRecordBytes = 32 << 20
-	}
-	if cfg.KeyRetention <= 0 {
-		cfg.KeyRetention = int64(24 * time.Hour)
+	// The engine derives every size (engine.Options); the shard has no
+	// defaults of its own.
+	if cfg.MailboxCapacity <= 0 || cfg.ArenaBudget <= 0 || cfg.MaxStateBytes <= 0 || cfg.MaxRecordBytes <= 0 || cfg.KeyRetention <= 0 {
+		panic("shard: Config needs positive MailboxCapacity, ArenaBudget, MaxStateBytes, MaxRecordBytes and KeyRetention")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -269,6 +280,18 @@ func (s *Shard) ProducedCount() uint64 { return s.produced.Load() + s.ingressIn.
 // push returns, and quiescence reads consumed counts first).
 func (s *Shard) AddIngress(n uint64) { s.ingressIn.Add(n) }
 
+// QueuedBytes is the bytes of the messages the shard holds (as of its last
+// Step): queued at instances, in remote calls, waiting for a peer's lane,
+// and delayed. The engine refuses ingress for a shard over its share of
+// Options.MaxQueuedBytes.
+func (s *Shard) QueuedBytes() int64 { return s.qbytesPub.Load() }
+
+// ArenaOverBudget reports whether the state cache has grown past 1.5 times
+// its budget (dirty state that the store has not applied cannot be evicted).
+func (s *Shard) ArenaOverBudget() bool {
+	return s.arena.st.capacity.Load() > s.arena.budget+s.arena.budget/2
+}
+
 // IngressCount is the number of ingress messages counted by AddIngress.
 func (s *Shard) IngressCount() uint64 { return s.ingressIn.Load() }
 
@@ -340,17 +363,8 @@ func (s *Shard) failQueued(err error) {
 		s.drainBuf[i] = format.Envelope{}
 	}
 	if s.doneN.Load() > 0 {
-		s.doneMu.Lock()
-		calls := s.doneCalls
-		s.doneCalls = nil
-		s.doneN.Store(0)
-		s.doneMu.Unlock()
-		for _, c := range calls {
-			for i := range c.Messages {
-				if a := c.Messages[i].Ack; a != nil {
-					a.Release(err)
-				}
-			}
+		for _, c := range s.takeDone() {
+			releaseCall(c, err)
 		}
 	}
 	for i := range s.unroutable {
@@ -365,6 +379,7 @@ func (s *Shard) failQueued(err error) {
 func (s *Shard) Restore(env format.Envelope) {
 	s.produced.Add(1)
 	s.enqueueLocal(&env)
+	s.qbytesPub.Store(s.qbytes)
 }
 
 // RestoreTimer re-arms a recovered delayed message (before Start). Every
@@ -380,13 +395,22 @@ func (s *Shard) Start() {
 	go s.loop()
 }
 
-// Stop asks the loop to finish and waits for it. The engine stops shards
-// only after the engine is quiescent.
-func (s *Shard) Stop() {
+// Stop asks the loop to finish and waits for it, at most timeout (a shard
+// held by an invocation that never returns cannot stop); it reports whether
+// the loop finished. The engine stops shards only after the engine is
+// quiescent.
+func (s *Shard) Stop(timeout time.Duration) bool {
 	if !s.started {
-		return
+		return true
 	}
 	s.stopping.Store(true)
 	s.mb.Wake()
-	<-s.done
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-s.done:
+		return true
+	case <-t.C:
+		return false
+	}
 }

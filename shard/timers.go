@@ -25,6 +25,7 @@ type delayedMsg struct {
 // fire delivers a due delayed message.
 func (s *Shard) fire(_ int64, t delayedMsg) {
 	s.timersN.Add(-1)
+	s.qbytes -= EnvelopeBytes(&t.env)
 	if t.token != "" {
 		k := tokenKey{sender: t.env.Caller.Hash(), token: t.token}
 		if ref, ok := s.tokens[k]; ok && ref.id == t.env.ID {
@@ -40,6 +41,7 @@ func (s *Shard) fire(_ int64, t delayedMsg) {
 func (s *Shard) addTimer(fireAt int64, env format.Envelope, token string) {
 	h := s.wheel.Add(fireAt, delayedMsg{env: env, token: token})
 	s.timersN.Add(1)
+	s.qbytes += EnvelopeBytes(&env)
 	if token != "" {
 		s.tokens[tokenKey{sender: env.Caller.Hash(), token: token}] = timerRef{h: h, id: env.ID}
 	}
@@ -52,6 +54,8 @@ func (s *Shard) addTimer(fireAt int64, env format.Envelope, token string) {
 func (s *Shard) restoreTimer(fireAt int64, env format.Envelope, token string) {
 	h := s.wheel.Add(fireAt, delayedMsg{env: env, token: token})
 	s.timersN.Add(1)
+	s.qbytes += EnvelopeBytes(&env)
+	s.qbytesPub.Store(s.qbytes)
 	if token == "" {
 		return
 	}
@@ -80,7 +84,8 @@ func (s *Shard) cancelTimer(sender uint64, token string) {
 		return
 	}
 	delete(s.tokens, k)
-	if _, ok := s.wheel.Cancel(ref.h); ok {
+	if t, ok := s.wheel.Cancel(ref.h); ok {
 		s.timersN.Add(-1)
+		s.qbytes -= EnvelopeBytes(&t.env)
 	}
 }

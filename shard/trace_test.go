@@ -47,19 +47,6 @@ func (f *fakeTracer) take() string {
 	return s
 }
 
-// abandoningHandler answers Resume with err when set.
-type abandoningHandler struct {
-	*scriptHandler
-	err error
-}
-
-func (h *abandoningHandler) Resume(inv *Invocation, call *AsyncCall) (bool, error) {
-	if h.err != nil {
-		return false, h.err
-	}
-	return h.scriptHandler.Resume(inv, call)
-}
-
 func traced(span byte) format.TraceContext {
 	tc := format.TraceContext{TraceID: [16]byte{7}, Flags: format.TraceSampled}
 	tc.SpanID[0] = span
@@ -76,8 +63,6 @@ func TestShardSpans(t *testing.T) {
 	ft := &fakeTracer{}
 	s := h.shards[0]
 	s.cfg.Tracer = ft
-	ah := &abandoningHandler{scriptHandler: h.h}
-	s.cfg.Handler = ah
 	push := func(to, prog string, tc format.TraceContext) {
 		t.Helper()
 		h.log.nextIngress++
@@ -130,7 +115,7 @@ func TestShardSpans(t *testing.T) {
 	complete := func(result string) {
 		call := h.h.calls[parseAddr(t, "t/remote/r")]
 		delete(h.h.calls, call.Target)
-		call.Result = result
+		complete(call, result)
 		s.Complete(call)
 		run()
 	}
@@ -145,8 +130,7 @@ func TestShardSpans(t *testing.T) {
 	expect("remote start", "start 8 t/remote/r attempt 1 parent 90 msgs 1")
 	call := h.h.calls[parseAddr(t, "t/remote/r")]
 	delete(h.h.calls, call.Target)
-	call.Result = "abandon"
-	ah.err = fmt.Errorf("closing: %w", ErrAbandoned)
+	call.Resume = func(*Invocation) (bool, error) { return false, fmt.Errorf("closing: %w", ErrAbandoned) }
 	s.Complete(call)
 	run()
 	if got := ft.take(); !strings.HasPrefix(got, "end 8 err closing: ") {

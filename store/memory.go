@@ -18,6 +18,7 @@ type Memory struct {
 	ids    map[byte]map[uint64][]byte    // 't', 'm'
 	egress map[string]map[uint64][]byte
 	meta   map[string][]byte
+	maps   map[string]map[string][]byte // map prefix -> entry key -> value
 	closed bool
 }
 
@@ -35,6 +36,7 @@ func NewMemory() *Memory {
 		ids:    map[byte]map[uint64][]byte{'t': {}, 'm': {}},
 		egress: map[string]map[uint64][]byte{},
 		meta:   map[string][]byte{},
+		maps:   map[string]map[string][]byte{},
 	}
 }
 
@@ -49,6 +51,33 @@ func (m *Memory) LoadInstance(kg uint16, addrRaw []byte, fn func(name []byte, wr
 	}
 	for name, v := range m.states[string(prefix)] {
 		fn([]byte(name), v.writtenAt, v.value)
+	}
+	return nil
+}
+
+// LoadMap implements Store.
+func (m *Memory) LoadMap(kg uint16, addrRaw, name []byte, fn func(key, value []byte) bool) error {
+	prefix := MapPrefix(nil, kg, addrRaw, name)
+	m.mu.RLock()
+	if m.closed {
+		m.mu.RUnlock()
+		return ErrClosed
+	}
+	ents := m.maps[string(prefix)]
+	keys := make([]string, 0, len(ents))
+	for k := range ents {
+		keys = append(keys, k)
+	}
+	vals := make([][]byte, len(keys))
+	sort.Strings(keys)
+	for i, k := range keys {
+		vals[i] = ents[k]
+	}
+	m.mu.RUnlock()
+	for i, k := range keys {
+		if !fn([]byte(k), vals[i]) {
+			break
+		}
 	}
 	return nil
 }
@@ -226,6 +255,18 @@ func (b *memBatch) SetState(kg uint16, addrRaw, name []byte, writtenAt int64, va
 	b.ops = append(b.ops, memOp{kind: 's', kg: kg, a: b.keep(addrRaw), b: b.keep(name), c: b.keep(value), writtenAt: writtenAt})
 }
 
+func (b *memBatch) SetMapEntry(kg uint16, addrRaw, name, key, value []byte) {
+	b.ops = append(b.ops, memOp{kind: 'q', a: b.keep(MapPrefix(nil, kg, addrRaw, name)), b: b.keep(key), c: b.keep(value)})
+}
+
+func (b *memBatch) DeleteMapEntry(kg uint16, addrRaw, name, key []byte) {
+	b.ops = append(b.ops, memOp{kind: 'Q', a: b.keep(MapPrefix(nil, kg, addrRaw, name)), b: b.keep(key)})
+}
+
+func (b *memBatch) ClearMap(kg uint16, addrRaw, name []byte) {
+	b.ops = append(b.ops, memOp{kind: 'X', a: b.keep(MapPrefix(nil, kg, addrRaw, name))})
+}
+
 func (b *memBatch) DeleteState(kg uint16, addrRaw, name []byte) {
 	b.ops = append(b.ops, memOp{kind: 'd', kg: kg, a: b.keep(addrRaw), b: b.keep(name)})
 }
@@ -313,6 +354,22 @@ func (b *memBatch) Commit() error {
 			}
 		case 'D':
 			delete(m.meta, string(op.a))
+		case 'q':
+			ents := m.maps[string(op.a)]
+			if ents == nil {
+				ents = map[string][]byte{}
+				m.maps[string(op.a)] = ents
+			}
+			ents[string(op.b)] = append([]byte(nil), op.c...)
+		case 'Q':
+			if ents := m.maps[string(op.a)]; ents != nil {
+				delete(ents, string(op.b))
+				if len(ents) == 0 {
+					delete(m.maps, string(op.a))
+				}
+			}
+		case 'X':
+			delete(m.maps, string(op.a))
 		case 't':
 			m.ids['t'][op.id] = append([]byte(nil), op.c...)
 		case 'T':

@@ -15,6 +15,7 @@
 //	's' kg(2, BE) address(AppendAddress) name(uvarint len + bytes) -> writtenAt(8, LE) value
 //	't' id(8, BE)                                                -> stored message (format.AppendStoredMessage)
 //	'm' id(8, BE)                                                -> stored message (pending at the checkpoint)
+//	'p' kg(2, BE) address name(uvarint len + bytes) entry key     -> value (an entry of a map state; maps.go)
 //	'e' name(uvarint len + bytes) offset(8, BE)                   -> egress record (format.AppendEgressValue)
 //	'f' function type                                             -> remembered remote specs (engine's encoding)
 //	'M' "checkpoint"                                              -> checkpoint metadata (EncodeMeta)
@@ -42,6 +43,9 @@ type Store interface {
 	// LoadInstance calls fn once per stored state value of an instance
 	// (kg is its key group, addrRaw its format.AppendAddress encoding).
 	LoadInstance(kg uint16, addrRaw []byte, fn func(name []byte, writtenAt int64, value []byte)) error
+	// LoadMap calls fn with every entry of map state name of an instance,
+	// in key order, until fn returns false.
+	LoadMap(kg uint16, addrRaw, name []byte, fn func(key, value []byte) bool) error
 	// NewBatch starts a write batch (one writer at a time).
 	NewBatch() Batch
 	// ReadEgress calls fn with up to max records of egress name from
@@ -81,6 +85,11 @@ type Store interface {
 type Batch interface {
 	SetState(kg uint16, addrRaw, name []byte, writtenAt int64, value []byte)
 	DeleteState(kg uint16, addrRaw, name []byte)
+	// SetMapEntry, DeleteMapEntry and ClearMap write entries of map state
+	// name of an instance.
+	SetMapEntry(kg uint16, addrRaw, name, key, value []byte)
+	DeleteMapEntry(kg uint16, addrRaw, name, key []byte)
+	ClearMap(kg uint16, addrRaw, name []byte)
 	PutTimer(id uint64, msg []byte)
 	DeleteTimer(id uint64)
 	PutEgress(name []byte, offset uint64, sourceRaw, typ, payload []byte)

@@ -3,6 +3,8 @@ package store
 import (
 	"bytes"
 	"fmt"
+	"sort"
+	"strings"
 	"testing"
 
 	"github.com/shardfn/shardfn/internal/format"
@@ -153,6 +155,90 @@ func TestKeysRepliesAndExpiry(t *testing.T) {
 		}
 		if n, _ := s.Expire(b, 200, 100); n != 0 {
 			t.Fatalf("expired again: %d", n)
+		}
+	})
+}
+
+func TestMapEntries(t *testing.T) {
+	forEach(t, func(t *testing.T, s Store) {
+		a := format.AppendAddress(nil, format.Address{Namespace: "n", Type: "t", ID: "1"})
+		b := s.NewBatch()
+		for _, k := range []string{"d3", "d1", "d2"} {
+			b.SetMapEntry(7, a, []byte("free"), []byte(k), []byte("v-"+k))
+		}
+		b.SetMapEntry(7, a, []byte("other"), []byte("x"), nil)
+		b.SetState(7, a, []byte("free"), 1, []byte("scalar")) // a value of the same name is another key
+		if err := b.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		b.Reset()
+		list := func(name string) string {
+			var out []string
+			if err := s.LoadMap(7, a, []byte(name), func(k, v []byte) bool { out = append(out, string(k)+"="+string(v)); return true }); err != nil {
+				t.Fatal(err)
+			}
+			return strings.Join(out, " ")
+		}
+		if got := list("free"); got != "d1=v-d1 d2=v-d2 d3=v-d3" {
+			t.Fatalf("free: %q", got)
+		}
+		b.DeleteMapEntry(7, a, []byte("free"), []byte("d2"))
+		if err := b.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		b.Reset()
+		if got := list("free"); got != "d1=v-d1 d3=v-d3" {
+			t.Fatalf("after delete: %q", got)
+		}
+		b.ClearMap(7, a, []byte("free"))
+		if err := b.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		b.Reset()
+		if got := list("free") + "|" + list("other"); got != "|x=" {
+			t.Fatalf("after clear: %q", got)
+		}
+		n := 0
+		_ = s.LoadInstance(7, a, func([]byte, int64, []byte) { n++ })
+		if n != 1 {
+			t.Fatalf("the scalar value: %d", n)
+		}
+	})
+}
+
+// TestBatchWritesInOrder: within one batch, the last write of a key wins
+// whatever the order keys are written in, and a map's clearing deletes the
+// entries written before it in the batch, not those after (a Pebble batch
+// sorts its point writes; see pebbleBatch.flushOps).
+func TestBatchWritesInOrder(t *testing.T) {
+	forEach(t, func(t *testing.T, s Store) {
+		a := format.AppendAddress(nil, format.Address{Namespace: "n", Type: "t", ID: "1"})
+		b := s.NewBatch()
+		b.SetState(3, a, []byte("z"), 1, []byte("first"))
+		b.SetState(3, a, []byte("a"), 1, []byte("kept"))
+		b.SetState(3, a, []byte("z"), 2, []byte("second"))
+		b.SetState(3, a, []byte("gone"), 1, []byte("x"))
+		b.DeleteState(3, a, []byte("gone"))
+		b.DeleteState(3, a, []byte("back"))
+		b.SetState(3, a, []byte("back"), 3, []byte("again"))
+		b.SetMapEntry(3, a, []byte("m"), []byte("before"), nil)
+		b.ClearMap(3, a, []byte("m"))
+		b.SetMapEntry(3, a, []byte("m"), []byte("after"), []byte("1"))
+		b.SetMapEntry(3, a, []byte("m"), []byte("after"), []byte("2"))
+		if err := b.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		b.Reset()
+		var got []string
+		_ = s.LoadInstance(3, a, func(name []byte, at int64, v []byte) { got = append(got, fmt.Sprintf("%s=%s@%d", name, v, at)) })
+		sort.Strings(got)
+		if want := "a=kept@1 back=again@3 z=second@2"; strings.Join(got, " ") != want {
+			t.Fatalf("state %q, want %q", strings.Join(got, " "), want)
+		}
+		var entries []string
+		_ = s.LoadMap(3, a, []byte("m"), func(k, v []byte) bool { entries = append(entries, string(k)+"="+string(v)); return true })
+		if strings.Join(entries, " ") != "after=2" {
+			t.Fatalf("map %q, want after=2", entries)
 		}
 	})
 }

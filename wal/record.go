@@ -82,6 +82,9 @@ const maxInt = int(^uint(0) >> 1)
 
 var zeroHeader [frameHeaderSize + frameAlign]byte
 
+// maxKeptBatch is the largest buffer a Batch keeps across Reset.
+const maxKeptBatch = 4 << 20
+
 // Batch is a reusable buffer of framed records, built by one goroutine and
 // handed to Log.Append, which copies it. A Batch is not safe for concurrent
 // use; it may be reused (after Reset) as soon as Append returns. The zero
@@ -138,6 +141,9 @@ func (b *Batch) finish(start int) {
 
 // Reset empties the batch, keeping its buffer.
 func (b *Batch) Reset() {
+	if cap(b.buf) > maxKeptBatch {
+		b.buf = nil // a burst is over: do not keep its peak
+	}
 	b.buf = b.buf[:0]
 	b.n = 0
 	b.maxFrame = 0
@@ -150,3 +156,9 @@ func (b *Batch) Len() int { return b.n }
 // Bytes returns the number of bytes the batch occupies in the log (frames
 // with headers and padding).
 func (b *Batch) Bytes() int { return len(b.buf) }
+
+// MaxRecordSize returns the largest record payload a log of the given
+// segment size accepts: one frame, padded, after the segment header.
+func MaxRecordSize(segmentSize int64) int64 {
+	return (segmentSize-segmentHeaderSize)&^(frameAlign-1) - frameHeaderSize
+}

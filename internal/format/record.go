@@ -16,7 +16,12 @@ import (
 //	address  target instance (AppendAddress encoding); also the caller of every message below
 //	uvarint  n, then n × u64 LE   ids of the messages this invocation consumed
 //	uvarint  n, then n × state write:
-//	           string name, u8 op (1 set, 2 delete), u64 LE written-at (unix ns), bytes value (op=set only)
+//	           string name, u8 op, u64 LE written-at (unix ns), then by op:
+//	             1 set          bytes value
+//	             2 delete       nothing
+//	             3 map set      bytes entry key, bytes value     (an entry of map state name)
+//	             4 map delete   bytes entry key
+//	             5 map clear    nothing                          (every entry of map state name)
 //	uvarint  n, then n × message:
 //	           u64 LE id, i64 LE fire-at (unix ns; 0 = now), address target, string type, bytes payload,
 //	           u64 LE reply-to, string cancellation token, and in kind 2 only bytes trace context
@@ -49,8 +54,11 @@ const ReplyKeep = uint64(1) << 63
 
 // State write operations in records (on-disk format; never change).
 const (
-	OpSet    = 1
-	OpDelete = 2
+	OpSet       = 1
+	OpDelete    = 2
+	OpMapSet    = 3
+	OpMapDelete = 4
+	OpMapClear  = 5
 )
 
 // RecordBuilder encodes one effect record into a reusable buffer. The
@@ -113,6 +121,22 @@ func (r *RecordBuilder) State(name string, op byte, writtenAt int64, value []byt
 	r.buf = binary.LittleEndian.AppendUint64(r.buf, uint64(writtenAt))
 	if op == OpSet {
 		r.buf = appendBytes(r.buf, value)
+	}
+	r.count++
+}
+
+// MapState adds a write of an entry of map state name: OpMapSet (key,
+// value), OpMapDelete (key) or OpMapClear (neither).
+func (r *RecordBuilder) MapState(name string, op byte, writtenAt int64, key, value []byte) {
+	r.buf = appendString(r.buf, name)
+	r.buf = append(r.buf, op)
+	r.buf = binary.LittleEndian.AppendUint64(r.buf, uint64(writtenAt))
+	switch op {
+	case OpMapSet:
+		r.buf = appendBytes(r.buf, key)
+		r.buf = appendBytes(r.buf, value)
+	case OpMapDelete:
+		r.buf = appendBytes(r.buf, key)
 	}
 	r.count++
 }
@@ -222,6 +246,7 @@ type RecordState struct {
 	Name      []byte
 	Op        byte
 	WrittenAt int64
+	Key       []byte // the entry of a map write (OpMapSet, OpMapDelete)
 	Value     []byte
 }
 
@@ -279,7 +304,12 @@ func DecodeRecord(rec []byte, r *Record) error {
 		switch s.Op {
 		case OpSet:
 			s.Value = d.bytes()
-		case OpDelete:
+		case OpDelete, OpMapClear:
+		case OpMapSet:
+			s.Key = d.bytes()
+			s.Value = d.bytes()
+		case OpMapDelete:
+			s.Key = d.bytes()
 		default:
 			if d.err == nil {
 				d.err = fmt.Errorf("%w: bad state op %d", ErrCorrupt, s.Op)
