@@ -74,67 +74,12 @@ func (s *statefunServer) headers() []string {
 func TestOneTraceThroughEverything(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp), sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
-	defer tp.Shutdown(context.Background())
-
+	t.Cleanup(func() { tp.Shutdown(context.Background()) }) // after the engine closed
 	fn := &statefunServer{}
-	srv := httptest.NewServer(fn)
-	defer srv.Close()
-	rc, err := remote.NewClient(remote.Options{Logger: quiet, TracerProvider: tp, Seed: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	rf, err := rc.Function(remote.Endpoint{
-		Namespace: "t", Type: "r", URLTemplate: srv.URL + "/{function.name}",
-		MaxNumBatchRequests: 100, CallTimeout: 10 * time.Second, ConnectTimeout: 5 * time.Second,
-		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second,
-		RetryBackoff: time.Millisecond, MaxRetryBackoff: 2 * time.Millisecond,
-		MaxConcurrency: 4, MaxRequestBytes: 1 << 20, MaxResponseBytes: 1 << 20,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{}, 1)
-	specs := []engine.FunctionSpec{
-		{Namespace: "t", Type: "a", Function: engine.FunctionFunc(func(ctx engine.Context, m engine.Message) error {
-			ctx.Send(engine.Address{Namespace: "t", Type: "b", ID: "x"}, engine.Message{Type: "hop", Value: m.Value})
-			return nil
-		})},
-		{Namespace: "t", Type: "b", Function: engine.FunctionFunc(func(ctx engine.Context, m engine.Message) error {
-			ctx.SendAfter(20*time.Millisecond, engine.Address{Namespace: "t", Type: "r", ID: "y"}, engine.Message{Type: "call", Value: m.Value}, "")
-			return nil
-		})},
-		{Namespace: "t", Type: "r", Remote: rf},
-		{Namespace: "t", Type: "d", Function: engine.FunctionFunc(func(ctx engine.Context, m engine.Message) error {
-			done <- struct{}{}
-			return nil
-		})},
-	}
-	e, err := engine.Open(engine.Options{DataDir: t.TempDir(), Shards: 2, Logger: quiet, TracerProvider: tp}, specs...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	hs, err := httpapi.New(httpapi.Options{Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := hs.SetEngine(e); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = hs.ServeIngress(ln) }()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = hs.ShutdownIngress(ctx)
-	}()
+	addr, done := startTracedServer(t, tp, fn)
 
 	const clientTrace, clientSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-	req, _ := http.NewRequest(http.MethodPost, "http://"+ln.Addr().String()+"/t/a/1", strings.NewReader("hello"))
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/t/a/1", strings.NewReader("hello"))
 	req.Header.Set("Content-Type", "application/vnd.test/start")
 	req.Header.Set("traceparent", "00-"+clientTrace+"-"+clientSpan+"-01")
 	resp, err := http.DefaultClient.Do(req)
@@ -176,16 +121,83 @@ func TestOneTraceThroughEverything(t *testing.T) {
 	if ingress.SpanKind != trace.SpanKindProducer || a.SpanKind != trace.SpanKindConsumer {
 		t.Errorf("kinds: ingress %v, invocation %v", ingress.SpanKind, a.SpanKind)
 	}
+	checkAttempts(t, spans, r, fn.headers(), clientTrace)
+}
 
-	// The remote call: one client span per HTTP attempt, the first failed;
-	// each attempt sent its own span as traceparent.
+// startTracedServer serves the functions of TestOneTraceThroughEverything
+// (t/r on fn) on an engine and an HTTP ingress traced by tp. It returns the
+// ingress address and a channel that receives when t/d is invoked.
+func startTracedServer(t *testing.T, tp trace.TracerProvider, fn *statefunServer) (string, <-chan struct{}) {
+	t.Helper()
+	srv := httptest.NewServer(fn)
+	t.Cleanup(srv.Close)
+	rc, err := remote.NewClient(remote.Options{Logger: quiet, TracerProvider: tp, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rc.Close() })
+	rf, err := rc.Function(remote.Endpoint{
+		Namespace: "t", Type: "r", URLTemplate: srv.URL + "/{function.name}",
+		MaxNumBatchRequests: 100, CallTimeout: 10 * time.Second, ConnectTimeout: 5 * time.Second,
+		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second,
+		RetryBackoff: time.Millisecond, MaxRetryBackoff: 2 * time.Millisecond,
+		MaxConcurrency: 4, MaxRequestBytes: 1 << 20, MaxResponseBytes: 1 << 20,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{}, 1)
+	specs := []engine.FunctionSpec{
+		{Namespace: "t", Type: "a", Function: engine.FunctionFunc(func(ctx engine.Context, m engine.Message) error {
+			ctx.Send(engine.Address{Namespace: "t", Type: "b", ID: "x"}, engine.Message{Type: "hop", Value: m.Value})
+			return nil
+		})},
+		{Namespace: "t", Type: "b", Function: engine.FunctionFunc(func(ctx engine.Context, m engine.Message) error {
+			ctx.SendAfter(20*time.Millisecond, engine.Address{Namespace: "t", Type: "r", ID: "y"}, engine.Message{Type: "call", Value: m.Value}, "")
+			return nil
+		})},
+		{Namespace: "t", Type: "r", Remote: rf},
+		{Namespace: "t", Type: "d", Function: engine.FunctionFunc(func(ctx engine.Context, m engine.Message) error {
+			done <- struct{}{}
+			return nil
+		})},
+	}
+	e, err := engine.Open(engine.Options{DataDir: t.TempDir(), Shards: 2, Logger: quiet, TracerProvider: tp}, specs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	hs, err := httpapi.New(httpapi.Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hs.SetEngine(e); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = hs.ServeIngress(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = hs.ShutdownIngress(ctx)
+	})
+	return ln.Addr().String(), done
+}
+
+// checkAttempts checks the remote call of r: one client span per HTTP
+// attempt, the first failed; each attempt sent its own span as traceparent
+// (headers, in order).
+func checkAttempts(t *testing.T, spans tracetest.SpanStubs, r tracetest.SpanStub, headers []string, clientTrace string) {
+	t.Helper()
 	var attempts []tracetest.SpanStub
 	for _, s := range spans {
 		if s.Name == "POST t/r" {
 			attempts = append(attempts, s)
 		}
 	}
-	headers := fn.headers()
 	if len(attempts) != 2 || len(headers) != 2 {
 		t.Fatalf("%d attempt spans and %d requests, want 2 of each (one failed, one retried)", len(attempts), len(headers))
 	}

@@ -44,15 +44,52 @@ func tracingOverhead(ctx context.Context, n int, cfg loadgen.Config, topts loadg
 		return 1
 	}
 	defer col.Close()
-	// The OTLP exporter reads its endpoint from the process environment.
+	exportTo(col)
+	runs, setup, err := tracingRounds(ctx, n, col, cfg, topts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		return 1
+	}
+	sum := summariseTracing(runs)
+	text := tracingReport(runs, sum, setup, report.Machine(topts.Inproc.Engine.DataDir), command)
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		return 1
+	}
+	path := filepath.Join(out, "tracing-overhead.md")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		return 1
+	}
+	if err := report.Index(out); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+	}
+	fmt.Fprintf(os.Stderr, "tracing off %.0f events/s, on %.0f events/s (medians of %d): cost %.1f %%, median of the rounds' costs %.1f %%\nreport: %s\n",
+		sum.offEv, sum.onEv, n, sum.overhead(), median(sum.paired), path)
+	fmt.Printf("{\"events_per_s_off\":%.1f,\"events_per_s_on\":%.1f,\"overhead_percent\":%.2f,\"paired_overhead_percent\":%.2f,\"report\":%q}\n",
+		sum.offEv, sum.onEv, sum.overhead(), median(sum.paired), path)
+	for _, r := range runs {
+		if r.invariants != "ok" && r.invariants != "skipped" {
+			return 1
+		}
+	}
+	return 0
+}
+
+// exportTo points the OTLP exporter, which reads its endpoint from the
+// process environment, at col over OTLP/HTTP.
+func exportTo(col *tracing.Collector) {
 	os.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", col.Endpoint())
 	os.Unsetenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 	os.Unsetenv("OTEL_EXPORTER_OTLP_PROTOCOL")
 	os.Unsetenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
 	os.Unsetenv("OTEL_TRACES_EXPORTER")
 	os.Unsetenv("OTEL_SDK_DISABLED")
-	var runs []tracingRun
-	setup := ""
+}
+
+// tracingRounds runs n rounds, each one run with tracing off and one on
+// (off/on, then on/off, ...). setup describes tracing's set-up.
+func tracingRounds(ctx context.Context, n int, col *tracing.Collector, cfg loadgen.Config, topts loadgen.TargetOptions) (runs []tracingRun, setup string, err error) {
 	for i := 0; i < n; i++ {
 		order := []bool{false, true}
 		if i%2 == 1 {
@@ -61,8 +98,7 @@ func tracingOverhead(ctx context.Context, n int, cfg loadgen.Config, topts loadg
 		for _, on := range order {
 			r, desc, err := tracingOnce(ctx, on, col, cfg, topts)
 			if err != nil {
-				fmt.Fprintln(os.Stderr, "loadgen:", err)
-				return 1
+				return nil, "", err
 			}
 			if desc != "" {
 				setup = desc
@@ -72,6 +108,25 @@ func tracingOverhead(ctx context.Context, n int, cfg loadgen.Config, topts loadg
 				i+1, onOff(on), r.eventsPerS, r.invocationsS, r.cpuPerInv, r.spans)
 		}
 	}
+	return runs, setup, nil
+}
+
+// tracingSummary is the medians of the runs with tracing off and on.
+type tracingSummary struct {
+	offEv, onEv, offInv, onInv, offCPU, onCPU float64
+	// paired is each round's cost: its on run's events/s against its off
+	// run's, adjacent in time (less exposed to load that comes and goes on
+	// a shared machine).
+	paired []float64
+	// shares is tracing's CPU profile share of each profiled run with
+	// tracing on, in percent.
+	shares []float64
+}
+
+// overhead is tracing's cost in events/s, in percent of the off median.
+func (s tracingSummary) overhead() float64 { return 100 * (s.offEv - s.onEv) / s.offEv }
+
+func summariseTracing(runs []tracingRun) tracingSummary {
 	med := func(on bool, f func(tracingRun) float64) float64 {
 		var v []float64
 		for _, r := range runs {
@@ -84,30 +139,29 @@ func tracingOverhead(ctx context.Context, n int, cfg loadgen.Config, topts loadg
 	ev := func(r tracingRun) float64 { return r.eventsPerS }
 	inv := func(r tracingRun) float64 { return r.invocationsS }
 	cpu := func(r tracingRun) float64 { return r.cpuPerInv }
-	offEv, onEv := med(false, ev), med(true, ev)
-	offInv, onInv := med(false, inv), med(true, inv)
-	overhead := 100 * (offEv - onEv) / offEv
-	offCPU, onCPU := med(false, cpu), med(true, cpu)
-	// Each round's on run against its off run, adjacent in time: less
-	// exposed to load that comes and goes on a shared machine.
-	var paired []float64
+	s := tracingSummary{
+		offEv: med(false, ev), onEv: med(true, ev),
+		offInv: med(false, inv), onInv: med(true, inv),
+		offCPU: med(false, cpu), onCPU: med(true, cpu),
+	}
 	for i := 0; i+1 < len(runs); i += 2 {
 		off, on := runs[i], runs[i+1]
 		if off.on {
 			off, on = on, off
 		}
-		paired = append(paired, 100*(off.eventsPerS-on.eventsPerS)/off.eventsPerS)
+		s.paired = append(s.paired, 100*(off.eventsPerS-on.eventsPerS)/off.eventsPerS)
 	}
-	pairedMed := median(paired)
-	var shares []float64
 	for _, r := range runs {
 		if r.on && r.share >= 0 {
-			shares = append(shares, 100*r.share)
+			s.shares = append(s.shares, 100*r.share)
 		}
 	}
+	return s
+}
 
+// tracingReport is <out>/tracing-overhead.md.
+func tracingReport(runs []tracingRun, s tracingSummary, setup string, m report.MachineInfo, command string) string {
 	var b strings.Builder
-	m := report.Machine(topts.Inproc.Engine.DataDir)
 	fmt.Fprintf(&b, "# Tracing overhead: RS-1 in process, tracing off vs on\n\n")
 	fmt.Fprintf(&b, "Measured %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04:05 UTC"))
 	fmt.Fprintf(&b, "Machine: %s, %d cores, %s, %s; %s; %s; commit %s.\n\n",
@@ -118,13 +172,13 @@ func tracingOverhead(ctx context.Context, n int, cfg loadgen.Config, topts loadg
 		"through the SDK's batch span processor with its defaults. Each run is a fresh engine with a durable data directory; "+
 		"runs alternate off/on, then on/off, so that drift on the machine falls on both.\n\n", setup)
 	fmt.Fprintf(&b, "| | events/s (median) | invocations/s (median) | process CPU µs per invocation (median) |\n|---|---:|---:|---:|\n")
-	fmt.Fprintf(&b, "| tracing off | %.0f | %.0f | %.2f |\n| tracing on | %.0f | %.0f | %.2f |\n", offEv, offInv, offCPU, onEv, onInv, onCPU)
-	fmt.Fprintf(&b, "| **cost of tracing** | **%.1f %%** | %.1f %% | %.1f %% |\n\n", overhead, 100*(offInv-onInv)/offInv, 100*(onCPU-offCPU)/offCPU)
+	fmt.Fprintf(&b, "| tracing off | %.0f | %.0f | %.2f |\n| tracing on | %.0f | %.0f | %.2f |\n", s.offEv, s.offInv, s.offCPU, s.onEv, s.onInv, s.onCPU)
+	fmt.Fprintf(&b, "| **cost of tracing** | **%.1f %%** | %.1f %% | %.1f %% |\n\n", s.overhead(), 100*(s.offInv-s.onInv)/s.offInv, 100*(s.onCPU-s.offCPU)/s.offCPU)
 	fmt.Fprintf(&b, "Median of the %d rounds' own costs (each round's events/s with tracing on against its run with tracing off, adjacent in time): **%.1f %%** (rounds: %s).\n\n",
-		len(paired), pairedMed, percents(paired))
-	if len(shares) > 0 {
+		len(s.paired), median(s.paired), percents(s.paired))
+	if len(s.shares) > 0 {
 		fmt.Fprintf(&b, "CPU profiles of the measured windows (`--profile`): samples with a tracing frame on the stack (the OpenTelemetry SDK and exporter, the in-process collector, shardfn's tracing code; garbage collection of their allocations is not counted) are a median **%.2f %%** of the runs with tracing on (%s). This share does not depend on what else the machine runs.\n\n",
-			median(shares), percents(shares))
+			median(s.shares), percents(s.shares))
 	}
 	fmt.Fprintf(&b, "Every run:\n\n| # | tracing | events/s | invocations/s | CPU µs/invocation | tracing's CPU share | location p99 ms | request p99 ms | spans exported | invariants |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for i, r := range runs {
@@ -134,26 +188,7 @@ func tracingOverhead(ctx context.Context, n int, cfg loadgen.Config, topts loadg
 		}
 		fmt.Fprintf(&b, "| %d | %s | %.0f | %.0f | %.2f | %s | %.2f | %.2f | %d | %s |\n", i+1, onOff(r.on), r.eventsPerS, r.invocationsS, r.cpuPerInv, share, r.locP99, r.reqP99, r.spans, r.invariants)
 	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		fmt.Fprintln(os.Stderr, "loadgen:", err)
-		return 1
-	}
-	path := filepath.Join(out, "tracing-overhead.md")
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		fmt.Fprintln(os.Stderr, "loadgen:", err)
-		return 1
-	}
-	if err := report.Index(out); err != nil {
-		fmt.Fprintln(os.Stderr, "loadgen:", err)
-	}
-	fmt.Fprintf(os.Stderr, "tracing off %.0f events/s, on %.0f events/s (medians of %d): cost %.1f %%, median of the rounds' costs %.1f %%\nreport: %s\n", offEv, onEv, n, overhead, pairedMed, path)
-	fmt.Printf("{\"events_per_s_off\":%.1f,\"events_per_s_on\":%.1f,\"overhead_percent\":%.2f,\"paired_overhead_percent\":%.2f,\"report\":%q}\n", offEv, onEv, overhead, pairedMed, path)
-	for _, r := range runs {
-		if r.invariants != "ok" && r.invariants != "skipped" {
-			return 1
-		}
-	}
-	return 0
+	return b.String()
 }
 
 func tracingOnce(ctx context.Context, on bool, col *tracing.Collector, cfg loadgen.Config, topts loadgen.TargetOptions) (tracingRun, string, error) {
