@@ -4,6 +4,8 @@ import (
 	"errors"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/shardfn/shardfn/internal/format"
 )
 
@@ -237,6 +239,11 @@ type RemoteBatch struct {
 	// are delivered again after the next Open. Nil for callers that never
 	// close.
 	Closing <-chan struct{}
+	// Trace is the span of the invocation attempt that makes this call
+	// (invalid when it is not traced): a RemoteFunction makes its requests
+	// its children and passes it on (package remote: a client span per
+	// HTTP attempt and the W3C traceparent header).
+	Trace trace.SpanContext
 }
 
 // RemoteInvocation is one message of a RemoteBatch.

@@ -36,6 +36,7 @@ type Engine struct {
 	ids     *idAllocator
 	metrics *metrics
 	watch   *storageWatch
+	tr      *tracing // nil: tracing off (tracing.go)
 
 	requests requestTable
 	keys     keyTable

@@ -82,7 +82,7 @@ func (h *shardHandler) Invoke(inv *shard.Invocation) error {
 
 func (h *shardHandler) StartAsync(call *shard.AsyncCall) {
 	fe := h.e.reg.byID(call.Fn.ID)
-	b := &RemoteBatch{Target: call.Target, Closing: h.e.closing}
+	b := &RemoteBatch{Target: call.Target, Closing: h.e.closing, Trace: spanContext(call.Trace)}
 	for _, st := range call.States {
 		b.States = append(b.States, StateValue{Spec: fromShardSpec(st.Spec), Value: st.Value, Present: st.Present})
 	}

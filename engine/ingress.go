@@ -123,8 +123,8 @@ func (e *Engine) push(env *format.Envelope) error {
 	return nil
 }
 
-// submit admits, validates and pushes one message.
-func (e *Engine) submit(to Address, msg Message, ack *format.Ack) (uint64, error) {
+// submit admits, validates and pushes one message, which carries tc.
+func (e *Engine) submit(to Address, msg Message, ack *format.Ack, tc format.TraceContext) (uint64, error) {
 	if err := e.enter(); err != nil {
 		return 0, err
 	}
@@ -136,7 +136,7 @@ func (e *Engine) submit(to Address, msg Message, ack *format.Ack) (uint64, error
 	if err != nil {
 		return 0, err
 	}
-	env := format.Envelope{ID: id, Target: to, Type: msg.Type, Payload: msg.Value, Ack: ack}
+	env := format.Envelope{ID: id, Target: to, Type: msg.Type, Payload: msg.Value, Ack: ack, Trace: tc}
 	return id, e.push(&env)
 }
 
@@ -179,12 +179,23 @@ func sendOpts(opts []SendOption) sendOptions {
 // IdempotencyKey, a message already sent with that key to that address is
 // not applied again: Send answers with the first one's id (waiting for its
 // outcome if it is still in flight).
+//
+// With tracing on (Options.TracerProvider), the call is a span, a child of
+// the span in ctx if any, and the message carries its context.
 func (e *Engine) Send(ctx context.Context, to Address, msg Message, opts ...SendOption) (uint64, error) {
+	if e.tr != nil {
+		return e.tracedSend(ctx, to, msg, opts) // tracing.go
+	}
+	return e.send(ctx, to, msg, format.TraceContext{}, opts)
+}
+
+// send is Send; the message carries tc.
+func (e *Engine) send(ctx context.Context, to Address, msg Message, tc format.TraceContext, opts []SendOption) (uint64, error) {
 	if o := sendOpts(opts); o.key != "" {
-		return e.sendKeyed(ctx, to, msg, o.key)
+		return e.sendKeyed(ctx, to, msg, o.key, tc)
 	}
 	ack := format.GetAck(1)
-	id, err := e.submit(to, msg, ack)
+	id, err := e.submit(to, msg, ack, tc)
 	if err != nil {
 		format.PutAck(ack) // never handed to a shard
 		return 0, err
@@ -202,7 +213,7 @@ func (e *Engine) Send(ctx context.Context, to Address, msg Message, opts ...Send
 	}
 }
 
-func (e *Engine) sendKeyed(ctx context.Context, to Address, msg Message, key string) (uint64, error) {
+func (e *Engine) sendKeyed(ctx context.Context, to Address, msg Message, key string, tc format.TraceContext) (uint64, error) {
 	if err := checkKey(key); err != nil {
 		return 0, err
 	}
@@ -228,7 +239,7 @@ func (e *Engine) sendKeyed(ctx context.Context, to Address, msg Message, key str
 	}
 	ack := format.NewAck(1)
 	ack.OnDone(func(err error) { e.settleKey(ident, ent, err) })
-	env := format.Envelope{ID: id, Target: to, Type: msg.Type, Payload: msg.Value, Ack: ack, Key: key}
+	env := format.Envelope{ID: id, Target: to, Type: msg.Type, Payload: msg.Value, Ack: ack, Key: key, Trace: tc}
 	if err := e.pushAdmitted(&env); err != nil {
 		e.settleKey(ident, ent, err)
 		return 0, err
@@ -250,7 +261,10 @@ func (e *Engine) pushAdmitted(env *format.Envelope) error {
 // is acknowledged, so the caller learns nothing about its fate. For
 // benchmarks and fire-and-forget producers that tolerate loss on a crash.
 func (e *Engine) SendAsync(to Address, msg Message) error {
-	_, err := e.submit(to, msg, nil)
+	if e.tr != nil {
+		return e.tracedSendAsync(to, msg) // tracing.go
+	}
+	_, err := e.submit(to, msg, nil, format.TraceContext{})
 	return err
 }
 
@@ -260,6 +274,14 @@ func (e *Engine) SendAsync(to Address, msg Message) error {
 // idempotency key (Outgoing.Key) that was sent before are not applied
 // again.
 func (e *Engine) SendBatch(ctx context.Context, msgs []Outgoing) error {
+	if e.tr != nil {
+		return e.tracedSendBatch(ctx, msgs) // tracing.go: one span for the batch
+	}
+	return e.sendBatch(ctx, msgs, format.TraceContext{})
+}
+
+// sendBatch is SendBatch; every message carries tc.
+func (e *Engine) sendBatch(ctx context.Context, msgs []Outgoing, tc format.TraceContext) error {
 	if err := e.enter(); err != nil {
 		return err
 	}
@@ -275,7 +297,7 @@ func (e *Engine) SendBatch(ctx context.Context, msgs []Outgoing) error {
 			}
 		}
 	}
-	b := batchAdmission{e: e}
+	b := batchAdmission{e: e, trace: tc}
 	err := b.admit(msgs)
 	b.releaseEnvs()
 	if err != nil {
@@ -299,6 +321,7 @@ type batchAdmission struct {
 	keyed   []batchKey         // the keyed messages sent now
 	waitFor []*keyEntry        // keyed messages sent before and still in flight
 	ack     *format.Ack
+	trace   format.TraceContext // every message's
 }
 
 // batchKey is a keyed message of a batch: its key identity and entry.
@@ -326,7 +349,7 @@ func (b *batchAdmission) admit(msgs []Outgoing) error {
 	defer func() { *b.envs = envs }()
 	for i := range msgs {
 		m := &msgs[i]
-		env := format.Envelope{Target: m.To, Type: m.Message.Type, Payload: m.Message.Value}
+		env := format.Envelope{Target: m.To, Type: m.Message.Type, Payload: m.Message.Value, Trace: b.trace}
 		if m.Key != "" {
 			ident := keyIdentity(m.To, m.Key)
 			out, en, id, err := e.admitKey(ident, e.newID)
@@ -440,10 +463,18 @@ func (b *batchAdmission) wait(ctx context.Context) error {
 // sent before with the key is not sent again: Request waits for, or
 // returns, its reply (kept durably for the retention window).
 func (e *Engine) Request(ctx context.Context, to Address, msg Message, opts ...SendOption) (Message, error) {
-	if o := sendOpts(opts); o.key != "" {
-		return e.requestKeyed(ctx, to, msg, o.key)
+	if e.tr != nil {
+		return e.tracedRequest(ctx, to, msg, opts) // tracing.go
 	}
-	id, ch, ack, err := e.startRequest(to, msg)
+	return e.request(ctx, to, msg, format.TraceContext{}, opts)
+}
+
+// request is Request; the message carries tc.
+func (e *Engine) request(ctx context.Context, to Address, msg Message, tc format.TraceContext, opts []SendOption) (Message, error) {
+	if o := sendOpts(opts); o.key != "" {
+		return e.requestKeyed(ctx, to, msg, o.key, tc)
+	}
+	id, ch, ack, err := e.startTracedRequest(to, msg, tc)
 	if err != nil {
 		return Message{}, err
 	}
@@ -455,6 +486,11 @@ func (e *Engine) Request(ctx context.Context, to Address, msg Message, opts ...S
 // id is the message's: the waiter is registered before the push. The
 // caller removes the waiter (requests.remove) when it stops waiting.
 func (e *Engine) startRequest(to Address, msg Message) (uint64, chan Message, *format.Ack, error) {
+	return e.startTracedRequest(to, msg, format.TraceContext{})
+}
+
+// startTracedRequest is startRequest; the message carries tc.
+func (e *Engine) startTracedRequest(to Address, msg Message, tc format.TraceContext) (uint64, chan Message, *format.Ack, error) {
 	if err := e.enter(); err != nil {
 		return 0, nil, nil, err
 	}
@@ -467,7 +503,7 @@ func (e *Engine) startRequest(to Address, msg Message) (uint64, chan Message, *f
 		return 0, nil, nil, err
 	}
 	ack := format.NewAck(1)
-	env := format.Envelope{ID: id, Target: to, Type: msg.Type, Payload: msg.Value, ReplyTo: id, Ack: ack}
+	env := format.Envelope{ID: id, Target: to, Type: msg.Type, Payload: msg.Value, ReplyTo: id, Ack: ack, Trace: tc}
 	ch := e.requests.add(id)
 	if err := e.push(&env); err != nil {
 		e.requests.remove(id, ch)
@@ -476,7 +512,7 @@ func (e *Engine) startRequest(to Address, msg Message) (uint64, chan Message, *f
 	return id, ch, ack, nil
 }
 
-func (e *Engine) requestKeyed(ctx context.Context, to Address, msg Message, key string) (Message, error) {
+func (e *Engine) requestKeyed(ctx context.Context, to Address, msg Message, key string, tc format.TraceContext) (Message, error) {
 	if err := checkKey(key); err != nil {
 		return Message{}, err
 	}
@@ -506,7 +542,7 @@ func (e *Engine) requestKeyed(ctx context.Context, to Address, msg Message, key 
 	}
 	ack := format.NewAck(1)
 	ack.OnDone(func(err error) { e.settleKey(ident, ent, err) })
-	env := format.Envelope{ID: id, Target: to, Type: msg.Type, Payload: msg.Value, ReplyTo: id | format.ReplyKeep, Ack: ack, Key: key}
+	env := format.Envelope{ID: id, Target: to, Type: msg.Type, Payload: msg.Value, ReplyTo: id | format.ReplyKeep, Ack: ack, Key: key, Trace: tc}
 	if err := e.push(&env); err != nil {
 		e.settleKey(ident, ent, err)
 		return Message{}, err

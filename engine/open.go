@@ -45,6 +45,7 @@ func Open(opts Options, specs ...FunctionSpec) (*Engine, error) {
 	}
 	e.requests.init()
 	e.keys.init()
+	e.tr = newTracing(opts.TracerProvider)
 	e.metrics = newMetrics(e)
 	reg.setShards(opts.Shards)
 	if err := e.openStore(); err != nil {
@@ -168,6 +169,7 @@ func (e *Engine) makeShards() {
 			KeyRetention:     int64(opts.IdempotencyRetention),
 			MaxInstanceBytes: opts.MaxInstanceBytes,
 			Logger:           e.logger,
+			Tracer:           e.shardTracer(i), // nil when tracing is off
 		})
 		e.overloadErr = append(e.overloadErr, fmt.Errorf("%w: shard %d mailbox is full", ErrOverloaded, i))
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	pebblevfs "github.com/cockroachdb/pebble/v2/vfs"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shardfn/shardfn/wal"
 	"github.com/shardfn/shardfn/wal/vfs"
@@ -88,6 +89,11 @@ type Options struct {
 	Clock func() time.Time
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
+	// TracerProvider, when set, turns tracing on: ingress calls and
+	// invocation attempts become OpenTelemetry spans, and messages carry
+	// their trace context (see tracing.go; package tracing builds a
+	// provider from the OTEL_* environment variables). Nil: off.
+	TracerProvider trace.TracerProvider
 
 	// fs names the filesystems of a durable engine; the zero value is the
 	// operating system's. Tests of this package (fault injection, the

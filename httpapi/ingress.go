@@ -114,7 +114,7 @@ func (s *Server) handleMessage(ctx *fasthttp.RequestCtx, e Engine) (string, int)
 		opts = append(opts, engine.IdempotencyKey(string(key)))
 	}
 	if !r.HasWait {
-		id, err := e.Send(s.baseCtx, to, msg, opts...)
+		id, err := e.Send(callCtx(s.baseCtx, ctx), to, msg, opts...) // callCtx: tracing.go
 		if err != nil {
 			return route, s.writeSendErr(ctx, err, len(key) > 0)
 		}
@@ -127,7 +127,7 @@ func (s *Server) handleMessage(ctx *fasthttp.RequestCtx, e Engine) (string, int)
 		ctx.SetBody(b)
 		return route, http.StatusAccepted
 	}
-	rctx, cancel := context.WithTimeout(s.baseCtx, r.Wait)
+	rctx, cancel := context.WithTimeout(callCtx(s.baseCtx, ctx), r.Wait)
 	reply, err := e.Request(rctx, to, msg, opts...)
 	cancel()
 	if err != nil {
@@ -159,7 +159,7 @@ func (s *Server) handleBatch(ctx *fasthttp.RequestCtx, e Engine) int {
 		msgs[i].Message.Type = s.names.string(msgs[i].Message.Type)
 	}
 	if len(msgs) > 0 {
-		if err := e.SendBatch(s.baseCtx, msgs); err != nil {
+		if err := e.SendBatch(callCtx(s.baseCtx, ctx), msgs); err != nil {
 			keyed := true
 			for i := range msgs {
 				keyed = keyed && msgs[i].Key != ""

@@ -142,6 +142,10 @@ type Result struct {
 	Drained          bool              `json:"drained"`
 	SeedTime         time.Duration     `json:"-"`
 	DrainTime        time.Duration     `json:"-"`
+	// CPUSeconds is the CPU time (user and system) this process used over
+	// the measured window: the engine and the load generator for an
+	// in-process target.
+	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
 	// Profile is a CPU profile (pprof protobuf) of the window, if asked.
 	Profile []byte   `json:"-"`
 	Notes   []string `json:"notes,omitempty"`

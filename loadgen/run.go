@@ -92,6 +92,7 @@ type run struct {
 
 	// The window's bookkeeping, written by watchWindow before it returns.
 	inv0, inv1 uint64
+	cpu0, cpu1 time.Duration // this process's CPU time at both ends
 	invErr     error
 	prof       bytes.Buffer
 	profiling  bool
@@ -164,6 +165,7 @@ func (r *run) measure() error {
 	wg.Wait()
 	<-progDone
 	r.res.Window = r.until.Sub(r.measureFrom)
+	r.res.CPUSeconds = (r.cpu1 - r.cpu0).Seconds()
 	return r.ctx.Err()
 }
 
@@ -230,13 +232,15 @@ func (r *run) count(o Outcome) {
 }
 
 // watchWindow sleeps until the window and through it, reading the
-// engine's invocation count at both ends and taking the CPU profile.
+// engine's invocation count and this process's CPU time at both ends, and
+// taking the CPU profile.
 func (r *run) watchWindow() {
 	ic, counts := r.t.(InvocationCounter)
 	realClock{}.SleepUntil(r.measureFrom)
 	if counts {
 		r.inv0, r.invErr = ic.Invocations(r.ctx)
 	}
+	r.cpu0 = SelfCPU()
 	if r.cfg.Profile {
 		if err := pprof.StartCPUProfile(&r.prof); err == nil {
 			r.profiling = true
@@ -245,6 +249,7 @@ func (r *run) watchWindow() {
 		}
 	}
 	realClock{}.SleepUntil(r.until)
+	r.cpu1 = SelfCPU()
 	if r.profiling {
 		pprof.StopCPUProfile()
 	}

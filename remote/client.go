@@ -14,6 +14,7 @@ import (
 
 	"github.com/panjf2000/ants/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shardfn/shardfn/engine"
 )
@@ -42,6 +43,10 @@ type Options struct {
 	// endpoint counts as stuck (Health, the shardfn_remote_stuck gauge, a
 	// log line). Default 1s.
 	StuckAfter time.Duration
+	// TracerProvider, when set, makes a client span of every HTTP attempt
+	// of a traced batch (tracing.go). Traced batches send the W3C
+	// traceparent header either way.
+	TracerProvider trace.TracerProvider
 }
 
 // EnsureDefaults fills in zero fields.
@@ -88,6 +93,7 @@ type Client struct {
 	cancel  context.CancelFunc
 	metrics *metrics
 	wg      sync.WaitGroup // pool tasks and pending retry timers
+	tracer  trace.Tracer   // nil: no spans of its own (tracing.go)
 
 	mu struct {
 		sync.Mutex
@@ -110,6 +116,9 @@ func NewClient(opts Options) (*Client, error) {
 		return nil, fmt.Errorf("remote: worker pool: %w", err)
 	}
 	c := &Client{opts: opts, pool: pool, metrics: newMetrics()}
+	if opts.TracerProvider != nil {
+		c.tracer = opts.TracerProvider.Tracer(TracerName)
+	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.mu.rng = opts.Seed
 	if c.mu.rng == 0 {

@@ -101,10 +101,12 @@ func (f *Function) step(k *call) (*engine.RemoteResult, time.Duration) {
 		if res != nil {
 			return res, 0
 		}
+		ctx, span := f.traceAttempt(ctx, k) // tracing.go: nil unless traced
 		start := time.Now()
 		resp, err := f.attempt(ctx, k.u, k.body, k.states)
 		aborted := ctx.Err() == context.Canceled
 		cancel()
+		traceAttemptEnd(span, err)
 		if err != nil {
 			switch {
 			case f.c.ctx.Err() != nil: // Client.Close
@@ -332,6 +334,7 @@ func (f *Function) attempt(actx context.Context, u string, body []byte, states [
 	req.Header.Set("Content-Type", "application/octet-stream")
 	req.Header.Set("Accept", "application/octet-stream")
 	req.Header.Set("User-Agent", f.c.opts.UserAgent)
+	injectTrace(actx, req.Header) // tracing.go
 	start := time.Now()
 	hr, err := f.http.Do(req)
 	if err != nil {

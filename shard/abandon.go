@@ -90,6 +90,7 @@ func (s *Shard) releaseUnprocessed() {
 
 // releaseCall releases the acknowledgements of a call's messages with err.
 func releaseCall(c *AsyncCall, err error) {
+	c.traceEnd(err)
 	for i := range c.Messages {
 		if a := c.Messages[i].Ack; a != nil {
 			a.Release(err)

@@ -104,6 +104,7 @@ func (s *Shard) startCall(call *AsyncCall) {
 		return
 	}
 	call.Attempts++
+	s.traceCall(call) // trace.go
 	s.cfg.Handler.StartAsync(call)
 }
 
@@ -134,6 +135,7 @@ func (s *Shard) resume(call *AsyncCall) {
 		return
 	}
 	inv.replyTo = call.Messages[0].ReplyTo // one per batch (startAsync)
+	inv.trace = call.Trace                 // the result's sends carry the attempt's span (trace.go)
 	s.invocations.Add(uint64(len(call.Messages)))
 	var retry bool
 	var err error
@@ -146,6 +148,7 @@ func (s *Shard) resume(call *AsyncCall) {
 	if err == nil {
 		err = inv.err
 	}
+	call.traceEnd(err)
 	switch {
 	case err != nil && errors.Is(err, ErrAbandoned):
 		inv.end()

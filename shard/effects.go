@@ -41,6 +41,7 @@ func (s *Shard) invoke(inst *instance, e *format.Envelope) {
 	inv.caller = e.Caller
 	inv.replyTo = e.ReplyTo
 	s.invocations.Add(1)
+	span := s.traceInvoke(inv, e) // nil unless traced (trace.go)
 	err := s.safeInvoke(inv)
 	if err == nil {
 		err = inv.err
@@ -48,9 +49,11 @@ func (s *Shard) invoke(inst *instance, e *format.Envelope) {
 	if err != nil {
 		s.failures.Add(1)
 		s.commitDeadLetter(inst.addr, s.one(e), err)
+		s.traceEnd(span, err)
 		return
 	}
 	s.commit(inv, s.one(e))
+	s.traceEnd(span, nil)
 }
 
 // one returns e as a one-message batch (no allocation: the shard's scratch).

@@ -98,6 +98,10 @@ type AsyncCall struct {
 	Resume func(inv *Invocation) (retry bool, err error)
 	// Attempts counts StartAsync calls for this batch.
 	Attempts int
+	// Trace is the trace context of the current attempt's span (zero: not
+	// traced); the handler hands it to the remote call (trace.go).
+	Trace format.TraceContext
+	span  any
 }
 
 // AsyncState is one state value handed to a remote function.

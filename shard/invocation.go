@@ -25,6 +25,7 @@ type Invocation struct {
 	msg      *format.Envelope
 	replyTo  uint64
 	now      int64
+	trace    format.TraceContext // the attempt's span: its sends carry it (trace.go)
 
 	slots  []slot
 	valBuf []byte
@@ -113,6 +114,7 @@ func (inv *Invocation) begin(fn *FuncType, self format.Address, now int64) error
 	inv.caller = format.Address{}
 	inv.msg = nil
 	inv.replyTo = 0
+	inv.trace = format.TraceContext{}
 	if fn == nil {
 		return nil
 	}
@@ -267,7 +269,7 @@ func (inv *Invocation) Fail(err error) {
 // Send queues a message to to.
 func (inv *Invocation) Send(to format.Address, typ string, payload []byte) {
 	inv.sends = append(inv.sends, pendingSend{env: format.Envelope{
-		Target: to, Caller: inv.self, Type: typ, Payload: payload, ReplyTo: inv.replyTo,
+		Target: to, Caller: inv.self, Type: typ, Payload: payload, ReplyTo: inv.replyTo, Trace: inv.trace,
 	}})
 }
 
@@ -278,7 +280,7 @@ func (inv *Invocation) SendAfter(delay int64, to format.Address, typ string, pay
 		at = 1
 	}
 	inv.sends = append(inv.sends, pendingSend{env: format.Envelope{
-		Target: to, Caller: inv.self, Type: typ, Payload: payload, ReplyTo: inv.replyTo,
+		Target: to, Caller: inv.self, Type: typ, Payload: payload, ReplyTo: inv.replyTo, Trace: inv.trace,
 	}, fireAt: at, token: token})
 }
 

@@ -95,6 +95,8 @@ type Config struct {
 	// consumed or answered it. Default 24 h.
 	KeyRetention int64
 	Logger       *slog.Logger
+	// Tracer, when set, records invocation attempts as spans (trace.go).
+	Tracer Tracer
 }
 
 // Stats are a shard's counters, readable from any goroutine.

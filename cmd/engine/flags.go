@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shardfn/shardfn/httpapi"
+	"github.com/shardfn/shardfn/tracing"
 )
 
 // config is the parsed command line.
@@ -44,6 +45,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: engine [flags]\n\nRuns the shardfn server with the RS-1 ride-sharing functions built in.\n\nFlags:\n")
 		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "\nTracing (OpenTelemetry) is off unless the environment switches it on:\n"+
+			"  OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318   OTLP over HTTP (OTEL_EXPORTER_OTLP_PROTOCOL=grpc for :4317)\n"+
+			"  OTEL_TRACES_EXPORTER=otlp|console|none               console prints spans on stdout\n"+
+			"  OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG          default parentbased_traceidratio %g\n"+
+			"  OTEL_SERVICE_NAME                                    default shardfn\n"+
+			"See cmd/engine/README.md.\n", tracing.DefaultRatio)
 	}
 	fs.StringVar(&c.dataDir, "data-dir", "./data", "directory of the write-ahead log and the state store (created if missing)")
 	fs.StringVar(&c.ingressAddr, "ingress-addr", "127.0.0.1:8080", "listen address of the HTTP ingress (messages, batches, egress reads); port 0 picks a free port")

@@ -33,6 +33,7 @@ import (
 	"github.com/shardfn/shardfn/kafka"
 	"github.com/shardfn/shardfn/remote"
 	"github.com/shardfn/shardfn/rides"
+	"github.com/shardfn/shardfn/tracing"
 )
 
 func main() {
@@ -55,9 +56,20 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	slog.SetDefault(log)
+
+	// Tracing: off unless the OTEL_* environment variables ask for it.
+	tr, err := tracing.FromEnv(context.Background(), tracing.Options{Logger: log})
+	if err != nil {
+		fmt.Fprintln(stderr, "engine:", err)
+		return 2
+	}
+	defer shutdownTracing(tr, log) // after the engine and the remote client closed
+	if tr.Enabled() {
+		log.Info("tracing on", "setup", tr.String())
+	}
 	stop := notifyStop(log)
 
-	d := &daemon{c: c, log: log, reg: prometheus.NewRegistry(), kcfg: &kafka.Config{}, kmetrics: kafka.NewMetrics()}
+	d := &daemon{c: c, log: log, tr: tr, reg: prometheus.NewRegistry(), kcfg: &kafka.Config{}, kmetrics: kafka.NewMetrics()}
 	defer d.closeRemote() // idempotent; early returns included
 	if !d.loadFunctions() || !d.listen() {
 		return 1
@@ -93,6 +105,7 @@ func notifyStop(log *slog.Logger) <-chan os.Signal {
 type daemon struct {
 	c   *config
 	log *slog.Logger
+	tr  *tracing.Tracing // off unless OTEL_* asks for it
 	reg *prometheus.Registry
 
 	specs    []engine.FunctionSpec
@@ -149,7 +162,7 @@ func (d *daemon) loadModule() bool {
 	for _, w := range mod.Warnings {
 		log.Warn("module", "detail", w)
 	}
-	d.rc, err = remote.NewClient(remote.Options{Logger: log})
+	d.rc, err = remote.NewClient(remote.Options{Logger: log, TracerProvider: d.tr.Provider()})
 	if err != nil {
 		log.Error("cannot start the remote function client", "err", err)
 		return false
@@ -233,6 +246,7 @@ func (d *daemon) engineOptions() engine.Options {
 		CheckpointInterval: c.checkpointInterval,
 		AcceptLogLoss:      c.acceptLogLoss,
 		Logger:             d.log,
+		TracerProvider:     d.tr.Provider(),
 	}
 	if opts.Shards == 0 {
 		opts.Shards = runtime.GOMAXPROCS(0)
@@ -393,6 +407,15 @@ func (d *daemon) closeEngine() bool {
 
 // closeRemote closes the remote client, if any; it may be called again.
 func (d *daemon) closeRemote() { closeRemote(d.rc, d.log) }
+
+// shutdownTracing exports the spans still buffered (for at most 5 s).
+func shutdownTracing(tr *tracing.Tracing, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := tr.Shutdown(ctx); err != nil {
+		log.Warn("tracing: spans still buffered at exit were not all exported", "err", err)
+	}
+}
 
 // shutdownServer stops both listeners.
 func shutdownServer(srv *httpapi.Server, log *slog.Logger, d time.Duration) {

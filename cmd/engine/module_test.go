@@ -196,13 +196,7 @@ func TestModuleEndpointDown(t *testing.T) {
 			t.Fatalf("answer after recovery: %s", c)
 		}
 	}
-	a := call(t, "GET", s.ingress+"/egress/greetings?from=0&max=100&wait=5s", "", nil)
-	var out struct {
-		Records []struct{ Body json.RawMessage }
-	}
-	if a.status != 200 || json.Unmarshal(a.body, &out) != nil || len(out.Records) != len(names) {
-		t.Fatalf("greetings: %d %s", a.status, a.body)
-	}
+	waitGreetings(t, s.ingress, len(names))
 	if a := call(t, "GET", s.ingress+"/egress/dead-letters?from=0", "", nil); a.status != 200 || strings.Contains(string(a.body), "example/greeter") {
 		t.Fatalf("dead letters: %d %s", a.status, a.body)
 	}
@@ -218,5 +212,26 @@ func TestModuleEndpointDown(t *testing.T) {
 	logs := strings.Join(s.logLines(), "\n")
 	if strings.Count(logs, "remote endpoint stuck") != 1 || strings.Count(logs, "remote endpoint recovered") != 1 {
 		t.Fatalf("want one stuck and one recovered log line:\n%s", logs)
+	}
+}
+
+// waitGreetings waits until the egress greetings holds n records. A 202
+// means accepted, not answered: the greetings come as the retried batches
+// complete, and a long poll returns with the first ones.
+func waitGreetings(t *testing.T, ingress string, n int) {
+	t.Helper()
+	var a answer
+	var out struct {
+		Records []struct{ Body json.RawMessage }
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		a = call(t, "GET", ingress+"/egress/greetings?from=0&max=100&wait=5s", "", nil)
+		out.Records = nil
+		if a.status != 200 || json.Unmarshal(a.body, &out) != nil || len(out.Records) >= n || time.Now().After(deadline) {
+			break
+		}
+	}
+	if a.status != 200 || len(out.Records) != n {
+		t.Fatalf("greetings: %d %s", a.status, a.body)
 	}
 }

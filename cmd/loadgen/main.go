@@ -13,6 +13,7 @@
 //	go run ./cmd/loadgen --rate 20000 --duration 30s      # open loop
 //	go run ./cmd/loadgen --target http://127.0.0.1:8080 --admin http://127.0.0.1:8081
 //	go run ./cmd/loadgen --memory-scenario=1000000        # memory per instance
+//	go run ./cmd/loadgen --tracing-overhead 5             # tracing off vs on
 //	go run ./cmd/loadgen --index                          # rewrite results/README.md
 package main
 
@@ -68,6 +69,7 @@ type options struct {
 	budget                      int64
 	index                       bool
 	memory, memoryShards        int // the memory scenario's passengers (0: off) and shards
+	traceRounds                 int // --tracing-overhead rounds (0: off)
 	shards                      []int
 	cfg                         loadgen.Config
 	rides                       rides.Config
@@ -95,6 +97,13 @@ func run() int {
 	}
 	if o.memory > 0 {
 		return memoryScenario(ctx, o.memory, o.memoryShards, o.out, o.command)
+	}
+	if o.traceRounds > 0 {
+		topts := loadgen.TargetOptions{Inproc: loadgen.InprocOptions{
+			Engine: engine.Options{Shards: o.shards[0], MemoryBudget: o.budget, DataDir: o.dataDir},
+			Rides:  o.rides,
+		}}
+		return tracingOverhead(ctx, o.traceRounds, o.cfg, topts, o.out, o.command)
 	}
 	rep, err := runTargets(ctx, o)
 	if err != nil {
@@ -141,13 +150,14 @@ func parseFlags() (options, error) {
 		noCheck     = flag.Bool("no-check", false, "skip the invariant checks")
 		index       = flag.Bool("index", false, "only regenerate <out>/README.md, the index of all reports, and exit")
 		memShards   = flag.Int("memory-shards", 0, "shards of the memory scenario's engine (0: default)")
+		traceRounds = flag.Int("tracing-overhead", 0, "measure tracing's cost instead: N rounds of RS-1 in process with tracing off and on (OTEL_* settings, default sampler), exporting to an in-process OTLP collector; writes <out>/tracing-overhead.md")
 		mem         memoryFlag
 	)
 	flag.Var(&mem, "memory-scenario", "run the memory scenario instead: --memory-scenario alone = 10,000,000 passengers, --memory-scenario=N for N")
 	flag.Parse()
 	o := options{
 		target: *target, admin: *admin, out: *out, dataDir: *dataDir, conns: *conns, budget: *budget,
-		index: *index, memory: mem.n, memoryShards: *memShards,
+		index: *index, memory: mem.n, memoryShards: *memShards, traceRounds: *traceRounds,
 		rides:   rides.Config{FinishDelay: *finishDelay, Grid: *grid},
 		command: strings.Join(append([]string{"go run ./cmd/loadgen"}, os.Args[1:]...), " "),
 		cfg: loadgen.Config{
@@ -181,6 +191,12 @@ func parseFlags() (options, error) {
 	}
 	if len(o.shards) == 0 {
 		o.shards = []int{0}
+	}
+	if o.traceRounds < 0 {
+		return o, fmt.Errorf("--tracing-overhead %d: want a positive number of rounds", o.traceRounds)
+	}
+	if o.traceRounds > 0 && (*target != "inproc" && *target != "" || len(o.shards) > 1) {
+		return o, fmt.Errorf("--tracing-overhead needs --target inproc and at most one --shards value")
 	}
 	return o, nil
 }
