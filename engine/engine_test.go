@@ -433,10 +433,33 @@ func TestTokenReplacementSurvivesRestart(t *testing.T) {
 	if got := e.Recovery().Timers; got != 1 {
 		t.Fatalf("%d delayed messages restored, want 1", got)
 	}
-	time.Sleep(600 * time.Millisecond)
+	// Wait until no delayed message is pending (a resurrected old one
+	// would be pending beside the newest), then until the fired ones are
+	// processed: no wall-clock guess, so a loaded machine cannot fail it.
+	deadline := time.Now().Add(30 * time.Second)
+	for delayedPending(e) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d delayed messages still pending after 30 s", delayedPending(e))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := e.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if n := count(t, e, "tok"); n != 1 {
 		t.Fatalf("count %d after the delayed messages fired, want 1", n)
 	}
+}
+
+// delayedPending is the number of delayed messages the shards hold.
+func delayedPending(e *Engine) int64 {
+	var n int64
+	for _, s := range e.Status().Shards {
+		n += s.DelayedMessages
+	}
+	return n
 }
 
 // TestCloseWakesWaitingRequests: a Request whose chain never replies ends
