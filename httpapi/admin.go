@@ -87,7 +87,9 @@ func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
 			stuck = s.opts.StuckEndpoints()
 		}
 		var slow []engine.SlowInvocation
-		if se, ok := e.(interface{ SlowInvocations() []engine.SlowInvocation }); ok {
+		if se, ok := e.(interface {
+			SlowInvocations() []engine.SlowInvocation
+		}); ok {
 			slow = se.SlowInvocations()
 		}
 		if len(stuck) == 0 && len(slow) == 0 {

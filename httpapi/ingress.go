@@ -85,9 +85,18 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) (route string, code int) {
 // handleMessage serves POST|PUT /{ns}/{type}/{id}[?wait=].
 func (s *Server) handleMessage(ctx *fasthttp.RequestCtx, e Engine) (string, int) {
 	r := s.reqPool.Get().(*IngressRequest)
-	defer s.reqPool.Put(r)
+	defer s.putRequest(r)
 	if e == nil {
 		return s.routeOf(ctx), s.notReady(ctx) // before reading the body
+	}
+	// Under overload a big body is refused before it is read (and copied):
+	// reading megabytes only to refuse them would take the CPU the shards
+	// need to catch up.
+	if oc, ok := e.(overloadChecker); ok && ctx.Request.Header.ContentLength() > pooledBodyBytes {
+		if err := oc.Overloaded(); err != nil {
+			ctx.SetConnectionClose() // the body stays unread
+			return s.routeOf(ctx), s.writeErr(ctx, err)
+		}
 	}
 	body, held, err := s.readBody(ctx, &r.bodyBuf)
 	if err != nil {
@@ -139,10 +148,31 @@ func (s *Server) handleMessage(ctx *fasthttp.RequestCtx, e Engine) (string, int)
 	return route, http.StatusOK
 }
 
+// overloadChecker is implemented by engines that can tell, without
+// reserving anything, that ingress is being refused (engine.Engine).
+type overloadChecker interface{ Overloaded() error }
+
+// putRequest returns r to the pool without the request's body: a pooled
+// request must not keep a big body (up to --max-body) alive after its
+// answer, outside the body budget; only the small-body buffer is reused.
+func (s *Server) putRequest(r *IngressRequest) {
+	*r = IngressRequest{scratch: r.scratch[:0], bodyBuf: r.bodyBuf[:0]}
+	s.reqPool.Put(r)
+}
+
 // handleBatch serves POST /batch.
 func (s *Server) handleBatch(ctx *fasthttp.RequestCtx, e Engine) int {
+	// Under overload a batch is refused before its body is read: parsing
+	// thousands of lines only to refuse them would take the CPU the shards
+	// need to catch up.
+	if oc, ok := e.(overloadChecker); ok {
+		if err := oc.Overloaded(); err != nil {
+			ctx.SetConnectionClose() // the body stays unread
+			return s.writeErr(ctx, err)
+		}
+	}
 	r := s.reqPool.Get().(*IngressRequest)
-	defer s.reqPool.Put(r)
+	defer s.putRequest(r)
 	body, held, err := s.readBody(ctx, &r.bodyBuf)
 	if err != nil {
 		return s.writeErr(ctx, err)
@@ -223,12 +253,37 @@ func (s *Server) handleEgress(ctx *fasthttp.RequestCtx, e Engine, rawName []byte
 	if perr != nil {
 		return s.writeErr(ctx, perr)
 	}
-	recs, err := e.ReadEgress(s.pollCtx, string(nameB), from, max, s.opts.MaxEgressBytes, wait)
+	// At most MaxEgressReads answers are read and built at once (memory and
+	// CPU: a record may be megabytes of JSON to check). A long-poll waits
+	// for records without a slot and takes one to read them.
+	if !s.egressSlot() {
+		return s.writeErr(ctx, s.egressBusy())
+	}
+	recs, err := e.ReadEgress(s.pollCtx, string(nameB), from, max, s.opts.MaxEgressBytes, 0)
+	if err == nil && len(recs) == 0 && wait > 0 {
+		s.egressDone()
+		recs, err = e.ReadEgress(s.pollCtx, string(nameB), from, 1, 1, wait)
+		if err == nil && len(recs) > 0 {
+			recs = nil // something arrived: read it under a slot
+			if !s.egressSlot() {
+				return s.writeErr(ctx, s.egressBusy())
+			}
+			recs, err = e.ReadEgress(s.pollCtx, string(nameB), from, max, s.opts.MaxEgressBytes, 0)
+		} else if !s.egressSlot() {
+			return s.writeErr(ctx, s.egressBusy())
+		}
+	}
+	defer s.egressDone()
 	if err != nil && !(errors.Is(err, context.Canceled) && s.pollCtx.Err() != nil) {
 		return s.writeErr(ctx, err)
 	}
 	next := from
-	b := append(make([]byte, 0, 256), `{"records":[`...)
+	size := 256
+	for _, r := range recs {
+		// The answer's size, for base64 bodies; JSON bodies are no larger.
+		size += 64 + 2*len(r.Message.Type) + 2*len(r.Source.Namespace) + len(r.Source.Type) + len(r.Source.ID) + (len(r.Message.Value)+2)/3*4
+	}
+	b := append(make([]byte, 0, size), `{"records":[`...)
 	for i, r := range recs {
 		if i > 0 {
 			b = append(b, ',')
@@ -249,8 +304,27 @@ func (s *Server) handleEgress(ctx *fasthttp.RequestCtx, e Engine, rawName []byte
 	b = append(b, '}', '\n')
 	ctx.SetStatusCode(http.StatusOK)
 	ctx.SetContentType(contentTypeJSON)
-	ctx.SetBody(b)
+	// Not copied into a pooled buffer, which would keep its size.
+	ctx.Response.SetBodyRaw(b)
 	return http.StatusOK
+}
+
+// egressSlot takes one of the MaxEgressReads slots, if one is free.
+func (s *Server) egressSlot() bool {
+	select {
+	case s.egressSlots <- struct{}{}:
+		return true
+	default:
+		s.metrics.egressBusy.Inc()
+		return false
+	}
+}
+
+func (s *Server) egressDone() { <-s.egressSlots }
+
+func (s *Server) egressBusy() *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Retry: true,
+		Msg: "the server is building " + strconv.Itoa(s.opts.MaxEgressReads) + " egress answers, its limit (--max-egress-reads); retry after a second"}
 }
 
 // appendEgressBody appends "body":<JSON> (a built-in type decoded, e.g. a

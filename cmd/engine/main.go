@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,6 +32,7 @@ import (
 	"github.com/shardfn/shardfn/engine"
 	kafkaexample "github.com/shardfn/shardfn/examples/kafka"
 	"github.com/shardfn/shardfn/httpapi"
+	"github.com/shardfn/shardfn/internal/memmodel"
 	"github.com/shardfn/shardfn/kafka"
 	"github.com/shardfn/shardfn/remote"
 	"github.com/shardfn/shardfn/rides"
@@ -59,10 +61,13 @@ type config struct {
 	maxConnsPerClient  int
 	maxBodyInFlight    byteSize
 	maxEgressBytes     byteSize
+	maxEgressReads     int
+	maxQueuedBytes     byteSize
+	memoryLimit        string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
-	c := &config{memoryBudget: 256 << 20, maxBody: 4 << 20, maxEgressBytes: 4 << 20}
+	c := &config{memoryBudget: 256 << 20, maxBody: 4 << 20, maxEgressBytes: 4 << 20, maxQueuedBytes: 64 << 20}
 	fs := flag.NewFlagSet("engine", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -91,6 +96,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.maxConnsPerClient, "max-conns-per-client", 0, fmt.Sprintf("most ingress connections from one client IP address; 0 means a quarter of --max-conns: %d here", per))
 	fs.Var(&c.maxBodyInFlight, "max-body-in-flight", "most bytes of request bodies held at once across all connections (a body that does not fit gets 503 with Retry-After before it is read); 0 means 16 x --max-body")
 	fs.Var(&c.maxEgressBytes, "max-egress-bytes", "most bytes of records in one egress answer (a larger single record still comes alone; next says where to continue)")
+	fs.IntVar(&c.maxEgressReads, "max-egress-reads", runtime.GOMAXPROCS(0), "most egress answers read and built at once (more get 503 with Retry-After); a long-poll waits without holding one; default one per core")
+	fs.Var(&c.maxQueuedBytes, "max-queued-bytes", "most bytes of messages the shards hold (queued, in remote calls, delayed), split evenly between them; past a shard's share its ingress gets 503 with Retry-After. Under overload a message waits up to about this much work before it runs")
+	fs.StringVar(&c.memoryLimit, "memory-limit", "auto", "soft limit of the Go runtime's memory (debug.SetMemoryLimit): auto derives it from the other limits (see \"Memory\" in cmd/engine/README.md), off (or 0) sets none, or a byte size; GOMEMLIMIT in the environment wins over auto")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -112,6 +120,15 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if c.maxEgressBytes <= 0 || c.maxEgressBytes > 1<<30 {
 		return nil, fmt.Errorf("--max-egress-bytes %d: must be between 1 byte and 1GiB", c.maxEgressBytes)
 	}
+	if c.maxQueuedBytes < 1<<20 {
+		return nil, fmt.Errorf("--max-queued-bytes %d: must be at least 1MiB", c.maxQueuedBytes)
+	}
+	if c.maxEgressReads < 1 {
+		return nil, fmt.Errorf("--max-egress-reads %d: must be at least 1", c.maxEgressReads)
+	}
+	if _, err := c.goMemoryLimit(); err != nil {
+		return nil, err
+	}
 	if c.checkpointInterval <= 0 {
 		return nil, fmt.Errorf("--checkpoint-interval must be positive")
 	}
@@ -122,6 +139,53 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("--data-dir must not be empty")
 	}
 	return c, nil
+}
+
+// memParams are the memory model's parameters for these flags (maxConns
+// and bodyInFlight as the server derived them).
+func (c *config) memParams(maxConns int, bodyInFlight int64) memmodel.Params {
+	p := memmodel.Params{
+		MemoryBudget:    int64(c.memoryBudget),
+		MaxQueuedBytes:  int64(c.maxQueuedBytes),
+		MaxBodyInFlight: bodyInFlight,
+		MaxEgressBytes:  int64(c.maxEgressBytes),
+		MaxEgressReads:  c.maxEgressReads,
+		MaxConns:        maxConns,
+		MaxRecordBytes:  max(32<<20, 2*int64(c.maxBody)),
+	}
+	p.Defaults()
+	return p
+}
+
+// goMemoryLimit is the soft memory limit --memory-limit asks for: 0 for
+// none (off, or auto while GOMEMLIMIT is set: the runtime has applied it).
+func (c *config) goMemoryLimit() (int64, error) {
+	switch strings.ToLower(strings.TrimSpace(c.memoryLimit)) {
+	case "off", "0":
+		return 0, nil
+	case "auto", "":
+		if os.Getenv("GOMEMLIMIT") != "" {
+			return 0, nil
+		}
+		total, _ := httpapi.DefaultConnLimits(httpapi.FileLimit())
+		conns := c.maxConns
+		if conns == 0 {
+			conns = total
+		}
+		inFlight := int64(c.maxBodyInFlight)
+		if inFlight == 0 {
+			inFlight = 16 * int64(c.maxBody)
+		}
+		return memmodel.GoLimit(c.memParams(conns, inFlight)), nil
+	}
+	v, err := parseByteSize(c.memoryLimit)
+	if err != nil {
+		return 0, fmt.Errorf("--memory-limit: %w (or auto, or off)", err)
+	}
+	if v > 0 && v < 64<<20 {
+		return 0, fmt.Errorf("--memory-limit %d is below 64MiB: the runtime would collect without end", v)
+	}
+	return v, nil
 }
 
 // byteSize is a flag.Value for byte counts with an optional unit suffix.
@@ -284,12 +348,18 @@ func run(args []string, stderr io.Writer) int {
 		return 1
 	}
 
+	memLimit, _ := c.goMemoryLimit() // validated by parseFlags
+	if memLimit > 0 {
+		debug.SetMemoryLimit(memLimit)
+	}
+
 	srv, err := httpapi.New(httpapi.Options{
 		MaxBodyBytes:         int(c.maxBody),
 		MaxBodyBytesInFlight: int64(c.maxBodyInFlight),
 		MaxConns:             c.maxConns,
 		MaxConnsPerClient:    c.maxConnsPerClient,
 		MaxEgressBytes:       int(c.maxEgressBytes),
+		MaxEgressReads:       c.maxEgressReads,
 		MaxWait:              c.maxWait,
 		DisableStateAPI:      !c.stateAPI,
 		Logger:               log,
@@ -321,6 +391,7 @@ func run(args []string, stderr io.Writer) int {
 		Shards:             c.shards,
 		MemoryBudget:       int64(c.memoryBudget),
 		MaxMessageBytes:    int(c.maxBody),
+		MaxQueuedBytes:     int64(c.maxQueuedBytes),
 		MaxBatchDelay:      c.maxBatchDelay,
 		CheckpointInterval: c.checkpointInterval,
 		AcceptLogLoss:      c.acceptLogLoss,
@@ -334,6 +405,8 @@ func run(args []string, stderr io.Writer) int {
 		"max_body", int64(c.maxBody), "module", c.module, "state_api", c.stateAPI, "rides", !c.noRides,
 		"max_conns", srv.Options().MaxConns, "max_conns_per_client", srv.Options().MaxConnsPerClient,
 		"max_body_in_flight", srv.Options().MaxBodyBytesInFlight, "max_egress_bytes", srv.Options().MaxEgressBytes,
+		"max_egress_reads", srv.Options().MaxEgressReads, "go_memory_limit", debug.SetMemoryLimit(-1),
+		"rss_bound", memmodel.Bound(c.memParams(srv.Options().MaxConns, srv.Options().MaxBodyBytesInFlight)),
 		"file_limit", httpapi.FileLimit(),
 		"function_types", len(specs), "go", runtime.Version(), "pid", os.Getpid())
 

@@ -1,0 +1,145 @@
+// Command soak runs the soak test of the shardfn server (make soak): a real
+// cmd/engine child process on loopback under ten times its sustainable
+// rate, with every hostile request shape of issue 10, for a few minutes;
+// then SIGTERM, a restart and a check of every acknowledged write. It
+// writes a Markdown report (default results/soak.md) and exits 1 when a
+// pass criterion failed, 2 when the run could not be carried out. See
+// package internal/soak.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/shardfn/shardfn/internal/soak"
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	var c soak.Config
+	var report, engineLog, note string
+	fs := flag.NewFlagSet("soak", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.Engine, "engine", "bin/engine", "the cmd/engine binary to run")
+	fs.StringVar(&c.DataDir, "data-dir", "", "the engine's data directory (default: a fresh temporary one)")
+	fs.DurationVar(&c.Duration, "duration", envDuration("SOAK_DURATION", 3*time.Minute), "length of the load (env SOAK_DURATION)")
+	fs.DurationVar(&c.Calibrate, "calibrate", 10*time.Second, "length of the closed-loop phase that measures the sustainable rate")
+	fs.Float64Var(&c.Factor, "factor", 10, "offered rate over the sustainable rate")
+	fs.Int64Var(&c.MemoryBudget, "memory-budget", 128<<20, "the engine's --memory-budget in bytes")
+	fs.IntVar(&c.Shards, "shards", 2, "the engine's --shards")
+	fs.IntVar(&c.MaxConns, "max-conns", 1024, "the engine's --max-conns")
+	fs.Int64Var(&c.MaxBody, "max-body", 4<<20, "the engine's --max-body in bytes")
+	fs.IntVar(&c.Workers, "workers", 256, "connections of the location senders")
+	fs.DurationVar(&c.ProbeP99Bound, "probe-p99", 2*time.Second, "pass bound of the probe's p99 latency")
+	fs.IntVar(&c.ProbeFailures, "probe-failures", 0, "probe failures allowed")
+	var skip string
+	fs.StringVar(&skip, "skip", "", "comma-separated shapes not to run (request, fill, fan_in, big_body, egress, slow, half_open, flood, bad_input); the report says which")
+	fs.StringVar(&report, "report", "results/soak.md", "the Markdown report to write (empty: none)")
+	fs.StringVar(&engineLog, "engine-log", "", "file for the engine's log (default: none)")
+	fs.StringVar(&note, "note", "The machine is shared with other engineers' builds and tests (2 cores): the client, the engine and their work compete for the CPU, so rates and latencies are noisy; the pass criteria are bounds, not performance claims.", "a note for the report")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "soak: unexpected arguments %q (flags only; see -h)\n", fs.Args())
+		return 2
+	}
+	if skip != "" {
+		c.Skip = map[string]bool{}
+		for _, n := range strings.Split(skip, ",") {
+			switch n = strings.TrimSpace(n); n {
+			case "request", "fill", "fan_in", "big_body", "egress", "slow", "half_open", "flood", "bad_input":
+				c.Skip[n] = true
+			default:
+				fmt.Fprintf(stderr, "soak: --skip: unknown shape %q (request, fill, fan_in, big_body, egress, slow, half_open, flood, bad_input)\n", n)
+				return 2
+			}
+		}
+	}
+	if _, err := os.Stat(c.Engine); err != nil {
+		fmt.Fprintf(stderr, "soak: the engine binary %s: %v (make soak builds it: go build -o bin/ ./cmd/engine)\n", c.Engine, err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var elog io.Writer = io.Discard
+	if engineLog != "" {
+		f, err := os.Create(engineLog)
+		if err != nil {
+			fmt.Fprintln(stderr, "soak:", err)
+			return 2
+		}
+		defer f.Close()
+		elog = f
+	}
+	meta := soak.ReadMeta("go run ./cmd/soak " + strings.Join(args, " "))
+	if cmd := os.Getenv("SOAK_COMMAND"); cmd != "" {
+		meta.Command = cmd
+	}
+	meta.Note = note
+	s, err := soak.Run(ctx, c, stdout, elog)
+	if err != nil {
+		fmt.Fprintln(stderr, "soak: the run could not be carried out:", err)
+		return 2
+	}
+	cs := soak.Verdict(s)
+	if report != "" {
+		if err := os.MkdirAll(filepath.Dir(report), 0o755); err != nil {
+			fmt.Fprintln(stderr, "soak:", err)
+			return 2
+		}
+		f, err := os.Create(report)
+		if err != nil {
+			fmt.Fprintln(stderr, "soak:", err)
+			return 2
+		}
+		err = soak.WriteReport(f, meta, s, cs)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "soak: writing the report:", err)
+			return 2
+		}
+		fmt.Fprintln(stdout, "soak: report written to", report)
+	}
+	failed := 0
+	for _, k := range cs {
+		r := "PASS"
+		if !k.Pass {
+			r = "FAIL"
+			failed++
+		}
+		fmt.Fprintf(stdout, "%s  %s\n      %s\n", r, k.Name, k.Detail)
+	}
+	if failed > 0 {
+		fmt.Fprintf(stdout, "soak: FAIL (%d of %d criteria)\n", failed, len(cs))
+		return 1
+	}
+	fmt.Fprintln(stdout, "soak: PASS")
+	return 0
+}
+
+// envDuration reads a duration from the environment, or def.
+func envDuration(name string, def time.Duration) time.Duration {
+	if v := os.Getenv(name); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+		fmt.Fprintf(os.Stderr, "soak: %s=%q is not a duration (e.g. 3m); using %s\n", name, v, def)
+	}
+	return def
+}
