@@ -107,23 +107,11 @@ func TestConsoleInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := screenshotDir(t)
+	tour := &consoleTour{t: t, ctx: ctx, p: p, dir: screenshotDir(t)}
 	if err := p.navigate(ctx, s.Admin+"/ui/"); err != nil {
 		t.Fatal(err)
 	}
-	// First paint on a quiet server, warm browser: load once, then reload.
-	if err := p.waitFor(ctx, "the first overview", `document.getElementById("c-events") && document.getElementById("c-events").dataset.points >= 1`); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.eval(ctx, `location.reload()`, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.waitFor(ctx, "the reloaded overview", `document.getElementById("c-events") && document.getElementById("c-events").dataset.points >= 1`); err != nil {
-		t.Fatal(err)
-	}
-	var quietFCP float64
-	_ = p.eval(ctx, `(performance.getEntriesByName("first-contentful-paint")[0] || {startTime: -1}).startTime`, &quietFCP)
-	t.Logf("first contentful paint: %.0f ms (loopback, quiet server, warm browser)", quietFCP)
+	tour.firstPaint()
 
 	// Load: a few senders through the HTTP ingress until the test ends
 	// (bounded by loadCtx), so the charts have something to show.
@@ -132,36 +120,87 @@ func TestConsoleInBrowser(t *testing.T) {
 	var sent atomic.Int64
 	for w := 0; w < 4; w++ {
 		wg.Add(1)
-		go func(w int) {
+		go func() {
 			defer wg.Done()
-			c := &http.Client{Timeout: 5 * time.Second}
-			for i := 0; loadCtx.Err() == nil; i++ {
-				body := fmt.Sprintf(`{"to":"example/greeter/u-%d-%d","type":"io.statefun.types/string","body":"u%d"}`+"\n", w, i%500, i)
-				req, _ := http.NewRequestWithContext(loadCtx, "POST", s.Ingress+"/batch", strings.NewReader(strings.Repeat(body, 20)))
-				resp, err := c.Do(req)
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					sent.Add(20)
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
-		}(w)
+			sendGreetings(loadCtx, s.Ingress, w, &sent)
+		}()
 	}
 	defer func() { stopLoad(); wg.Wait() }()
 
-	if err := p.eval(ctx, `location.reload()`, nil); err != nil {
-		t.Fatal(err)
+	tour.overview()
+	tour.functions()
+	tour.instance(s.Admin)
+	tour.deadLetters()
+	tour.egress()
+	t.Logf("load: %d messages sent during the test; screenshots in %s", sent.Load(), tour.dir)
+}
+
+// sendGreetings posts batches of 20 greetings as sender w until ctx ends,
+// counting them in sent.
+func sendGreetings(ctx context.Context, ingress string, w int, sent *atomic.Int64) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	for i := 0; ctx.Err() == nil; i++ {
+		body := fmt.Sprintf(`{"to":"example/greeter/u-%d-%d","type":"io.statefun.types/string","body":"u%d"}`+"\n", w, i%500, i)
+		req, _ := http.NewRequestWithContext(ctx, "POST", ingress+"/batch", strings.NewReader(strings.Repeat(body, 20)))
+		resp, err := c.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			sent.Add(20)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	if err := p.waitFor(ctx, "the overview's first samples", `document.getElementById("c-events").dataset.points >= 3`); err != nil {
-		t.Fatal(err)
+}
+
+// consoleTour walks the console's pages in one browser page; each step
+// fails the test at its first error.
+type consoleTour struct {
+	t   *testing.T
+	ctx context.Context
+	p   *page
+	dir string // where screenshots go
+}
+
+func (c *consoleTour) eval(expr string, v any) {
+	c.t.Helper()
+	if err := c.p.eval(c.ctx, expr, v); err != nil {
+		c.t.Fatal(err)
 	}
-	// The charts move: more points, and the event rate shows the load.
+}
+
+func (c *consoleTour) wait(what, expr string) {
+	c.t.Helper()
+	if err := c.p.waitFor(c.ctx, what, expr); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *consoleTour) screenshot(name string) {
+	c.t.Helper()
+	if err := c.p.screenshot(c.ctx, filepath.Join(c.dir, name)); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// firstPaint: first paint on a quiet server, warm browser: load once, then
+// reload.
+func (c *consoleTour) firstPaint() {
+	c.wait("the first overview", `document.getElementById("c-events") && document.getElementById("c-events").dataset.points >= 1`)
+	c.eval(`location.reload()`, nil)
+	c.wait("the reloaded overview", `document.getElementById("c-events") && document.getElementById("c-events").dataset.points >= 1`)
+	var quietFCP float64
+	_ = c.p.eval(c.ctx, `(performance.getEntriesByName("first-contentful-paint")[0] || {startTime: -1}).startTime`, &quietFCP)
+	c.t.Logf("first contentful paint: %.0f ms (loopback, quiet server, warm browser)", quietFCP)
+}
+
+// overview: under load the charts move (more points, and the event rate
+// shows the load) and the health pill says ready.
+func (c *consoleTour) overview() {
+	c.eval(`location.reload()`, nil)
+	c.wait("the overview's first samples", `document.getElementById("c-events").dataset.points >= 3`)
 	var before int
-	if err := p.eval(ctx, `Number(document.getElementById("c-events").dataset.points)`, &before); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []struct{ what, expr string }{
+	c.eval(`Number(document.getElementById("c-events").dataset.points)`, &before)
+	for _, w := range []struct{ what, expr string }{
 		{"events chart gains points", fmt.Sprintf(`Number(document.getElementById("c-events").dataset.points) >= %d`, before+3)},
 		{"events per second above zero", `Number(document.getElementById("c-events").dataset.last) > 0`},
 		{"invocations per second above zero", `Number(document.getElementById("c-invocations").dataset.last) > 0`},
@@ -169,83 +208,55 @@ func TestConsoleInBrowser(t *testing.T) {
 		{"fsync latency measured", `document.getElementById("c-fsync").dataset.last !== ""`},
 		{"health pill says ready", `document.getElementById("health").textContent === "ready"`},
 	} {
-		if err := p.waitFor(ctx, c.what, c.expr); err != nil {
-			t.Fatal(err)
-		}
+		c.wait(w.what, w.expr)
 	}
-	if err := p.screenshot(ctx, filepath.Join(dir, "console-overview.png")); err != nil {
-		t.Fatal(err)
-	}
+	c.screenshot("console-overview.png")
+}
 
-	// Functions.
-	if err := p.eval(ctx, `location.hash = "#functions"`, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.waitFor(ctx, "the functions table", `document.querySelector("#functions tbody").textContent.includes("example/greeter")`); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.screenshot(ctx, filepath.Join(dir, "console-functions.png")); err != nil {
-		t.Fatal(err)
-	}
+// functions: the functions table lists example/greeter.
+func (c *consoleTour) functions() {
+	c.eval(`location.hash = "#functions"`, nil)
+	c.wait("the functions table", `document.querySelector("#functions tbody").textContent.includes("example/greeter")`)
+	c.screenshot("console-functions.png")
+}
 
-	// Instance inspector: edit bob's visits in the page, then read it
-	// through the admin API.
-	if err := p.eval(ctx, `location.hash = "#instance/example/greeter/bob"`, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.waitFor(ctx, "bob's state row", `document.querySelector('input[data-name="visits"]') && document.querySelector('input[data-name="visits"]').value === "1"`); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.eval(ctx, `(() => { const i = document.querySelector('input[data-name="visits"]'); i.value = "777"; document.querySelector('button[data-save="visits"]').click(); return true; })()`, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.waitFor(ctx, "the save to be confirmed", `document.getElementById("inst-msg").textContent.includes("saved visits")`); err != nil {
+// instance: the inspector edits bob's visits in the page; the admin API
+// (at admin) then reads the new value.
+func (c *consoleTour) instance(admin string) {
+	c.eval(`location.hash = "#instance/example/greeter/bob"`, nil)
+	c.wait("bob's state row", `document.querySelector('input[data-name="visits"]') && document.querySelector('input[data-name="visits"]').value === "1"`)
+	c.eval(`(() => { const i = document.querySelector('input[data-name="visits"]'); i.value = "777"; document.querySelector('button[data-save="visits"]').click(); return true; })()`, nil)
+	if err := c.p.waitFor(c.ctx, "the save to be confirmed", `document.getElementById("inst-msg").textContent.includes("saved visits")`); err != nil {
 		var msg string
-		_ = p.eval(ctx, `document.getElementById("inst-msg").textContent`, &msg)
-		t.Fatalf("%v (message: %q)", err, msg)
+		_ = c.p.eval(c.ctx, `document.getElementById("inst-msg").textContent`, &msg)
+		c.t.Fatalf("%v (message: %q)", err, msg)
 	}
-	resp, err := http.Get(s.Admin + "/state/example/greeter/bob")
+	resp, err := http.Get(admin + "/state/example/greeter/bob")
 	if err != nil {
-		t.Fatal(err)
+		c.t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if !strings.Contains(string(body), `"visits":{"type":"io.statefun.types/long","value":777}`) {
-		t.Fatalf("admin API after the console's edit: %s", body)
+		c.t.Fatalf("admin API after the console's edit: %s", body)
 	}
-	if err := p.screenshot(ctx, filepath.Join(dir, "console-instance.png")); err != nil {
-		t.Fatal(err)
-	}
+	c.screenshot("console-instance.png")
+}
 
-	// Dead letters: listed, and one replayed from the page.
-	if err := p.eval(ctx, `location.hash = "#dead-letters"`, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.waitFor(ctx, "the dead letters", `document.querySelectorAll("#dl-records tbody tr").length >= 3`); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.eval(ctx, `document.querySelector("#dl-records tbody tr button").click()`, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.waitFor(ctx, "the replay's answer", `document.getElementById("dl-msg").textContent.includes("replayed offsets 0")`); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.waitFor(ctx, "the replayed message's new dead letter", `document.querySelectorAll("#dl-records tbody tr").length >= 4`); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.screenshot(ctx, filepath.Join(dir, "console-dead-letters.png")); err != nil {
-		t.Fatal(err)
-	}
+// deadLetters: the dead letters are listed, and one is replayed from the
+// page (failing again, it comes back as a new dead letter).
+func (c *consoleTour) deadLetters() {
+	c.eval(`location.hash = "#dead-letters"`, nil)
+	c.wait("the dead letters", `document.querySelectorAll("#dl-records tbody tr").length >= 3`)
+	c.eval(`document.querySelector("#dl-records tbody tr button").click()`, nil)
+	c.wait("the replay's answer", `document.getElementById("dl-msg").textContent.includes("replayed offsets 0")`)
+	c.wait("the replayed message's new dead letter", `document.querySelectorAll("#dl-records tbody tr").length >= 4`)
+	c.screenshot("console-dead-letters.png")
+}
 
-	// Egress tail.
-	if err := p.eval(ctx, `location.hash = "#egress/greetings"`, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.waitFor(ctx, "egress records", `document.querySelectorAll("#eg-records tbody tr").length > 0`); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.screenshot(ctx, filepath.Join(dir, "console-egress.png")); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("load: %d messages sent during the test; screenshots in %s", sent.Load(), dir)
+// egress: the egress tail shows the greetings log.
+func (c *consoleTour) egress() {
+	c.eval(`location.hash = "#egress/greetings"`, nil)
+	c.wait("egress records", `document.querySelectorAll("#eg-records tbody tr").length > 0`)
+	c.screenshot("console-egress.png")
 }

@@ -10,7 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -202,7 +202,7 @@ spec:
 			missing = append(missing, fmt.Sprintf("%s (in %s)", m, strings.Join(files, ", ")))
 		}
 	}
-	sort.Strings(missing)
+	slices.Sort(missing)
 	if len(missing) > 0 {
 		t.Fatalf("metrics referenced but not exported by a running server:\n  %s", strings.Join(missing, "\n  "))
 	}

@@ -1,11 +1,14 @@
 package engine
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,13 +27,24 @@ import (
 // In-flight messages (sent, not yet consumed) live in a pointer-free map
 // into one byte buffer; delayed messages are written to the store at once
 // (they may wait for hours) and deleted when consumed or cancelled.
+//
+// Inserting into Pebble's memtable is most of the applier's cost, and
+// Pebble applies batches committed at once in parallel. So state writes go
+// to one of several batches by key group (parts), everything else to the
+// main batch, and a commit commits them all at once, one goroutine each:
+// every key is written by exactly one batch, so each key's writes keep the
+// log's order, and the applied position is published only once all are in.
 type applier struct {
 	st     store.Store
 	log    logDevice // set once the log is open
 	logger *slog.Logger
 	m      *metrics
 	now    func() int64
-	batch  store.Batch
+	batch  store.Batch     // everything but state writes
+	parts  []store.Batch   // state writes, by key group
+	errs   []error         // per part, of the last commit
+	work   []chan struct{} // per part but the first: its committer's signal
+	wg     sync.WaitGroup  // the committers of a commit
 	rd     logReader
 	pos    uint64 // every record before pos is applied
 
@@ -49,17 +63,47 @@ type applier struct {
 	applied        atomic.Uint64
 }
 
-func newApplier(st store.Store, logger *slog.Logger, m *metrics, now func() int64) *applier {
-	return &applier{
+// newApplier makes the applier; parts is the number of state batches
+// committed in parallel (1 commits everything from the applier goroutine).
+func newApplier(st store.Store, logger *slog.Logger, m *metrics, now func() int64, parts int) *applier {
+	a := &applier{
 		st:      st,
 		logger:  logger,
 		m:       m,
 		now:     now,
 		batch:   st.NewBatch(),
+		errs:    make([]error, max(parts, 1)),
 		pending: map[uint64][2]uint32{},
 		timers:  map[uint64]struct{}{},
 		egress:  map[string]*uint64{},
 	}
+	for range max(parts, 1) {
+		a.parts = append(a.parts, st.NewBatch())
+	}
+	return a
+}
+
+// applyParts is how many state batches an engine's applier commits in
+// parallel: one per core the process may use, at most 8, and one for an
+// in-memory store (it takes one lock per commit anyway) and in manual mode
+// (the simulator runs every goroutine itself).
+func applyParts(o *Options) int {
+	if o.DataDir == "" || o.manual {
+		return 1
+	}
+	return min(runtime.GOMAXPROCS(0), 8)
+}
+
+// stateBatch is the batch of key group kg's state writes.
+func (a *applier) stateBatch(kg uint16) store.Batch { return a.parts[int(kg)%len(a.parts)] }
+
+// pendingOps counts the operations waiting in the batches.
+func (a *applier) pendingOps() int {
+	n := a.batch.Len()
+	for _, b := range a.parts {
+		n += b.Len()
+	}
+	return n
 }
 
 // load reads the checkpoint: position, egress offsets, in-flight messages
@@ -167,7 +211,7 @@ func (a *applier) catchUp() (int, error) {
 		}
 		a.pos = end
 		n++
-		if a.batch.Len() >= 4096 {
+		if a.pendingOps() >= 4096*len(a.parts) {
 			if err := a.commit(); err != nil {
 				return n, err
 			}
@@ -180,13 +224,62 @@ func (a *applier) catchUp() (int, error) {
 	return n, nil
 }
 
-func (a *applier) commit() error {
-	if a.batch.Len() > 0 {
-		if err := a.batch.Commit(); err != nil {
-			return fmt.Errorf("engine: store commit: %w", err)
-		}
-		a.batch.Reset()
+// startCommitters starts one goroutine per state batch but the first,
+// which commit then signals instead of committing that batch itself.
+// Without them (before, or after stopCommitters) commit commits every
+// batch on its own goroutine.
+func (a *applier) startCommitters() {
+	if a.work != nil || len(a.parts) == 1 {
+		return
 	}
+	for i := 1; i < len(a.parts); i++ {
+		ch := make(chan struct{})
+		a.work = append(a.work, ch)
+		go func() {
+			for range ch {
+				a.errs[i] = a.parts[i].Commit()
+				a.wg.Done()
+			}
+		}()
+	}
+}
+
+// stopCommitters ends the committer goroutines.
+func (a *applier) stopCommitters() {
+	for _, ch := range a.work {
+		close(ch)
+	}
+	a.work = nil
+}
+
+// commit commits the main batch and the state batches, the latter in
+// parallel when committers run, and publishes the position once all are in.
+// It allocates nothing.
+func (a *applier) commit() error {
+	for i := 1; i < len(a.parts); i++ {
+		switch {
+		case a.parts[i].Len() == 0:
+		case a.work != nil:
+			a.wg.Add(1)
+			a.work[i-1] <- struct{}{}
+		default:
+			a.errs[i] = a.parts[i].Commit()
+		}
+	}
+	a.errs[0] = a.parts[0].Commit()
+	mainErr := a.batch.Commit()
+	a.wg.Wait()
+	for _, err := range a.errs {
+		mainErr = cmp.Or(mainErr, err)
+	}
+	if mainErr != nil {
+		return fmt.Errorf("engine: store commit: %w", mainErr)
+	}
+	for i, b := range a.parts {
+		b.Reset()
+		a.errs[i] = nil
+	}
+	a.batch.Reset()
 	a.applied.Store(a.pos)
 	return nil
 }
@@ -202,6 +295,7 @@ func (a *applier) apply(rec []byte) error {
 	}
 	kg := format.KeyGroup(h)
 	b := a.batch
+	sb := a.stateBatch(kg)
 	for _, id := range r.Consumed {
 		if a.dropPending(id) {
 			continue
@@ -215,15 +309,15 @@ func (a *applier) apply(rec []byte) error {
 		s := &r.States[i]
 		switch s.Op {
 		case format.OpSet:
-			b.SetState(kg, r.TargetRaw, s.Name, s.WrittenAt, s.Value)
+			sb.SetState(kg, r.TargetRaw, s.Name, s.WrittenAt, s.Value)
 		case format.OpDelete:
-			b.DeleteState(kg, r.TargetRaw, s.Name)
+			sb.DeleteState(kg, r.TargetRaw, s.Name)
 		case format.OpMapSet:
-			b.SetMapEntry(kg, r.TargetRaw, s.Name, s.Key, s.Value)
+			sb.SetMapEntry(kg, r.TargetRaw, s.Name, s.Key, s.Value)
 		case format.OpMapDelete:
-			b.DeleteMapEntry(kg, r.TargetRaw, s.Name, s.Key)
+			sb.DeleteMapEntry(kg, r.TargetRaw, s.Name, s.Key)
 		case format.OpMapClear:
-			b.ClearMap(kg, r.TargetRaw, s.Name)
+			sb.ClearMap(kg, r.TargetRaw, s.Name)
 		}
 	}
 	for i := range r.Messages {
@@ -320,6 +414,11 @@ func (a *applier) checkpoint() error {
 // CheckpointInterval and on request.
 func (e *Engine) runApplier() {
 	defer close(e.apDone)
+	e.ap.startCommitters()
+	defer e.ap.stopCommitters()
+	if e.replayed {
+		_ = e.applyOnce(true) // covers the log recovery replayed; an error stops the engine
+	}
 	tick := time.NewTicker(e.opts.CheckpointInterval)
 	defer tick.Stop()
 	watch := time.NewTicker(watchInterval)

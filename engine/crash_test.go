@@ -261,119 +261,131 @@ func TestCrashRecovery(t *testing.T) {
 		seed, _ = strconv.ParseInt(s, 10, 64)
 	}
 	t.Logf("seed %d, %d kills", seed, kills)
-	rng := rand.New(rand.NewSource(seed))
-	dir := t.TempDir()
-	start := time.Now()
-
-	acked := make([]int64, crashCounters)
+	r := &crashRun{t: t, dir: t.TempDir(), rng: rand.New(rand.NewSource(seed)),
+		acked: make([]int64, crashCounters), sent: make([]int64, crashCounters), jm: newJournalModel()}
 	ackLog = make([][]int, crashCounters)
 	sendLog = make([][]int, crashCounters)
-	sent := make([]int64, crashCounters)
-	// Seed the bank (no kill during seeding).
-	c := startCrashChild(t, dir, 2)
+	start := time.Now()
+	r.seedBank()
+	for k := 0; k < kills; k++ {
+		r.round(k)
+	}
+	c := startCrashChild(t, r.dir, 2)
+	verifyCrashState(t, c, r.acked, r.sent, kills)
+	verifyJournal(t, c, r.jm, kills)
+	c.kill()
+	var total int64
+	for _, a := range r.acked {
+		total += a
+	}
+	t.Logf("%d kills in %v; %d acknowledged increments; %s", kills, time.Since(start).Round(time.Millisecond), total, r.jm.summary())
+}
+
+// crashRun is the model of TestCrashRecovery: what was sent and
+// acknowledged, counter by counter, and the journal workload's model.
+type crashRun struct {
+	t     *testing.T
+	dir   string
+	rng   *rand.Rand
+	acked []int64 // acknowledged increments per counter
+	sent  []int64 // increments sent per counter
+	jm    *journalModel
+	reqID int
+
+	mu      sync.Mutex
+	pending map[int]int // request id -> counter index (or -1 for transfers)
+}
+
+// seedBank opens the accounts (no kill during seeding).
+func (r *crashRun) seedBank() {
+	c := startCrashChild(r.t, r.dir, 2)
 	for i := 0; i < crashAccounts; i++ {
 		c.send(fmt.Sprintf("seed s%d a%d %d", i, i, crashInitial))
 	}
-	for n := 0; n < crashAccounts; {
-		l := <-c.lines
-		if !strings.HasPrefix(l, "ack ") {
-			t.Fatalf("seed: %q", l)
+	for n := 0; n < crashAccounts; n++ {
+		if l := <-c.lines; !strings.HasPrefix(l, "ack ") {
+			r.t.Fatalf("seed: %q", l)
 		}
-		n++
 	}
 	c.kill()
+}
 
-	jm := newJournalModel()
-	var reqID int
-	for k := 0; k < kills; k++ {
-		shards := 1 + rng.Intn(3)
-		if os.Getenv("CRASH_DEBUG") != "" {
-			_ = os.RemoveAll(dir + ".copy")
-			if out, err := exec.Command("cp", "-a", dir, dir+".copy").CombinedOutput(); err != nil {
-				t.Fatalf("copy: %v %s", err, out)
-			}
+// round starts the child with a random shard count, verifies what the
+// last round left, then loads it until a random moment and kills it.
+func (r *crashRun) round(k int) {
+	if os.Getenv("CRASH_DEBUG") != "" {
+		_ = os.RemoveAll(r.dir + ".copy")
+		if out, err := exec.Command("cp", "-a", r.dir, r.dir+".copy").CombinedOutput(); err != nil {
+			r.t.Fatalf("copy: %v %s", err, out)
 		}
-		if false {
-			for i := 0; i < crashCounters; i++ {
-				if acked[i] > 0 {
-					t.Logf("before round %d: k%d acked %d sent %d", k, i, acked[i], sent[i])
-				}
-			}
-			dumpCounterHistory(t, dir, "k5", nil)
-		}
-		c = startCrashChild(t, dir, shards)
-		verifyCrashState(t, c, acked, sent, k)
-		verifyJournal(t, c, jm, k)
-		// Load: counters and transfers, killed at a random moment.
-		pending := map[int]int{} // request id -> counter index (or -1 for transfers)
-		var pmu sync.Mutex
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			for l := range c.lines {
-				f := strings.Fields(l)
-				if len(f) >= 2 && f[0] == "badreply" {
-					t.Errorf("a request received another request's reply: %s", l)
-					continue
-				}
-				if len(f) < 2 || f[0] != "ack" {
-					continue // refused (e.g. overloaded, or killed): not acknowledged
-				}
-				if strings.HasPrefix(f[1], "q") {
-					pmu.Lock()
-					jm.acked[f[1]] = true
-					pmu.Unlock()
-					continue
-				}
-				id, _ := strconv.Atoi(f[1])
-				pmu.Lock()
-				if ci, ok := pending[id]; ok && ci >= 0 {
-					acked[ci]++
-					ackLog[ci] = append(ackLog[ci], id)
-				}
-				delete(pending, id)
-				pmu.Unlock()
-			}
-		}()
-		killAt := time.Now().Add(time.Duration(20+rng.Intn(250)) * time.Millisecond)
-		for time.Now().Before(killAt) {
-			reqID++
-			if rng.Intn(3) == 0 {
-				pmu.Lock()
-				line := jm.next(rng)
-				pmu.Unlock()
-				c.send(line)
-			} else if rng.Intn(2) == 0 {
-				ci := rng.Intn(crashCounters)
-				pmu.Lock()
-				pending[reqID] = ci
-				sent[ci]++
-				sendLog[ci] = append(sendLog[ci], reqID)
-				pmu.Unlock()
-				c.send(fmt.Sprintf("inc %d k%d", reqID, ci))
-			} else {
-				from, to := rng.Intn(crashAccounts), rng.Intn(crashAccounts)
-				pmu.Lock()
-				pending[reqID] = -1
-				pmu.Unlock()
-				c.send(fmt.Sprintf("xfer %d a%d a%d %d", reqID, from, to, 1+rng.Intn(50)))
-			}
-			if rng.Intn(8) == 0 {
-				time.Sleep(time.Duration(rng.Intn(500)) * time.Microsecond)
-			}
-		}
-		c.kill()
-		<-done
 	}
-	c = startCrashChild(t, dir, 2)
-	verifyCrashState(t, c, acked, sent, kills)
-	verifyJournal(t, c, jm, kills)
+	c := startCrashChild(r.t, r.dir, 1+r.rng.Intn(3))
+	verifyCrashState(r.t, c, r.acked, r.sent, k)
+	verifyJournal(r.t, c, r.jm, k)
+	r.pending = map[int]int{}
+	done := make(chan struct{})
+	go r.readAcks(c, done)
+	killAt := time.Now().Add(time.Duration(20+r.rng.Intn(250)) * time.Millisecond)
+	for time.Now().Before(killAt) {
+		r.sendOne(c)
+		if r.rng.Intn(8) == 0 {
+			time.Sleep(time.Duration(r.rng.Intn(500)) * time.Microsecond)
+		}
+	}
 	c.kill()
-	var total int64
-	for _, a := range acked {
-		total += a
+	<-done
+}
+
+// sendOne sends a journal line, an increment or a transfer. (It writes to
+// the child outside the lock: the child may be blocked on its output,
+// which readAcks drains under the lock.)
+func (r *crashRun) sendOne(c *crashChild) {
+	r.reqID++
+	r.mu.Lock()
+	var line string
+	switch {
+	case r.rng.Intn(3) == 0:
+		line = r.jm.next(r.rng)
+	case r.rng.Intn(2) == 0:
+		ci := r.rng.Intn(crashCounters)
+		r.pending[r.reqID] = ci
+		r.sent[ci]++
+		sendLog[ci] = append(sendLog[ci], r.reqID)
+		line = fmt.Sprintf("inc %d k%d", r.reqID, ci)
+	default:
+		from, to := r.rng.Intn(crashAccounts), r.rng.Intn(crashAccounts)
+		r.pending[r.reqID] = -1
+		line = fmt.Sprintf("xfer %d a%d a%d %d", r.reqID, from, to, 1+r.rng.Intn(50))
 	}
-	t.Logf("%d kills in %v; %d acknowledged increments; %s", kills, time.Since(start).Round(time.Millisecond), total, jm.summary())
+	r.mu.Unlock()
+	c.send(line)
+}
+
+// readAcks counts the child's acknowledgements until its output ends.
+func (r *crashRun) readAcks(c *crashChild, done chan struct{}) {
+	defer close(done)
+	for l := range c.lines {
+		f := strings.Fields(l)
+		if len(f) >= 2 && f[0] == "badreply" {
+			r.t.Errorf("a request received another request's reply: %s", l)
+			continue
+		}
+		if len(f) < 2 || f[0] != "ack" {
+			continue // refused (e.g. overloaded, or killed): not acknowledged
+		}
+		r.mu.Lock()
+		if strings.HasPrefix(f[1], "q") {
+			r.jm.acked[f[1]] = true
+		} else {
+			id, _ := strconv.Atoi(f[1])
+			if ci, ok := r.pending[id]; ok && ci >= 0 {
+				r.acked[ci]++
+				ackLog[ci] = append(ackLog[ci], id)
+			}
+			delete(r.pending, id)
+		}
+		r.mu.Unlock()
+	}
 }
 
 // verifyCrashState drains the child and checks the invariants; it then

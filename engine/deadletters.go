@@ -140,7 +140,7 @@ func (e *Engine) ReplayDeadLetters(ctx context.Context, from, to uint64) (Replay
 			}
 			d := decodeDeadLetter(r)
 			if d.Bad == "" {
-				if d.Message.Type == RepairType {
+				if d.Message.Type == repairType {
 					d.Bad = "a state repair is not replayed; repeat it with SetState"
 				} else if err := e.validate(d.Target, d.Message); err != nil {
 					d.Bad = err.Error()

@@ -51,6 +51,7 @@ type Engine struct {
 	// applier signalling (applier.go)
 	apWake   chan struct{}
 	apStop   chan struct{}
+	replayed bool // recovery replayed log records: the applier checkpoints first
 	apDone   chan struct{}
 	ckptReq  chan chan error
 	egressMu sync.Mutex

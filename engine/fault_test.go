@@ -28,7 +28,7 @@ func TestInjectedLogFaults(t *testing.T) {
 	for i := int64(0); ops < 0 || i <= ops+2; i = step(i) {
 		dir := t.TempDir()
 		efs := vfs.NewErrorFS(vfs.Default, i)
-		o := Options{Shards: 2, DataDir: dir, SegmentSize: 64 << 10, Logger: quiet, FS: FS{Log: efs}}
+		o := Options{Shards: 2, DataDir: dir, SegmentSize: 64 << 10, Logger: quiet, fs: fileSystems{Log: efs}}
 		acked, sent := 0, 0
 		e, err := Open(o, counterSpec())
 		if err == nil {
@@ -57,7 +57,7 @@ func TestInjectedLogFaults(t *testing.T) {
 		if !efs.Fired() {
 			ops = efs.Ops()
 		}
-		o.FS = FS{}
+		o.fs = fileSystems{}
 		e2, err := Open(o, counterSpec())
 		if err != nil {
 			t.Fatalf("fault at op %d: restart on a healthy filesystem: %v", i, err)

@@ -56,10 +56,10 @@ const latencySample = 32
 
 func (h *shardHandler) Invoke(inv *shard.Invocation) error {
 	typ, payload := inv.Message()
-	if typ == RepairType {
+	if typ == repairType {
 		return h.repair(inv, payload) // state repair (repair.go): not the function's
 	}
-	fe := inv.Func().Impl.(*funcEntry)
+	fe := h.e.reg.byID(inv.Func().ID)
 	if len(fe.counts) > h.idx {
 		fe.counts[h.idx].n.Add(1)
 	}
@@ -81,7 +81,7 @@ func (h *shardHandler) Invoke(inv *shard.Invocation) error {
 }
 
 func (h *shardHandler) StartAsync(call *shard.AsyncCall) {
-	fe := call.Fn.Impl.(*funcEntry)
+	fe := h.e.reg.byID(call.Fn.ID)
 	b := &RemoteBatch{Target: call.Target, Closing: h.e.closing}
 	for _, st := range call.States {
 		b.States = append(b.States, StateValue{Spec: fromShardSpec(st.Spec), Value: st.Value, Present: st.Present})
@@ -99,18 +99,13 @@ func (h *shardHandler) StartAsync(call *shard.AsyncCall) {
 		if r == nil {
 			r = &RemoteResult{}
 		}
-		call.Result = r
+		call.Resume = func(inv *shard.Invocation) (bool, error) { return h.resume(inv, call, fe, r) }
 		call.Shard().Complete(call)
 	})
 }
 
-func (h *shardHandler) Resume(inv *shard.Invocation, call *shard.AsyncCall) (bool, error) {
-	fe := call.Fn.Impl.(*funcEntry)
-	r, _ := call.Result.(*RemoteResult)
-	call.Result = nil
-	if r == nil {
-		return false, fmt.Errorf("remote function %s returned no result", fe.name)
-	}
+// resume applies a remote function's result r through inv (on the shard).
+func (h *shardHandler) resume(inv *shard.Invocation, call *shard.AsyncCall, fe *funcEntry, r *RemoteResult) (bool, error) {
 	if r.Err != nil && errors.Is(r.Err, ErrAbandoned) {
 		return false, abandonedResume(fe, r) // not applied: left for the next Open
 	}
@@ -190,7 +185,7 @@ func checkOut(to Address, m Message, max int) error {
 	if m.Type == "" {
 		return fmt.Errorf("%w: send to %s: message has no type name", ErrBadMessage, to)
 	}
-	if m.Type == RepairType {
+	if m.Type == repairType {
 		return fmt.Errorf("send to %s: %w", to, errReserved)
 	}
 	if len(m.Value) > max {

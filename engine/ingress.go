@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 
 	"github.com/shardfn/shardfn/internal/format"
 	"github.com/shardfn/shardfn/shard"
@@ -75,7 +77,7 @@ func (e *Engine) validateShape(to Address, msg Message) error {
 	if msg.Type == "" {
 		return fmt.Errorf("%w: the message has no type name", ErrBadMessage)
 	}
-	if msg.Type == RepairType {
+	if msg.Type == repairType {
 		return errReserved // see validateInternal (repair.go)
 	}
 	if len(msg.Value) > e.opts.MaxMessageBytes {
@@ -138,8 +140,9 @@ func (e *Engine) submit(to Address, msg Message, ack *format.Ack) (uint64, error
 	return id, e.push(&env)
 }
 
-// await waits for ack.
-func await(ctx context.Context, ack *format.Ack, what string) error {
+// await waits for ack; what names the wait in an ErrInDoubt (the send to
+// an address, or a batch when to is zero), built only then.
+func await(ctx context.Context, ack *format.Ack, to Address) error {
 	select {
 	case <-ack.Done():
 		if err := ack.Err(); err != nil {
@@ -147,16 +150,28 @@ func await(ctx context.Context, ack *format.Ack, what string) error {
 		}
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("%w: %s: %w", ErrInDoubt, what, ctx.Err())
+		return inDoubt(to, ctx.Err())
 	}
 }
 
-func sendOpts(opts []SendOption) sendOptions {
-	var o sendOptions
-	for _, f := range opts {
-		f(&o)
+// inDoubt is the error of a wait cut short before the outcome was known.
+func inDoubt(to Address, cause error) error {
+	what := "batch"
+	if !to.IsZero() {
+		what = "send " + to.String()
 	}
-	return o
+	return fmt.Errorf("%w: %s: %w", ErrInDoubt, what, cause)
+}
+
+func sendOpts(opts []SendOption) sendOptions {
+	if len(opts) == 0 {
+		return sendOptions{} // no allocation on the common path
+	}
+	o := new(sendOptions)
+	for _, f := range opts {
+		f(o)
+	}
+	return *o
 }
 
 // Send accepts one message and returns once the invocation that consumed
@@ -168,12 +183,23 @@ func (e *Engine) Send(ctx context.Context, to Address, msg Message, opts ...Send
 	if o := sendOpts(opts); o.key != "" {
 		return e.sendKeyed(ctx, to, msg, o.key)
 	}
-	ack := format.NewAck(1)
+	ack := format.GetAck(1)
 	id, err := e.submit(to, msg, ack)
 	if err != nil {
+		format.PutAck(ack) // never handed to a shard
 		return 0, err
 	}
-	return id, await(ctx, ack, "send "+to.String())
+	select {
+	case <-ack.Done():
+		err := ack.Err()
+		format.PutAck(ack) // released and read: nothing refers to it
+		if err != nil {
+			return id, ackError(err)
+		}
+		return id, nil
+	case <-ctx.Done():
+		return id, inDoubt(to, ctx.Err()) // a shard will still release it
+	}
 }
 
 func (e *Engine) sendKeyed(ctx context.Context, to Address, msg Message, key string) (uint64, error) {
@@ -207,7 +233,7 @@ func (e *Engine) sendKeyed(ctx context.Context, to Address, msg Message, key str
 		e.settleKey(ident, ent, err)
 		return 0, err
 	}
-	return id, await(ctx, ack, "send "+to.String())
+	return id, await(ctx, ack, to)
 }
 
 // pushAdmitted pushes a message whose call already left admission: it is
@@ -250,34 +276,59 @@ func (e *Engine) SendBatch(ctx context.Context, msgs []Outgoing) error {
 		}
 	}
 	b := batchAdmission{e: e}
-	if err := b.admit(msgs); err != nil {
+	err := b.admit(msgs)
+	b.releaseEnvs()
+	if err != nil {
 		return err
 	}
 	adm.leave()
 	return b.wait(ctx)
 }
 
+// envPool recycles SendBatch's envelope slices: the mailboxes copy the
+// envelopes, so a slice is free again once the batch is pushed.
+var envPool = sync.Pool{New: func() any { return new([]format.Envelope) }}
+
+// maxPooledBatch: a larger envelope slice is left to the collector.
+const maxPooledBatch = 1 << 12
+
 // batchAdmission is one SendBatch between admission and its outcome.
 type batchAdmission struct {
 	e       *Engine
-	envs    []format.Envelope
-	idents  [][]byte    // per env: the key identity, if keyed
-	ents    []*keyEntry // per env: the key entry, if keyed
-	waitFor []*keyEntry // keyed messages sent before and still in flight
+	envs    *[]format.Envelope // from envPool, until pushed
+	keyed   []batchKey         // the keyed messages sent now
+	waitFor []*keyEntry        // keyed messages sent before and still in flight
 	ack     *format.Ack
+}
+
+// batchKey is a keyed message of a batch: its key identity and entry.
+type batchKey struct {
+	ident []byte
+	ent   *keyEntry
+}
+
+// releaseEnvs gives the envelope slice back to the pool.
+func (b *batchAdmission) releaseEnvs() {
+	if b.envs != nil && cap(*b.envs) <= maxPooledBatch {
+		clear(*b.envs)
+		*b.envs = (*b.envs)[:0]
+		envPool.Put(b.envs)
+	}
+	b.envs = nil
 }
 
 // admit resolves keys, reserves room in every shard it needs and pushes
 // the batch, or refuses it whole.
 func (b *batchAdmission) admit(msgs []Outgoing) error {
 	e := b.e
+	b.envs = envPool.Get().(*[]format.Envelope)
+	envs := slices.Grow((*b.envs)[:0], len(msgs))
+	defer func() { *b.envs = envs }()
 	for i := range msgs {
 		m := &msgs[i]
 		env := format.Envelope{Target: m.To, Type: m.Message.Type, Payload: m.Message.Value}
-		var ident []byte
-		var ent *keyEntry
 		if m.Key != "" {
-			ident = keyIdentity(m.To, m.Key)
+			ident := keyIdentity(m.To, m.Key)
 			out, en, id, err := e.admitKey(ident, e.newID)
 			if err != nil {
 				b.forget(err)
@@ -290,7 +341,8 @@ func (b *batchAdmission) admit(msgs []Outgoing) error {
 				b.waitFor = append(b.waitFor, en)
 				continue
 			}
-			ent, env.ID, env.Key = en, id, m.Key
+			b.keyed = append(b.keyed, batchKey{ident, en})
+			env.ID, env.Key = id, m.Key
 		} else {
 			id, err := e.newID()
 			if err != nil {
@@ -299,30 +351,26 @@ func (b *batchAdmission) admit(msgs []Outgoing) error {
 			}
 			env.ID = id
 		}
-		b.envs = append(b.envs, env)
-		b.idents = append(b.idents, ident)
-		b.ents = append(b.ents, ent)
+		envs = append(envs, env)
 	}
-	if len(b.envs) == 0 {
+	if len(envs) == 0 {
 		return nil
 	}
-	if err := b.reserve(); err != nil {
+	if err := b.reserve(envs); err != nil {
 		b.forget(err)
 		return err
 	}
-	b.ack = format.NewAck(len(b.envs))
-	keyed := false
-	for i := range b.envs {
-		b.envs[i].Ack = b.ack
-		keyed = keyed || b.ents[i] != nil
+	b.ack = format.NewAck(len(envs))
+	for i := range envs {
+		envs[i].Ack = b.ack
 	}
-	if keyed {
+	if len(b.keyed) > 0 {
 		// The keyed messages settle with the batch's outcome.
 		b.ack.OnDone(b.forget)
 	}
-	for i := range b.envs {
-		s := e.shardFor(b.envs[i].Target)
-		s.Mailbox().PushReserved(&b.envs[i])
+	for i := range envs {
+		s := e.shardFor(envs[i].Target)
+		s.Mailbox().PushReserved(&envs[i])
 		s.AddIngress(1)
 	}
 	return nil
@@ -330,14 +378,15 @@ func (b *batchAdmission) admit(msgs []Outgoing) error {
 
 // reserve claims room for the whole batch in every mailbox it goes to, or
 // nothing.
-func (b *batchAdmission) reserve() error {
+func (b *batchAdmission) reserve(envs []format.Envelope) error {
 	e := b.e
-	need := make([]int, len(e.shards))
-	bytes := make([]int64, len(e.shards))
-	for i := range b.envs {
-		j := e.shardFor(b.envs[i].Target).Index()
+	var needs [256]int // Shards is at most 255
+	var sizes [256]int64
+	need, bytes := needs[:len(e.shards)], sizes[:len(e.shards)]
+	for i := range envs {
+		j := e.shardFor(envs[i].Target).Index()
 		need[j]++
-		bytes[j] += shard.EnvelopeBytes(&b.envs[i])
+		bytes[j] += shard.EnvelopeBytes(&envs[i])
 	}
 	for j, n := range need {
 		if n == 0 {
@@ -364,16 +413,14 @@ func (b *batchAdmission) reserve() error {
 // forget settles the keys registered for the batch: with the batch's
 // outcome, or with the error that stopped it from being sent.
 func (b *batchAdmission) forget(err error) {
-	for i, ent := range b.ents {
-		if ent != nil {
-			b.e.settleKey(b.idents[i], ent, err)
-		}
+	for _, k := range b.keyed {
+		b.e.settleKey(k.ident, k.ent, err)
 	}
 }
 
 func (b *batchAdmission) wait(ctx context.Context) error {
 	if b.ack != nil {
-		if err := await(ctx, b.ack, "batch"); err != nil {
+		if err := await(ctx, b.ack, Address{}); err != nil {
 			return err
 		}
 	}

@@ -6,7 +6,7 @@ import "errors"
 // tests): Open starts no goroutine of its own; the caller steps the
 // shards (Shard.Step), writes and syncs the log (flushLog) and runs the
 // applier (applyOnce). The store and the log still run real code over the
-// filesystems of Options.FS.
+// filesystems of Options.fs.
 
 // flushLog writes and syncs what the shards appended (manual mode).
 func (e *Engine) flushLog() error {

@@ -89,12 +89,12 @@ func (e *Engine) openStore() error {
 		e.wal = newMemLog(func(uint64) { e.onDurable() })
 		return nil
 	}
-	if e.opts.FS.Store == nil {
+	if e.opts.fs.Store == nil {
 		if err := os.MkdirAll(e.opts.DataDir, 0o755); err != nil {
 			return fmt.Errorf("engine: data directory: %w", err)
 		}
 	}
-	po := store.PebbleOptions{FS: e.opts.FS.Store, Logger: e.logger}
+	po := store.PebbleOptions{FS: e.opts.fs.Store, Logger: e.logger}
 	if e.opts.manual {
 		// The simulator: the store writes only when the engine asks
 		// (checkpoints), so that a run depends on its inputs alone.
@@ -120,7 +120,7 @@ func (e *Engine) recover() error {
 	if err := e.reg.loadSpecs(e.st); err != nil {
 		return err
 	}
-	e.ap = newApplier(e.st, e.logger, e.metrics, e.now)
+	e.ap = newApplier(e.st, e.logger, e.metrics, e.now, applyParts(&e.opts))
 	if err := e.ap.load(); err != nil {
 		return fmt.Errorf("engine: load checkpoint: %w", err)
 	}
@@ -133,17 +133,19 @@ func (e *Engine) recover() error {
 	}
 	e.ap.log = e.wal
 	from := e.ap.pos
+	e.ap.startCommitters()
 	n, err := e.ap.catchUp()
+	e.ap.stopCommitters()
 	if err != nil {
 		return fmt.Errorf("engine: recovery: %w", err)
 	}
 	e.recovery.Records = uint64(n)
 	e.recovery.Bytes = e.ap.pos - from
-	if n > 0 && e.opts.DataDir != "" {
-		if err := e.ap.checkpoint(); err != nil {
-			return err
-		}
-	}
+	// The checkpoint that covers the replayed log is taken by the applier
+	// once the engine runs (runApplier), not before it is ready: until then
+	// the log still holds everything since the last checkpoint, so a crash
+	// meanwhile replays it again.
+	e.replayed = n > 0 && e.opts.DataDir != ""
 	return nil
 }
 

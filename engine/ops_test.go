@@ -141,10 +141,10 @@ func TestSetStateRefusesBadInput(t *testing.T) {
 			t.Errorf("%s: err = %v, want %v containing %q", c.name, err, c.want, c.text)
 		}
 	}
-	if _, err := e.Send(ctx, addr("a"), Message{Type: RepairType, Value: encodeRepair([]StateMutation{{Name: "count", Value: Int64(5)}})}); !errors.Is(err, ErrBadMessage) {
+	if _, err := e.Send(ctx, addr("a"), Message{Type: repairType, Value: encodeRepair([]StateMutation{{Name: "count", Value: Int64(5)}})}); !errors.Is(err, ErrBadMessage) {
 		t.Fatalf("Send of the reserved type: err = %v, want ErrBadMessage", err)
 	}
-	if err := e.SendBatch(ctx, []Outgoing{{To: addr("a"), Message: Message{Type: RepairType}}}); !errors.Is(err, ErrBadMessage) {
+	if err := e.SendBatch(ctx, []Outgoing{{To: addr("a"), Message: Message{Type: repairType}}}); !errors.Is(err, ErrBadMessage) {
 		t.Fatalf("SendBatch of the reserved type: err = %v, want ErrBadMessage", err)
 	}
 	if n := count(t, e, "a"); n != 0 {
@@ -159,7 +159,7 @@ func TestFunctionCannotSendRepair(t *testing.T) {
 	inner := spec.Function
 	spec.Function = FunctionFunc(func(ctx Context, msg Message) error {
 		if msg.Type == "forge" {
-			ctx.Send(addr("victim"), Message{Type: RepairType, Value: encodeRepair([]StateMutation{{Name: "count", Value: Int64(9)}})})
+			ctx.Send(addr("victim"), Message{Type: repairType, Value: encodeRepair([]StateMutation{{Name: "count", Value: Int64(9)}})})
 			return nil
 		}
 		return inner.Invoke(ctx, msg)

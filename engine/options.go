@@ -8,6 +8,7 @@ import (
 
 	pebblevfs "github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/shardfn/shardfn/wal"
 	"github.com/shardfn/shardfn/wal/vfs"
 )
 
@@ -85,22 +86,23 @@ type Options struct {
 	// Clock tells the time (invocations, timers, expiry). Default time.Now.
 	// Tests and the simulator set it.
 	Clock func() time.Time
-	// FS names the filesystems of a durable engine. The zero value is the
-	// operating system's. Tests and the simulator set it.
-	FS FS
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
 
+	// fs names the filesystems of a durable engine; the zero value is the
+	// operating system's. Tests of this package (fault injection, the
+	// simulator) set it.
+	fs fileSystems
 	// manual is set by the simulator (tests of this package): Open starts
 	// no goroutine; the caller steps the shards, flushes the log and runs
 	// the applier.
 	manual bool
 }
 
-// FS is the pair of filesystems a durable engine writes through: the
-// write-ahead log's and the Pebble store's. A nil field means the
+// fileSystems is the pair of filesystems a durable engine writes through:
+// the write-ahead log's and the Pebble store's. A nil field means the
 // operating system.
-type FS struct {
+type fileSystems struct {
 	Log   vfs.FS
 	Store pebblevfs.FS
 }
@@ -118,7 +120,7 @@ func (o *Options) EnsureDefaults() {
 	if o.MaxRecordBytes <= 0 {
 		o.MaxRecordBytes = max(32<<20, o.MaxStateBytes, 2*o.MaxMessageBytes)
 		if o.SegmentSize > 0 {
-			o.MaxRecordBytes = int(min(int64(o.MaxRecordBytes), o.SegmentSize-segmentOverhead))
+			o.MaxRecordBytes = int(min(int64(o.MaxRecordBytes), wal.MaxRecordSize(o.SegmentSize)))
 		}
 	}
 	if o.SegmentSize <= 0 {
@@ -162,8 +164,9 @@ func (o *Options) EnsureDefaults() {
 	}
 }
 
-// segmentOverhead is what a segment needs beyond one record's payload: the
-// segment header and a frame header, with padding (wal's on-disk format).
+// segmentOverhead is at least what a segment needs beyond one record's
+// payload (wal.MaxRecordSize is the rule); used to size a segment for a
+// record limit.
 const segmentOverhead = 64
 
 // Validate checks the options.
@@ -180,7 +183,7 @@ func (o *Options) Validate() error {
 	case o.MaxRecordBytes < o.MaxStateBytes || o.MaxRecordBytes < o.MaxMessageBytes:
 		return fmt.Errorf("engine: MaxRecordBytes %d is below MaxStateBytes %d or MaxMessageBytes %d: an invocation could never write its largest value or send its largest message; raise SegmentSize/MaxRecordBytes or lower the others",
 			o.MaxRecordBytes, o.MaxStateBytes, o.MaxMessageBytes)
-	case o.SegmentSize < int64(o.MaxRecordBytes)+segmentOverhead:
+	case int64(o.MaxRecordBytes) > wal.MaxRecordSize(o.SegmentSize):
 		return fmt.Errorf("engine: SegmentSize %d cannot hold a record of MaxRecordBytes %d", o.SegmentSize, o.MaxRecordBytes)
 	}
 	return nil

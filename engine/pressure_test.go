@@ -17,7 +17,7 @@ import (
 func manualEngine(t *testing.T, o Options, specs ...FunctionSpec) *Engine {
 	t.Helper()
 	o.DataDir = "/data"
-	o.FS = FS{Log: vfs.NewMemFS(), Store: pebblevfs.NewMem()}
+	o.fs = fileSystems{Log: vfs.NewMemFS(), Store: pebblevfs.NewMem()}
 	o.Logger = quiet
 	o.manual = true
 	if o.Clock == nil {

@@ -91,7 +91,7 @@ func TestRecoverySpeed(t *testing.T) {
 	}
 	ready := time.Since(t0)
 	r := e.Recovery()
-	t.Logf("log files %d MiB; replayed %d records, %.1f MiB; time to ready %v (replay and checkpoint); %.1f MiB/s",
+	t.Logf("log files %d MiB; replayed %d records, %.1f MiB; time to ready %v (replay; the checkpoint follows once running); %.1f MiB/s",
 		walBytes>>20, r.Records, float64(r.Bytes)/(1<<20), ready.Round(time.Millisecond), float64(r.Bytes)/(1<<20)/ready.Seconds())
 	if v, _ := e.State(context.Background(), Address{Namespace: "rec", Type: "w", ID: "5"}); len(v) != 1 || len(v[0].Value) != 1000 {
 		t.Fatalf("state after recovery: %v", v)

@@ -44,8 +44,9 @@ type registry struct {
 	saved  map[string][]shard.StateSpec // remembered remote specs by type
 	st     store.Store
 	shards int
-	all    []*funcEntry
+	all    []*funcEntry // by FuncType.ID
 	allMu  sync.Mutex
+	ids    atomic.Pointer[[]*funcEntry] // all, for byID (copy on write)
 }
 
 func newRegistry(specs []FunctionSpec) (*registry, error) {
@@ -71,7 +72,9 @@ func newRegistry(specs []FunctionSpec) (*registry, error) {
 	return r, nil
 }
 
-func validName(s string) bool {
+// ValidStateName is the rule for state and map names: [A-Za-z_][A-Za-z0-9_]*,
+// at most 64 bytes (remote functions' names are checked by it too).
+func ValidStateName(s string) bool {
 	if s == "" || len(s) > 64 {
 		return false
 	}
@@ -98,13 +101,9 @@ func validateSpec(sp *FunctionSpec) error {
 	}
 	seen := map[string]bool{}
 	for _, v := range sp.States {
-		if !validName(v.Name) {
-			return fmt.Errorf("engine: function %s/%s: state name %q must match [A-Za-z_][A-Za-z0-9_]* and be at most 64 bytes", sp.Namespace, sp.Type, v.Name)
+		if err := declare(sp, "state", v.Name, seen); err != nil {
+			return err
 		}
-		if seen[v.Name] {
-			return fmt.Errorf("engine: function %s/%s: state %q declared twice", sp.Namespace, sp.Type, v.Name)
-		}
-		seen[v.Name] = true
 		if v.Mode > ExpireAfterInvoke {
 			return fmt.Errorf("engine: function %s/%s: state %q has unknown expiry mode %d", sp.Namespace, sp.Type, v.Name, v.Mode)
 		}
@@ -116,15 +115,24 @@ func validateSpec(sp *FunctionSpec) error {
 		return fmt.Errorf("engine: function %s/%s: map state is for embedded functions (StateFun's protocol has none)", sp.Namespace, sp.Type)
 	}
 	for _, m := range sp.Maps {
-		if !validName(m.Name) {
-			return fmt.Errorf("engine: function %s/%s: map name %q must match [A-Za-z_][A-Za-z0-9_]* and be at most 64 bytes", sp.Namespace, sp.Type, m.Name)
+		if err := declare(sp, "map", m.Name, seen); err != nil {
+			return err
 		}
-		if seen[m.Name] {
-			return fmt.Errorf("engine: function %s/%s: state %q declared twice", sp.Namespace, sp.Type, m.Name)
-		}
-		seen[m.Name] = true
 	}
 	return validateIngressTypes(sp)
+}
+
+// declare checks a state or map name of sp and that no other state or map
+// of sp has it.
+func declare(sp *FunctionSpec, kind, name string, seen map[string]bool) error {
+	if !ValidStateName(name) {
+		return fmt.Errorf("engine: function %s/%s: %s name %q must match [A-Za-z_][A-Za-z0-9_]* and be at most 64 bytes", sp.Namespace, sp.Type, kind, name)
+	}
+	if seen[name] {
+		return fmt.Errorf("engine: function %s/%s: state %q declared twice", sp.Namespace, sp.Type, name)
+	}
+	seen[name] = true
+	return nil
 }
 
 func validateIngressTypes(sp *FunctionSpec) error {
@@ -187,7 +195,6 @@ func (r *registry) newEntry(sp *FunctionSpec, ns, typ string) *funcEntry {
 	if len(sp.IngressTypes) > 0 {
 		e.ingress = append([]string(nil), sp.IngressTypes...)
 	}
-	e.ft.Impl = e
 	for _, m := range sp.Maps {
 		e.ft.MapNames = append(e.ft.MapNames, m.Name)
 	}
@@ -197,10 +204,16 @@ func (r *registry) newEntry(sp *FunctionSpec, ns, typ string) *funcEntry {
 	}
 	e.ft.SetSpecs(specs)
 	r.allMu.Lock()
+	e.ft.ID = uint32(len(r.all))
 	r.all = append(r.all, e)
+	ids := append([]*funcEntry(nil), r.all...)
+	r.ids.Store(&ids)
 	r.allMu.Unlock()
 	return e
 }
+
+// byID returns the entry of a FuncType.ID; safe for concurrent use.
+func (r *registry) byID(id uint32) *funcEntry { return (*r.ids.Load())[id] }
 
 func (r *registry) setShards(n int) {
 	r.shards = n
@@ -300,7 +313,7 @@ func mergeSpecs(have, add []shard.StateSpec) []shard.StateSpec {
 func (r *registry) addSpecs(e *funcEntry, add []ValueSpec) error {
 	conv := make([]shard.StateSpec, 0, len(add))
 	for _, v := range add {
-		if !validName(v.Name) {
+		if !ValidStateName(v.Name) {
 			return fmt.Errorf("remote function %s declared state name %q; names must match [A-Za-z_][A-Za-z0-9_]*", e.name, v.Name)
 		}
 		conv = append(conv, toShardSpec(v))

@@ -382,7 +382,7 @@ func TestFailingStoreFlushStopsTheEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	sfs := errorfs.Wrap(vfs.Default, errorfs.Any(toggle))
-	e := openTest(t, Options{DataDir: dir, Shards: 1, FS: FS{Store: sfs}})
+	e := openTest(t, Options{DataDir: dir, Shards: 1, fs: fileSystems{Store: sfs}})
 	ctx := context.Background()
 	if _, err := e.Send(ctx, addr("x"), Message{Type: "inc"}); err != nil {
 		t.Fatal(err)

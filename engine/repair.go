@@ -11,10 +11,10 @@ import (
 	"github.com/shardfn/shardfn/shard"
 )
 
-// RepairType is the reserved message type of state repair (SetState).
+// repairType is the reserved message type of state repair (SetState).
 // Ingress and functions may not send it: Send, SendBatch, Request and a
 // function's sends refuse it with ErrBadMessage.
-const RepairType = shard.RepairType
+const repairType = shard.RepairType
 
 // repairResultType is the type of the reply to a repair message: an empty
 // payload when applied, else one code byte and the reason.
@@ -75,7 +75,7 @@ func (e *Engine) SetState(ctx context.Context, addr Address, muts []StateMutatio
 			return fmt.Errorf("%w: state %q is %d bytes, limit %d (MaxStateBytes)", ErrTooLarge, m.Name, len(m.Value.Value), e.opts.MaxStateBytes)
 		}
 	}
-	reply, err := e.requestReserved(ctx, addr, Message{Type: RepairType, Value: encodeRepair(muts)})
+	reply, err := e.requestReserved(ctx, addr, Message{Type: repairType, Value: encodeRepair(muts)})
 	if err != nil {
 		return fmt.Errorf("engine: state repair of %s: %w", addr, err)
 	}
@@ -196,7 +196,7 @@ func decodeRepair(b []byte) ([]StateMutation, error) {
 	return out, nil
 }
 
-// repair applies a RepairType message on the instance's shard, in place of
+// repair applies a repairType message on the instance's shard, in place of
 // an invocation of its function. It validates every mutation against the
 // specs the invocation sees before applying any, and answers the waiting
 // SetState with the outcome; a refused repair consumes the message with no
@@ -238,21 +238,21 @@ func (h *shardHandler) repair(inv *shard.Invocation, payload []byte) error {
 	return nil
 }
 
-// errReserved refuses RepairType on the public paths.
-var errReserved = fmt.Errorf("%w: message type %q is reserved for state repair (Engine.SetState, or PUT /state on the admin listener)", ErrBadMessage, RepairType)
+// errReserved refuses repairType on the public paths.
+var errReserved = fmt.Errorf("%w: message type %q is reserved for state repair (Engine.SetState, or PUT /state on the admin listener)", ErrBadMessage, repairType)
 
 // validateInternal is validate for the engine's own messages, which may be
 // of the reserved type.
 // (A repair is not an ingress message: the function type's IngressTypes do
 // not apply to it.)
 func (e *Engine) validateInternal(to Address, msg Message) error {
-	if msg.Type == RepairType {
+	if msg.Type == repairType {
 		msg.Type = repairResultType // any non-reserved name: the other checks are the same
 	}
 	return e.validateShape(to, msg)
 }
 
-// requestReserved is Request for the engine's own messages (RepairType).
+// requestReserved is Request for the engine's own messages (repairType).
 func (e *Engine) requestReserved(ctx context.Context, to Address, msg Message) (Message, error) {
 	if err := e.enter(); err != nil {
 		return Message{}, err

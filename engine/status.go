@@ -28,8 +28,9 @@ type Status struct {
 	// store has applied it. Their difference is the applier's lag.
 	LogDurable, StoreApplied uint64
 	// LastCheckpoint is when the last checkpoint of this process ended
-	// (zero before the first; Open takes one after replaying the log, and
-	// in-memory engines never take one). CheckpointInterval is the period.
+	// (zero before the first; after a recovery that replayed log, the
+	// applier takes one as soon as the engine runs; in-memory engines never
+	// take one). CheckpointInterval is the period.
 	LastCheckpoint     time.Time
 	CheckpointInterval time.Duration
 	Recovery           RecoveryStats

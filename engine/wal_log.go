@@ -18,7 +18,7 @@ type walLog struct {
 func openWALLog(opts Options, checkpoint uint64, onDurable func(), onFlush func(int, time.Duration)) (*walLog, error) {
 	wo := wal.Options{
 		Dir:             filepath.Join(opts.DataDir, "wal"),
-		FS:              opts.FS.Log,
+		FS:              opts.fs.Log,
 		SegmentSize:     opts.SegmentSize,
 		MaxBatchDelay:   opts.MaxBatchDelay,
 		OnDurable:       func(wal.LSN) { onDurable() },

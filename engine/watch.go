@@ -27,7 +27,7 @@ type storageWatch struct {
 // newStorageWatch records the data directory and the store directory of
 // an engine on the operating system's filesystem (nil otherwise).
 func newStorageWatch(o *Options) *storageWatch {
-	if o.DataDir == "" || o.FS.Log != nil || o.FS.Store != nil {
+	if o.DataDir == "" || o.fs.Log != nil || o.fs.Store != nil {
 		return nil
 	}
 	w := &storageWatch{}

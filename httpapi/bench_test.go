@@ -29,7 +29,8 @@ func ingressCtx(s *Server) *fasthttp.RequestCtx {
 
 // TestIngressHandlerAllocs checks the whole send path of the handler
 // (routing, parsing, message building, answering, metrics) with an engine
-// that does nothing: one allocation, the message buffer the engine keeps.
+// that does nothing: two allocations, the copies of the id and the body that
+// the engine keeps.
 func TestIngressHandlerAllocs(t *testing.T) {
 	s, err := New(Options{Logger: quietLogger()})
 	if err != nil {
@@ -48,8 +49,8 @@ func TestIngressHandlerAllocs(t *testing.T) {
 		ctx.Response.Reset()
 		h(ctx)
 	})
-	if n > 1 {
-		t.Errorf("ingress handler allocates %v times per request, want at most 1", n)
+	if n > 2 {
+		t.Errorf("ingress handler allocates %v times per request, want at most 2", n)
 	}
 }
 

@@ -58,7 +58,10 @@
 // max= records; a single larger record is answered alone, so following
 // "next" always progresses.
 //
-// Errors are JSON {"error":"..."} and never quote the request: 400
+// Errors are JSON {"error":"..."}. The answer to a request that cannot be
+// read (a malformed request line, headers or body) never quotes it; other
+// errors may quote the part at fault (a segment, a header value, a query
+// parameter), clipped to 64 bytes: 400
 // malformed request, address, content type, query or body, or a message
 // type the function does not take from ingress; 404 unknown function type
 // or route; 405 wrong method; 408 request not read in time; 413 body over

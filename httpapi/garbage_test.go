@@ -60,16 +60,39 @@ func TestGarbageResilience(t *testing.T) {
 		t.Fatal(err)
 	}
 	ing, _ := testServer(t, s)
-	host := strings.TrimPrefix(ing, "http://")
 
-	const counters = 10
-	var (
-		acked   [counters]atomic.Int64
-		unknown [counters]atomic.Int64 // no answer: may or may not be applied
-		wg      sync.WaitGroup
-		stopBad = make(chan struct{})
-	)
-	// Well-formed traffic.
+	var g goodTraffic
+	var wg sync.WaitGroup
+	g.send(t, ing, &wg)
+	held := sendGarbage(t, strings.TrimPrefix(ing, "http://"), seed)
+	wg.Wait()
+	for _, c := range held {
+		c.Close()
+	}
+
+	// Still up and answering correctly.
+	r := do(t, "POST", ing+"/test/counter/final", "application/vnd.test/inc", "{}")
+	if r.status != 202 {
+		t.Fatalf("after garbage: %d %s", r.status, r.body)
+	}
+	if r := do(t, "POST", ing+"/test/counter", "application/vnd.test/inc", "{}"); r.status != 400 {
+		t.Fatalf("after garbage, bad path: %d", r.status)
+	}
+	g.check(t, e)
+}
+
+const garbageCounters = 10
+
+// goodTraffic is TestGarbageResilience's well-formed traffic: increments
+// of counters c-0 to c-9, acknowledged or without an answer.
+type goodTraffic struct {
+	acked   [garbageCounters]atomic.Int64
+	unknown [garbageCounters]atomic.Int64 // no answer: may or may not be applied
+}
+
+// send starts four clients of 60 increments each, counted in wg.
+func (g *goodTraffic) send(t *testing.T, ing string, wg *sync.WaitGroup) {
+	const counters = garbageCounters
 	client := &http.Client{Timeout: 10 * time.Second}
 	for w := 0; w < 4; w++ {
 		wg.Add(1)
@@ -79,14 +102,14 @@ func TestGarbageResilience(t *testing.T) {
 				c := (w*60 + i) % counters
 				r, err := client.Post(fmt.Sprintf("%s/test/counter/c-%d", ing, c), "application/vnd.test/inc", strings.NewReader("{}"))
 				if err != nil {
-					unknown[c].Add(1)
+					g.unknown[c].Add(1)
 					continue
 				}
 				io.Copy(io.Discard, r.Body)
 				r.Body.Close()
 				switch r.StatusCode {
 				case 202:
-					acked[c].Add(1)
+					g.acked[c].Add(1)
 				case 503: // overloaded: not accepted
 				default:
 					t.Errorf("good request answered %d", r.StatusCode)
@@ -94,8 +117,14 @@ func TestGarbageResilience(t *testing.T) {
 			}
 		}()
 	}
+}
 
-	// Garbage, each kind bounded.
+// sendGarbage connects to host and sends garbage of each kind (random
+// bytes, truncated and oversized bodies, oversized headers, malformed
+// request lines, slow writers), each kind bounded, while 20 half-open
+// connections are held; it returns once the garbage is sent, with the
+// half-open connections for the caller to close.
+func sendGarbage(t *testing.T, host string, seed uint64) []net.Conn {
 	var badWG sync.WaitGroup
 	attack := func(n int, f func(r *rand.Rand, c net.Conn)) {
 		badWG.Add(1)
@@ -179,21 +208,13 @@ func TestGarbageResilience(t *testing.T) {
 		held = append(held, c)
 	}
 	badWG.Wait()
-	close(stopBad)
-	wg.Wait()
-	for _, c := range held {
-		c.Close()
-	}
+	return held
+}
 
-	// Still up and answering correctly.
-	r := do(t, "POST", ing+"/test/counter/final", "application/vnd.test/inc", "{}")
-	if r.status != 202 {
-		t.Fatalf("after garbage: %d %s", r.status, r.body)
-	}
-	if r := do(t, "POST", ing+"/test/counter", "application/vnd.test/inc", "{}"); r.status != 400 {
-		t.Fatalf("after garbage, bad path: %d", r.status)
-	}
-	// Nothing acknowledged was lost.
+// check: nothing acknowledged was lost, and nothing was applied that was
+// not sent.
+func (g *goodTraffic) check(t *testing.T, e *engine.Engine) {
+	const counters = garbageCounters
 	total := int64(0)
 	for c := 0; c < counters; c++ {
 		vals, err := e.State(context.Background(), engine.Address{Namespace: "test", Type: "counter", ID: fmt.Sprintf("c-%d", c)})
@@ -209,7 +230,7 @@ func TestGarbageResilience(t *testing.T) {
 				}
 			}
 		}
-		a, u := acked[c].Load(), unknown[c].Load()
+		a, u := g.acked[c].Load(), g.unknown[c].Load()
 		if n < a || n > a+u {
 			t.Errorf("counter c-%d is %d, want between %d acknowledged and %d sent", c, n, a, a+u)
 		}

@@ -184,9 +184,9 @@ func (s *Server) handleBatch(ctx *fasthttp.RequestCtx, e Engine) int {
 	}
 	for i := range msgs {
 		// Share the strings of known types across requests.
-		msgs[i].To.Namespace = s.types.get(stringBytes(msgs[i].To.Namespace))
-		msgs[i].To.Type = s.types.get(stringBytes(msgs[i].To.Type))
-		msgs[i].Message.Type = s.types.get(stringBytes(msgs[i].Message.Type))
+		msgs[i].To.Namespace = s.names.string(msgs[i].To.Namespace)
+		msgs[i].To.Type = s.names.string(msgs[i].To.Type)
+		msgs[i].Message.Type = s.names.string(msgs[i].Message.Type)
 	}
 	if len(msgs) > 0 {
 		if err := e.SendBatch(s.baseCtx, msgs); err != nil {
@@ -253,37 +253,66 @@ func (s *Server) handleEgress(ctx *fasthttp.RequestCtx, e Engine, rawName []byte
 	if perr != nil {
 		return s.writeErr(ctx, perr)
 	}
-	// At most MaxEgressReads answers are read and built at once (memory and
-	// CPU: a record may be megabytes of JSON to check). A long-poll waits
-	// for records without a slot and takes one to read them.
-	if !s.egressSlot() {
+	recs, err := s.readEgress(e, string(nameB), from, max, wait)
+	if errors.Is(err, errEgressBusy) {
 		return s.writeErr(ctx, s.egressBusy())
-	}
-	recs, err := e.ReadEgress(s.pollCtx, string(nameB), from, max, s.opts.MaxEgressBytes, 0)
-	if err == nil && len(recs) == 0 && wait > 0 {
-		s.egressDone()
-		recs, err = e.ReadEgress(s.pollCtx, string(nameB), from, 1, 1, wait)
-		if err == nil && len(recs) > 0 {
-			recs = nil // something arrived: read it under a slot
-			if !s.egressSlot() {
-				return s.writeErr(ctx, s.egressBusy())
-			}
-			recs, err = e.ReadEgress(s.pollCtx, string(nameB), from, max, s.opts.MaxEgressBytes, 0)
-		} else if !s.egressSlot() {
-			return s.writeErr(ctx, s.egressBusy())
-		}
 	}
 	defer s.egressDone()
 	if err != nil && !(errors.Is(err, context.Canceled) && s.pollCtx.Err() != nil) {
 		return s.writeErr(ctx, err)
 	}
-	next := from
+	ctx.SetStatusCode(http.StatusOK)
+	ctx.SetContentType(contentTypeJSON)
+	// Sized for the answer, and not copied into a pooled buffer, which
+	// would keep its size after the answer.
+	ctx.Response.SetBodyRaw(appendEgressAnswer(make([]byte, 0, egressAnswerSize(recs)), recs, from))
+	return http.StatusOK
+}
+
+// errEgressBusy: every one of the MaxEgressReads slots is taken.
+var errEgressBusy = errors.New("egress reads busy")
+
+// readEgress reads an egress answer's records under one of the
+// MaxEgressReads slots (memory and CPU: a record may be megabytes of JSON
+// to check); unless it returns errEgressBusy, the caller holds the slot
+// and gives it back with egressDone. A long-poll waits for records
+// without a slot and takes one to read them.
+func (s *Server) readEgress(e Engine, name string, from uint64, max int, wait time.Duration) ([]engine.EgressRecord, error) {
+	if !s.egressSlot() {
+		return nil, errEgressBusy
+	}
+	recs, err := e.ReadEgress(s.pollCtx, name, from, max, s.opts.MaxEgressBytes, 0)
+	if err != nil || len(recs) > 0 || wait <= 0 {
+		return recs, err
+	}
+	s.egressDone()
+	recs, err = e.ReadEgress(s.pollCtx, name, from, 1, 1, wait)
+	if !s.egressSlot() {
+		return nil, errEgressBusy
+	}
+	if err == nil && len(recs) > 0 { // something arrived: read it under the slot
+		recs, err = e.ReadEgress(s.pollCtx, name, from, max, s.opts.MaxEgressBytes, 0)
+	}
+	return recs, err
+}
+
+// egressAnswerSize bounds the size of appendEgressAnswer's output for
+// recs (base64 bodies; JSON bodies are no larger).
+func egressAnswerSize(recs []engine.EgressRecord) int {
 	size := 256
 	for _, r := range recs {
-		// The answer's size, for base64 bodies; JSON bodies are no larger.
 		size += 64 + 2*len(r.Message.Type) + 2*len(r.Source.Namespace) + len(r.Source.Type) + len(r.Source.ID) + (len(r.Message.Value)+2)/3*4
 	}
-	b := append(make([]byte, 0, size), `{"records":[`...)
+	return size
+}
+
+// appendEgressAnswer appends the answer of an egress read from offset
+// from: {"records":[{"offset":…,"type":…,<body>,"source":…},…],"next":…}
+// and a newline; next is the offset after the last record (from when there
+// is none).
+func appendEgressAnswer(b []byte, recs []engine.EgressRecord, from uint64) []byte {
+	next := from
+	b = append(b, `{"records":[`...)
 	for i, r := range recs {
 		if i > 0 {
 			b = append(b, ',')
@@ -301,12 +330,7 @@ func (s *Server) handleEgress(ctx *fasthttp.RequestCtx, e Engine, rawName []byte
 	}
 	b = append(b, `],"next":`...)
 	b = strconv.AppendUint(b, next, 10)
-	b = append(b, '}', '\n')
-	ctx.SetStatusCode(http.StatusOK)
-	ctx.SetContentType(contentTypeJSON)
-	// Not copied into a pooled buffer, which would keep its size.
-	ctx.Response.SetBodyRaw(b)
-	return http.StatusOK
+	return append(b, '}', '\n')
 }
 
 // egressSlot takes one of the MaxEgressReads slots, if one is free.
@@ -401,10 +425,4 @@ func (s *Server) ingressError(ctx *fasthttp.RequestCtx, err error) {
 	}
 	s.writeError(ctx, status, msg, false)
 	s.metrics.observe(routeOther, status, 0)
-}
-
-// stringBytes returns the bytes of s without copying; callers must not
-// modify them.
-func stringBytes(s string) []byte {
-	return unsafeStringBytes(s)
 }

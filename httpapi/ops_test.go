@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shardfn/shardfn/engine"
+	"github.com/shardfn/shardfn/httpapi/adminapi"
 )
 
 var (
@@ -143,7 +144,7 @@ func TestAdminStatusFunctionsInstances(t *testing.T) {
 		}
 	}
 	code, body := call(t, "GET", ts.URL+"/admin/status", "")
-	var st statusJSON
+	var st adminapi.Status
 	if code != 200 || json.Unmarshal([]byte(body), &st) != nil {
 		t.Fatalf("status: %d %s", code, body)
 	}

@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -217,7 +216,7 @@ type Server struct {
 
 	rates   rates     // /admin/status's per-second figures
 	reqPool sync.Pool // *IngressRequest
-	types   interner  // namespaces, function types, message types
+	names   interner  // namespaces, function types, message types (intern.go)
 
 	body        bodyBudget    // request body bytes held at once
 	egressSlots chan struct{} // egress answers being built (MaxEgressReads)
@@ -234,7 +233,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{opts: opts}
-	s.types.m = make(map[string]string)
+	s.names.m = make(map[string]string)
 	s.reqPool.New = func() any { return new(IngressRequest) }
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.pollCtx, s.cancelPoll = context.WithCancel(s.baseCtx)
@@ -275,7 +274,8 @@ func New(opts Options) (*Server, error) {
 		Logger:                        fasthttpLogger{opts.Logger},
 		StreamRequestBody:             true,
 		ExpectHandler:                 s.expect,
-		// Errors never quote the request (a 400 must not echo it).
+		// fasthttp's errors and logs never quote an unreadable request
+		// (a 400 must not echo it).
 		SecureErrorLogMessage: true,
 	}
 	s.admin = &http.Server{
@@ -365,61 +365,6 @@ func (s *Server) ShutdownAdmin(ctx context.Context) error {
 	err := s.admin.Shutdown(ctx)
 	s.cancelBase()
 	return err
-}
-
-// interner keeps one string per distinct namespace, function type and
-// message type name seen, so that building an engine message from a request
-// does not allocate them again. It holds at most maxInterned names; past
-// that, names are allocated per request.
-type interner struct {
-	mu sync.RWMutex
-	m  map[string]string
-}
-
-const maxInterned = 4096
-
-func (in *interner) get(b []byte) string {
-	in.mu.RLock()
-	s, ok := in.m[string(b)]
-	in.mu.RUnlock()
-	if ok {
-		return s
-	}
-	s = string(b)
-	in.mu.Lock()
-	if len(in.m) < maxInterned {
-		in.m[s] = s
-	}
-	in.mu.Unlock()
-	return s
-}
-
-// message builds the engine address and message of a parsed request. Its
-// only allocation in steady state is one buffer holding the id and a copy of
-// the body (the engine keeps both; the request's buffers are reused).
-func (s *Server) message(r *IngressRequest) (engine.Address, engine.Message) {
-	n := len(r.Body)
-	if r.WrapString {
-		n += 1 + 10 // tag + uvarint length
-	}
-	buf := make([]byte, len(r.ID), len(r.ID)+n)
-	copy(buf, r.ID)
-	var body []byte
-	if r.WrapString {
-		// StringWrapper{value: body}, as engine.AppendStringWrapper writes it.
-		body = buf[len(r.ID):len(r.ID)]
-		if len(r.Body) > 0 {
-			body = append(body, 0x0a)
-			body = binary.AppendUvarint(body, uint64(len(r.Body)))
-			body = append(body, r.Body...)
-		}
-	} else {
-		body = append(buf[len(r.ID):len(r.ID)], r.Body...)
-	}
-	body = body[:len(body):len(body)]
-	id := bytesToString(buf[:len(r.ID)])
-	to := engine.Address{Namespace: s.types.get(r.Namespace), Type: s.types.get(r.Type), ID: id}
-	return to, engine.Message{Type: s.types.get(r.MessageType), Value: body}
 }
 
 // fasthttpLogger adapts slog to fasthttp's Logger. fasthttp reports

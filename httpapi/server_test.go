@@ -192,80 +192,106 @@ func TestIngressRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ing, adm := testServer(t, s)
-	loc := "application/vnd.test/loc"
+	rt := &routeTest{loc: "application/vnd.test/loc"}
+	rt.ing, rt.adm = testServer(t, s)
+	rt.beforeEngine(t)
+	rt.f = newFake()
+	if err := s.SetEngine(rt.f); err != nil {
+		t.Fatal(err)
+	}
+	rt.sends(t)
+	rt.requestReply(t)
+	rt.badInput(t)
+	rt.engineErrors(t)
+	rt.batches(t)
+	rt.egress(t)
+	rt.admin(t)
+}
 
-	// Before the engine is set: 503 with Retry-After, /health 200, /ready 503.
-	r := do(t, "POST", ing+"/test/counter/a", loc, "{}")
+// routeTest is the server of TestIngressRoutes, which its steps share.
+type routeTest struct {
+	ing, adm string // base URLs
+	loc      string // a message type's Content-Type
+	f        *fakeEngine
+}
+
+// Before the engine is set: 503 with Retry-After, /health 200, /ready 503.
+func (rt *routeTest) beforeEngine(t *testing.T) {
+	r := do(t, "POST", rt.ing+"/test/counter/a", rt.loc, "{}")
 	if r.status != 503 || r.header.Get("Retry-After") != "1" {
 		t.Fatalf("before SetEngine: %d %v", r.status, r.header)
 	}
 	errorBody(t, r)
-	if r := do(t, "GET", adm+"/health", "", ""); r.status != 200 || !strings.Contains(r.body, "recovering") {
+	if r := do(t, "GET", rt.adm+"/health", "", ""); r.status != 200 || !strings.Contains(r.body, "recovering") {
 		t.Errorf("health while recovering: %d %s", r.status, r.body)
 	}
-	if r := do(t, "GET", adm+"/ready", "", ""); r.status != 503 {
+	if r := do(t, "GET", rt.adm+"/ready", "", ""); r.status != 503 {
 		t.Errorf("ready while recovering: %d", r.status)
 	}
+}
 
-	f := newFake()
-	if err := s.SetEngine(f); err != nil {
-		t.Fatal(err)
-	}
-	r = do(t, "POST", ing+"/test/counter/a", loc, `{"x":1}`)
+// Sends, with and without a message type; /ready once the engine is set.
+func (rt *routeTest) sends(t *testing.T) {
+	r := do(t, "POST", rt.ing+"/test/counter/a", rt.loc, `{"x":1}`)
 	if r.status != 202 || r.body != "{\"id\":\"1\"}\n" {
 		t.Fatalf("send: %d %q", r.status, r.body)
 	}
-	if r := do(t, "PUT", ing+"/test/counter/a", "", "plain text"); r.status != 202 {
+	if r := do(t, "PUT", rt.ing+"/test/counter/a", "", "plain text"); r.status != 202 {
 		t.Fatalf("put: %d %s", r.status, r.body)
 	}
-	if m := f.last["test/counter/a"]; m.Type != engine.TypeString {
+	if m := rt.f.last["test/counter/a"]; m.Type != engine.TypeString {
 		t.Errorf("no content type gave %q", m.Type)
 	} else if s, _ := m.AsString(); s != "plain text" {
 		t.Errorf("string body %q", s)
 	}
-	if r := do(t, "GET", adm+"/ready", "", ""); r.status != 200 {
+	if r := do(t, "GET", rt.adm+"/ready", "", ""); r.status != 200 {
 		t.Errorf("ready: %d", r.status)
 	}
+}
 
-	// Request-reply.
-	r = do(t, "POST", ing+"/test/counter/b?wait=2s", loc, `{"q":1}`)
+// Request-reply: the reply, no reply in time, a wait over MaxWait.
+func (rt *routeTest) requestReply(t *testing.T) {
+	r := do(t, "POST", rt.ing+"/test/counter/b?wait=2s", rt.loc, `{"q":1}`)
 	if r.status != 200 || r.body != `{"q":1}` || r.header.Get("Content-Type") != "application/vnd.test/echo" {
 		t.Fatalf("request: %d %q %q", r.status, r.body, r.header.Get("Content-Type"))
 	}
-	r = do(t, "POST", ing+"/test/counter/silent?wait=50ms", loc, `{}`)
+	r = do(t, "POST", rt.ing+"/test/counter/silent?wait=50ms", rt.loc, `{}`)
 	if r.status != 504 {
 		t.Fatalf("silent request: %d %s", r.status, r.body)
 	}
 	errorBody(t, r)
-	if r := do(t, "POST", ing+"/test/counter/b?wait=2h", loc, `{}`); r.status != 400 {
+	if r := do(t, "POST", rt.ing+"/test/counter/b?wait=2h", rt.loc, `{}`); r.status != 400 {
 		t.Errorf("wait over MaxWait: %d", r.status)
 	}
+}
 
-	// Bad input.
+// Bad input is answered with its status and an error body.
+func (rt *routeTest) badInput(t *testing.T) {
 	for _, c := range []struct {
 		method, path, ct, body string
 		status                 int
 	}{
-		{"POST", "/other/x/y", loc, "{}", 404},
-		{"POST", "/test/counter", loc, "{}", 400},
+		{"POST", "/other/x/y", rt.loc, "{}", 404},
+		{"POST", "/test/counter", rt.loc, "{}", 400},
 		{"POST", "/test/counter/a", "application/json", "{}", 400},
-		{"POST", "/test/counter/a?x=1", loc, "{}", 400},
-		{"POST", "/test/counter/a", loc, strings.Repeat("x", 2000), 413},
+		{"POST", "/test/counter/a?x=1", rt.loc, "{}", 400},
+		{"POST", "/test/counter/a", rt.loc, strings.Repeat("x", 2000), 413},
 		{"GET", "/test/counter/a", "", "", 405},
 		{"DELETE", "/batch", "", "", 405},
 		{"POST", "/egress/x", "", "", 405},
 		{"GET", "/metrics", "", "", 404},
 	} {
-		r := do(t, c.method, ing+c.path, c.ct, c.body)
+		r := do(t, c.method, rt.ing+c.path, c.ct, c.body)
 		if r.status != c.status {
 			t.Errorf("%s %s: %d %s, want %d", c.method, c.path, r.status, r.body, c.status)
 			continue
 		}
 		errorBody(t, r)
 	}
+}
 
-	// Engine errors.
+// Engine errors map to their status and Retry-After.
+func (rt *routeTest) engineErrors(t *testing.T) {
 	for _, c := range []struct {
 		err    error
 		status int
@@ -278,27 +304,29 @@ func TestIngressRoutes(t *testing.T) {
 		{engine.ErrClosed, 503, true},
 		{io.ErrUnexpectedEOF, 500, false},
 	} {
-		f.set(func(f *fakeEngine) { f.err = c.err })
-		r := do(t, "POST", ing+"/test/counter/a", loc, "{}")
+		rt.f.set(func(f *fakeEngine) { f.err = c.err })
+		r := do(t, "POST", rt.ing+"/test/counter/a", rt.loc, "{}")
 		if r.status != c.status || (r.header.Get("Retry-After") == "1") != c.retry {
 			t.Errorf("%v: %d Retry-After %q, want %d %v", c.err, r.status, r.header.Get("Retry-After"), c.status, c.retry)
 		}
 		errorBody(t, r)
 	}
-	f.set(func(f *fakeEngine) { f.err = nil })
+	rt.f.set(func(f *fakeEngine) { f.err = nil })
+}
 
-	// Batches, both forms.
+// Batches, both forms.
+func (rt *routeTest) batches(t *testing.T) {
 	nd := `{"to":"test/counter/c","type":"test/loc","body":{"cell":"1-2"}}` + "\n\n" +
 		`{"to":"test/counter/c/with/slash","type":"shardfn/bytes","body_b64":"AAEC"}` + "\n" +
 		`{"to":"test/counter/d","type":"io.statefun.types/string","body":"hey"}`
-	r = do(t, "POST", ing+"/batch", "application/x-ndjson", nd)
+	r := do(t, "POST", rt.ing+"/batch", "application/x-ndjson", nd)
 	if r.status != 202 || r.body != "{\"count\":3}\n" {
 		t.Fatalf("ndjson batch: %d %s", r.status, r.body)
 	}
-	if m := f.last["test/counter/c/with/slash"]; !bytes.Equal(m.Value, []byte{0, 1, 2}) {
+	if m := rt.f.last["test/counter/c/with/slash"]; !bytes.Equal(m.Value, []byte{0, 1, 2}) {
 		t.Errorf("b64 body %v", m.Value)
 	}
-	if s, _ := f.last["test/counter/d"].AsString(); s != "hey" {
+	if s, _ := rt.f.last["test/counter/d"].AsString(); s != "hey" {
 		t.Errorf("string batch body %q", s)
 	}
 	var bin []byte
@@ -306,8 +334,8 @@ func TestIngressRoutes(t *testing.T) {
 		bin = binary.AppendUvarint(bin, uint64(len(fld)))
 		bin = append(bin, fld...)
 	}
-	r = do(t, "POST", ing+"/batch", contentTypeBatch, string(bin))
-	if r.status != 202 || f.counts["test/counter/e"] != 1 {
+	r = do(t, "POST", rt.ing+"/batch", contentTypeBatch, string(bin))
+	if r.status != 202 || rt.f.counts["test/counter/e"] != 1 {
 		t.Fatalf("binary batch: %d %s", r.status, r.body)
 	}
 	for _, bad := range []struct{ ct, body string }{
@@ -316,63 +344,67 @@ func TestIngressRoutes(t *testing.T) {
 		{"", `not json`},
 		{contentTypeBatch, string(bin[:len(bin)-1])},
 	} {
-		r := do(t, "POST", ing+"/batch", bad.ct, bad.body)
+		r := do(t, "POST", rt.ing+"/batch", bad.ct, bad.body)
 		if r.status != 400 {
 			t.Errorf("bad batch %q: %d %s", bad.body, r.status, r.body)
 		}
 		errorBody(t, r)
 	}
+}
 
-	// Egress.
-	f.set(func(f *fakeEngine) {
+// Egress reads.
+func (rt *routeTest) egress(t *testing.T) {
+	rt.f.set(func(f *fakeEngine) {
 		f.egress = []engine.EgressRecord{
 			{Offset: 0, Message: engine.Message{Type: "test/ev", Value: []byte(`{"k": 1}`)}, Source: engine.Address{Namespace: "test", Type: "counter", ID: "a"}},
 			{Offset: 1, Message: engine.Message{Type: "shardfn/bytes", Value: []byte{0xff}}, Source: engine.Address{Namespace: "test", Type: "counter", ID: "b"}},
 		}
 	})
-	r = do(t, "GET", ing+"/egress/events?from=0&max=10&wait=10ms", "", "")
+	r := do(t, "GET", rt.ing+"/egress/events?from=0&max=10&wait=10ms", "", "")
 	want := `{"records":[{"offset":0,"type":"test/ev","body":{"k":1},"source":"test/counter/a"},{"offset":1,"type":"shardfn/bytes","body_b64":"/w==","source":"test/counter/b"}],"next":2}` + "\n"
 	if r.status != 200 || r.body != want {
 		t.Errorf("egress: %d\n%s\nwant\n%s", r.status, r.body, want)
 	}
-	r = do(t, "GET", ing+"/egress/events?from=2", "", "")
+	r = do(t, "GET", rt.ing+"/egress/events?from=2", "", "")
 	if r.status != 200 || r.body != "{\"records\":[],\"next\":2}\n" {
 		t.Errorf("egress at end: %d %s", r.status, r.body)
 	}
 	for _, q := range []string{"from=-1", "max=0", "wait=forever", "bogus=1"} {
-		if r := do(t, "GET", ing+"/egress/events?"+q, "", ""); r.status != 400 {
+		if r := do(t, "GET", rt.ing+"/egress/events?"+q, "", ""); r.status != 400 {
 			t.Errorf("egress ?%s: %d", q, r.status)
 		}
 	}
+}
 
-	// Admin: state, metrics, pprof, failed-stop.
-	r = do(t, "GET", adm+"/state/test/counter/a", "", "")
-	wantState := `{"address":"test/counter/a","state":{"n":{"type":"io.statefun.types/long","value":` + fmt.Sprint(f.counts["test/counter/a"]) +
+// Admin: state, metrics, pprof, failed-stop.
+func (rt *routeTest) admin(t *testing.T) {
+	r := do(t, "GET", rt.adm+"/state/test/counter/a", "", "")
+	wantState := `{"address":"test/counter/a","state":{"n":{"type":"io.statefun.types/long","value":` + fmt.Sprint(rt.f.counts["test/counter/a"]) +
 		`},"s":{"type":"io.statefun.types/string","value":"hi \"x\""},"j":{"type":"test/json","value":{"a":[1,2]}},` +
 		`"t":{"type":"shardfn/bytes","text":"12-40"},"b":{"type":"shardfn/bytes","value_b64":"AAEC"},"none":{"type":"shardfn/bytes","present":false}}}` + "\n"
 	if r.status != 200 || r.body != wantState {
 		t.Errorf("state: %d\n%s\nwant\n%s", r.status, r.body, wantState)
 	}
-	if r := do(t, "GET", adm+"/state/other/x/y", "", ""); r.status != 404 {
+	if r := do(t, "GET", rt.adm+"/state/other/x/y", "", ""); r.status != 404 {
 		t.Errorf("state of unknown type: %d", r.status)
 	}
-	r = do(t, "GET", adm+"/metrics", "", "")
+	r = do(t, "GET", rt.adm+"/metrics", "", "")
 	for _, want := range []string{`shardfn_ingress_requests_total{code="202",route="send"}`, "shardfn_ingress_request_duration_seconds_bucket", "go_goroutines", "process_"} {
 		if !strings.Contains(r.body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
-	if r := do(t, "GET", adm+"/debug/pprof/", "", ""); r.status != 200 {
+	if r := do(t, "GET", rt.adm+"/debug/pprof/", "", ""); r.status != 200 {
 		t.Errorf("pprof: %d", r.status)
 	}
-	if r := do(t, "GET", adm+"/nope", "", ""); r.status != 404 {
+	if r := do(t, "GET", rt.adm+"/nope", "", ""); r.status != 404 {
 		t.Errorf("admin 404: %d", r.status)
 	}
-	f.set(func(f *fakeEngine) { f.failed = fmt.Errorf("%w: fsync: EIO", engine.ErrFailed) })
-	if r := do(t, "GET", adm+"/health", "", ""); r.status != 503 || !strings.Contains(r.body, "EIO") {
+	rt.f.set(func(f *fakeEngine) { f.failed = fmt.Errorf("%w: fsync: EIO", engine.ErrFailed) })
+	if r := do(t, "GET", rt.adm+"/health", "", ""); r.status != 503 || !strings.Contains(r.body, "EIO") {
 		t.Errorf("health in failed-stop: %d %s", r.status, r.body)
 	}
-	if r := do(t, "GET", adm+"/ready", "", ""); r.status != 503 {
+	if r := do(t, "GET", rt.adm+"/ready", "", ""); r.status != 503 {
 		t.Errorf("ready in failed-stop: %d", r.status)
 	}
 }

@@ -3,13 +3,14 @@ package kafka
 import (
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/shardfn/shardfn/internal/yamldoc"
 	"github.com/shardfn/shardfn/remote"
 )
 
@@ -141,9 +142,9 @@ func Parse(comps []remote.Component) (*Config, error) {
 	c := &Config{}
 	ids := map[string]string{}
 	for _, comp := range comps {
-		p := &parser{where: comp.Source}
+		p := &parser{yamldoc.Parser{Where: comp.Source, Err: ErrConfig}}
 		if comp.Spec == nil {
-			return nil, p.errf("spec", "missing")
+			return nil, p.Errf("spec", "missing")
 		}
 		switch comp.Kind {
 		case KindIngress:
@@ -152,7 +153,7 @@ func Parse(comps []remote.Component) (*Config, error) {
 				return nil, err
 			}
 			if prev, dup := ids["i"+in.ID]; dup {
-				return nil, p.errf("spec.id", "ingress %s already declared in %s", in.ID, prev)
+				return nil, p.Errf("spec.id", "ingress %s already declared in %s", in.ID, prev)
 			}
 			ids["i"+in.ID] = comp.Source
 			c.Ingresses = append(c.Ingresses, *in)
@@ -162,73 +163,40 @@ func Parse(comps []remote.Component) (*Config, error) {
 				return nil, err
 			}
 			if prev, dup := ids["e"+eg.Log()]; dup {
-				return nil, p.errf("spec.id", "egress %s already declared in %s", eg.ID, prev)
+				return nil, p.Errf("spec.id", "egress %s already declared in %s", eg.ID, prev)
 			}
 			ids["e"+eg.Log()] = comp.Source
 			c.Egresses = append(c.Egresses, *eg)
 		default:
-			return nil, p.errf("kind", "not a Kafka kind (%s, %s)", KindIngress, KindEgress)
+			return nil, p.Errf("kind", "not a Kafka kind (%s, %s)", KindIngress, KindEgress)
 		}
 	}
 	return c, nil
 }
 
-type parser struct{ where string }
-
-func (p *parser) errf(field, format string, args ...any) error {
-	return fmt.Errorf("%w: %s: %s: %s", ErrConfig, p.where, field, fmt.Sprintf(format, args...))
-}
-
-func (p *parser) mapping(n *yaml.Node, field string, allowed ...string) (map[string]*yaml.Node, error) {
-	if n.Kind != yaml.MappingNode {
-		return nil, p.errf(field, "want a mapping, have %s", nodeKind(n))
-	}
-	out := map[string]*yaml.Node{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k := n.Content[i].Value
-		if allowed != nil && !contains(allowed, k) {
-			s := append([]string(nil), allowed...)
-			sort.Strings(s)
-			return nil, p.errf(field+"."+k, "unknown field (line %d); known: %s", n.Content[i].Line, strings.Join(s, ", "))
-		}
-		if _, dup := out[k]; dup {
-			return nil, p.errf(field+"."+k, "duplicate field (line %d)", n.Content[i].Line)
-		}
-		out[k] = n.Content[i+1]
-	}
-	return out, nil
-}
-
-func (p *parser) str(n *yaml.Node, field string) (string, error) {
-	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
-		return "", p.errf(field, "want a string, have %s", nodeKind(n))
-	}
-	if strings.TrimSpace(n.Value) == "" {
-		return "", p.errf(field, "empty")
-	}
-	return n.Value, nil
-}
+// parser reads one Kafka document of a module.
+type parser struct{ yamldoc.Parser }
 
 func (p *parser) strList(n *yaml.Node, field string) ([]string, error) {
 	switch n.Kind {
 	case yaml.ScalarNode:
-		s, err := p.str(n, field)
+		s, err := p.Str(n, field)
 		return []string{s}, err
 	case yaml.SequenceNode:
 		var out []string
 		for i, c := range n.Content {
-			s, err := p.str(c, fmt.Sprintf("%s[%d]", field, i))
+			s, err := p.Str(c, fmt.Sprintf("%s[%d]", field, i))
 			if err != nil {
 				return nil, err
 			}
 			out = append(out, s)
 		}
 		if len(out) == 0 {
-			return nil, p.errf(field, "empty list")
+			return nil, p.Errf(field, "empty list")
 		}
 		return out, nil
 	}
-	return nil, p.errf(field, "want a string or a list of strings, have %s", nodeKind(n))
+	return nil, p.Errf(field, "want a string or a list of strings, have %s", yamldoc.NodeKind(n))
 }
 
 // keyValues reads StateFun's list of single-key mappings ("- key: value"),
@@ -237,7 +205,7 @@ func (p *parser) keyValues(n *yaml.Node, field string) ([][2]string, error) {
 	var out [][2]string
 	add := func(k, v *yaml.Node, f string) error {
 		if v.Kind != yaml.ScalarNode {
-			return p.errf(f+"."+k.Value, "want a scalar value, have %s", nodeKind(v))
+			return p.Errf(f+"."+k.Value, "want a scalar value, have %s", yamldoc.NodeKind(v))
 		}
 		out = append(out, [2]string{k.Value, v.Value})
 		return nil
@@ -253,7 +221,7 @@ func (p *parser) keyValues(n *yaml.Node, field string) ([][2]string, error) {
 		for i, c := range n.Content {
 			f := fmt.Sprintf("%s[%d]", field, i)
 			if c.Kind != yaml.MappingNode || len(c.Content) != 2 {
-				return nil, p.errf(f, "want one \"key: value\" entry, have %s", nodeKind(c))
+				return nil, p.Errf(f, "want one \"key: value\" entry, have %s", yamldoc.NodeKind(c))
 			}
 			if err := add(c.Content[0], c.Content[1], f); err != nil {
 				return nil, err
@@ -265,19 +233,19 @@ func (p *parser) keyValues(n *yaml.Node, field string) ([][2]string, error) {
 		}
 		fallthrough
 	default:
-		return nil, p.errf(field, "want a list of \"- key: value\" entries, have %s", nodeKind(n))
+		return nil, p.Errf(field, "want a list of \"- key: value\" entries, have %s", yamldoc.NodeKind(n))
 	}
 	return out, nil
 }
 
 func (p *parser) id(n *yaml.Node, field string) (string, error) {
-	s, err := p.str(n, field)
+	s, err := p.Str(n, field)
 	if err != nil {
 		return "", err
 	}
 	i := strings.LastIndexByte(s, '/')
 	if i <= 0 || i == len(s)-1 {
-		return "", p.errf(field, "%q: want namespace/name", s)
+		return "", p.Errf(field, "%q: want namespace/name", s)
 	}
 	return s, nil
 }
@@ -292,57 +260,55 @@ func brokers(s string) []string {
 	return out
 }
 
-func (p *parser) ingress(n *yaml.Node) (*IngressSpec, error) {
-	spec, err := p.mapping(n, "spec", "id", "address", "consumerGroupId", "startupPosition", "autoOffsetResetPosition", "topics", "properties")
-	if err != nil {
-		return nil, err
-	}
-	in := &IngressSpec{Startup: StartGroupOffsets, Source: p.where}
+// client reads what ingresses and egresses share: the id, the client
+// properties and the brokers (spec.address, else bootstrap.servers).
+func (p *parser) client(spec map[string]*yaml.Node, ingress bool) (id string, props ClientProps, brokerList []string, err error) {
 	idn, ok := spec["id"]
 	if !ok {
-		return nil, p.errf("spec.id", "missing")
+		return "", props, nil, p.Errf("spec.id", "missing")
 	}
-	if in.ID, err = p.id(idn, "spec.id"); err != nil {
-		return nil, err
+	if id, err = p.id(idn, "spec.id"); err != nil {
+		return "", props, nil, err
 	}
-	props, err := p.properties(spec, true)
+	if props, err = p.properties(spec, ingress); err != nil {
+		return "", props, nil, err
+	}
+	if an, ok := spec["address"]; ok {
+		s, err := p.Str(an, "spec.address")
+		if err != nil {
+			return "", props, nil, err
+		}
+		brokerList = brokers(s)
+	} else if props.bootstrap != "" {
+		brokerList = brokers(props.bootstrap)
+	}
+	if len(brokerList) == 0 {
+		return "", props, nil, p.Errf("spec.address", "missing (or set the bootstrap.servers property)")
+	}
+	return id, props, brokerList, nil
+}
+
+func (p *parser) ingress(n *yaml.Node) (*IngressSpec, error) {
+	spec, err := p.Mapping(n, "spec", "id", "address", "consumerGroupId", "startupPosition", "autoOffsetResetPosition", "topics", "properties")
 	if err != nil {
 		return nil, err
 	}
-	in.Client = props
-	if an, ok := spec["address"]; ok {
-		s, err := p.str(an, "spec.address")
-		if err != nil {
-			return nil, err
-		}
-		in.Brokers = brokers(s)
-	} else if props.bootstrap != "" {
-		in.Brokers = brokers(props.bootstrap)
-	}
-	if len(in.Brokers) == 0 {
-		return nil, p.errf("spec.address", "missing (or set the bootstrap.servers property)")
+	in := &IngressSpec{Startup: StartGroupOffsets, Source: p.Where}
+	if in.ID, in.Client, in.Brokers, err = p.client(spec, true); err != nil {
+		return nil, err
 	}
 	in.Group = "shardfn-" + in.ID
 	if gn, ok := spec["consumerGroupId"]; ok {
-		if in.Group, err = p.str(gn, "spec.consumerGroupId"); err != nil {
+		if in.Group, err = p.Str(gn, "spec.consumerGroupId"); err != nil {
 			return nil, err
 		}
-	} else if props.groupID != "" {
-		in.Group = props.groupID
+	} else if in.Client.groupID != "" {
+		in.Group = in.Client.groupID
 	}
-	in.ResetEarliest = props.resetEarliest
+	in.ResetEarliest = in.Client.resetEarliest
 	if rn, ok := spec["autoOffsetResetPosition"]; ok {
-		s, err := p.str(rn, "spec.autoOffsetResetPosition")
-		if err != nil {
+		if in.ResetEarliest, err = p.resetEarliest(rn); err != nil {
 			return nil, err
-		}
-		switch strings.ToLower(s) {
-		case "earliest":
-			in.ResetEarliest = true
-		case "latest":
-			in.ResetEarliest = false
-		default:
-			return nil, p.errf("spec.autoOffsetResetPosition", "%q: want earliest or latest", s)
 		}
 	}
 	if sn, ok := spec["startupPosition"]; ok {
@@ -352,58 +318,109 @@ func (p *parser) ingress(n *yaml.Node) (*IngressSpec, error) {
 	}
 	tn, ok := spec["topics"]
 	if !ok {
-		return nil, p.errf("spec.topics", "missing")
+		return nil, p.Errf("spec.topics", "missing")
 	}
-	if tn.Kind != yaml.SequenceNode || len(tn.Content) == 0 {
-		return nil, p.errf("spec.topics", "want a non-empty list of {topic, valueType, targets}, have %s", nodeKind(tn))
-	}
-	seen := map[string]bool{}
-	for i, c := range tn.Content {
-		f := fmt.Sprintf("spec.topics[%d]", i)
-		t, err := p.mapping(c, f, "topic", "valueType", "targets")
-		if err != nil {
-			return nil, err
-		}
-		var it IngressTopic
-		for _, k := range []string{"topic", "valueType", "targets"} {
-			if _, ok := t[k]; !ok {
-				return nil, p.errf(f+"."+k, "missing")
-			}
-		}
-		if it.Topic, err = p.str(t["topic"], f+".topic"); err != nil {
-			return nil, err
-		}
-		if seen[it.Topic] {
-			return nil, p.errf(f+".topic", "topic %q listed twice", it.Topic)
-		}
-		seen[it.Topic] = true
-		if it.ValueType, err = p.str(t["valueType"], f+".valueType"); err != nil {
-			return nil, err
-		}
-		if !strings.Contains(it.ValueType, "/") {
-			return nil, p.errf(f+".valueType", "%q: want a type name namespace/name", it.ValueType)
-		}
-		targets, err := p.strList(t["targets"], f+".targets")
-		if err != nil {
-			return nil, err
-		}
-		for j, s := range targets {
-			k := strings.LastIndexByte(s, '/')
-			if k <= 0 || k == len(s)-1 {
-				return nil, p.errf(fmt.Sprintf("%s.targets[%d]", f, j), "%q: want a function type namespace/name", s)
-			}
-			it.Targets = append(it.Targets, FunctionType{Namespace: s[:k], Type: s[k+1:]})
-		}
-		in.Topics = append(in.Topics, it)
+	if in.Topics, err = p.topics(tn); err != nil {
+		return nil, err
 	}
 	if in.Startup == StartSpecificOffsets {
 		for tp := range in.SpecificOffsets {
-			if !seen[tp.Topic] {
-				return nil, p.errf("spec.startupPosition.offsets", "%s: topic %q is not in spec.topics", tp, tp.Topic)
+			if !slices.ContainsFunc(in.Topics, func(t IngressTopic) bool { return t.Topic == tp.Topic }) {
+				return nil, p.Errf("spec.startupPosition.offsets", "%s: topic %q is not in spec.topics", tp, tp.Topic)
 			}
 		}
 	}
 	return in, nil
+}
+
+// resetEarliest reads spec.autoOffsetResetPosition.
+func (p *parser) resetEarliest(n *yaml.Node) (bool, error) {
+	s, err := p.Str(n, "spec.autoOffsetResetPosition")
+	if err != nil {
+		return false, err
+	}
+	switch strings.ToLower(s) {
+	case "earliest":
+		return true, nil
+	case "latest":
+		return false, nil
+	}
+	return false, p.Errf("spec.autoOffsetResetPosition", "%q: want earliest or latest", s)
+}
+
+// topics reads spec.topics: a non-empty list of {topic, valueType,
+// targets}, each topic once.
+func (p *parser) topics(tn *yaml.Node) ([]IngressTopic, error) {
+	if tn.Kind != yaml.SequenceNode || len(tn.Content) == 0 {
+		return nil, p.Errf("spec.topics", "want a non-empty list of {topic, valueType, targets}, have %s", yamldoc.NodeKind(tn))
+	}
+	var out []IngressTopic
+	seen := map[string]bool{}
+	for i, c := range tn.Content {
+		f := fmt.Sprintf("spec.topics[%d]", i)
+		it, err := p.topic(c, f, seen)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, it)
+	}
+	return out, nil
+}
+
+// topic reads one entry of spec.topics, the field f; seen holds the
+// topics of the entries before it.
+func (p *parser) topic(c *yaml.Node, f string, seen map[string]bool) (IngressTopic, error) {
+	var it IngressTopic
+	t, err := p.Mapping(c, f, "topic", "valueType", "targets")
+	if err != nil {
+		return it, err
+	}
+	for _, k := range []string{"topic", "valueType", "targets"} {
+		if _, ok := t[k]; !ok {
+			return it, p.Errf(f+"."+k, "missing")
+		}
+	}
+	if it.Topic, err = p.Str(t["topic"], f+".topic"); err != nil {
+		return it, err
+	}
+	if seen[it.Topic] {
+		return it, p.Errf(f+".topic", "topic %q listed twice", it.Topic)
+	}
+	seen[it.Topic] = true
+	if it.ValueType, err = p.Str(t["valueType"], f+".valueType"); err != nil {
+		return it, err
+	}
+	if !strings.Contains(it.ValueType, "/") {
+		return it, p.Errf(f+".valueType", "%q: want a type name namespace/name", it.ValueType)
+	}
+	targets, err := p.strList(t["targets"], f+".targets")
+	if err != nil {
+		return it, err
+	}
+	for j, s := range targets {
+		k := strings.LastIndexByte(s, '/')
+		if k <= 0 || k == len(s)-1 {
+			return it, p.Errf(fmt.Sprintf("%s.targets[%d]", f, j), "%q: want a function type namespace/name", s)
+		}
+		it.Targets = append(it.Targets, FunctionType{Namespace: s[:k], Type: s[k+1:]})
+	}
+	return it, nil
+}
+
+// typedMapping reads a mapping, the field f, with a required string
+// member "type" beside the members other: it returns the mapping and the
+// type.
+func (p *parser) typedMapping(n *yaml.Node, f string, other ...string) (map[string]*yaml.Node, string, error) {
+	m, err := p.Mapping(n, f, append([]string{"type"}, other...)...)
+	if err != nil {
+		return nil, "", err
+	}
+	tn, ok := m["type"]
+	if !ok {
+		return nil, "", p.Errf(f+".type", "missing")
+	}
+	typ, err := p.Str(tn, f+".type")
+	return m, typ, err
 }
 
 // DateLayout is StateFun's startupPosition date pattern
@@ -412,15 +429,7 @@ const DateLayout = "2006-01-02 15:04:05.000 -0700"
 
 func (p *parser) startup(n *yaml.Node, in *IngressSpec) error {
 	const f = "spec.startupPosition"
-	m, err := p.mapping(n, f, "type", "offsets", "date")
-	if err != nil {
-		return err
-	}
-	tn, ok := m["type"]
-	if !ok {
-		return p.errf(f+".type", "missing")
-	}
-	s, err := p.str(tn, f+".type")
+	m, s, err := p.typedMapping(n, f, "offsets", "date")
 	if err != nil {
 		return err
 	}
@@ -433,11 +442,11 @@ func (p *parser) startup(n *yaml.Node, in *IngressSpec) error {
 	case StartDate:
 		need = "date"
 	default:
-		return p.errf(f+".type", "%q: want group-offsets, earliest, latest, specific-offsets or date", s)
+		return p.Errf(f+".type", "%q: want group-offsets, earliest, latest, specific-offsets or date", s)
 	}
 	for _, k := range []string{"offsets", "date"} {
 		if _, ok := m[k]; ok && k != need {
-			return p.errf(f+"."+k, "only for type %s", map[string]string{"offsets": "specific-offsets", "date": "date"}[k])
+			return p.Errf(f+"."+k, "only for type %s", map[string]string{"offsets": "specific-offsets", "date": "date"}[k])
 		}
 	}
 	if need == "" {
@@ -445,15 +454,15 @@ func (p *parser) startup(n *yaml.Node, in *IngressSpec) error {
 	}
 	vn, ok := m[need]
 	if !ok {
-		return p.errf(f+"."+need, "missing (type %s needs it)", s)
+		return p.Errf(f+"."+need, "missing (type %s needs it)", s)
 	}
 	if need == "date" {
-		ds, err := p.str(vn, f+".date")
+		ds, err := p.Str(vn, f+".date")
 		if err != nil {
 			return err
 		}
 		if in.StartDate, err = time.Parse(DateLayout, ds); err != nil {
-			return p.errf(f+".date", "%q: want yyyy-MM-dd HH:mm:ss.SSS Z, e.g. 2020-02-01 04:15:00.000 +0000", ds)
+			return p.Errf(f+".date", "%q: want yyyy-MM-dd HH:mm:ss.SSS Z, e.g. 2020-02-01 04:15:00.000 +0000", ds)
 		}
 		return nil
 	}
@@ -462,18 +471,18 @@ func (p *parser) startup(n *yaml.Node, in *IngressSpec) error {
 		return err
 	}
 	if len(kvs) == 0 {
-		return p.errf(f+".offsets", "empty")
+		return p.Errf(f+".offsets", "empty")
 	}
 	in.SpecificOffsets = map[TopicPartition]int64{}
 	for _, kv := range kvs {
 		i := strings.LastIndexByte(kv[0], '/')
 		part, perr := strconv.ParseInt(kv[0][i+1:], 10, 32)
 		if i <= 0 || perr != nil || part < 0 {
-			return p.errf(f+".offsets."+kv[0], "want topic/partition, e.g. orders/0")
+			return p.Errf(f+".offsets."+kv[0], "want topic/partition, e.g. orders/0")
 		}
 		off, err := strconv.ParseInt(kv[1], 10, 64)
 		if err != nil || off < 0 {
-			return p.errf(f+".offsets."+kv[0], "%q: want an offset, a non-negative integer", kv[1])
+			return p.Errf(f+".offsets."+kv[0], "%q: want an offset, a non-negative integer", kv[1])
 		}
 		in.SpecificOffsets[TopicPartition{Topic: kv[0][:i], Partition: int32(part)}] = off
 	}
@@ -481,114 +490,69 @@ func (p *parser) startup(n *yaml.Node, in *IngressSpec) error {
 }
 
 func (p *parser) egress(n *yaml.Node) (*EgressSpec, error) {
-	spec, err := p.mapping(n, "spec", "id", "address", "deliverySemantic", "properties")
+	spec, err := p.Mapping(n, "spec", "id", "address", "deliverySemantic", "properties")
 	if err != nil {
 		return nil, err
 	}
-	eg := &EgressSpec{Semantic: SemanticAtLeastOnce, Source: p.where}
-	idn, ok := spec["id"]
-	if !ok {
-		return nil, p.errf("spec.id", "missing")
-	}
-	if eg.ID, err = p.id(idn, "spec.id"); err != nil {
+	eg := &EgressSpec{Semantic: SemanticAtLeastOnce, Source: p.Where}
+	if eg.ID, eg.Client, eg.Brokers, err = p.client(spec, false); err != nil {
 		return nil, err
 	}
-	props, err := p.properties(spec, false)
-	if err != nil {
-		return nil, err
-	}
-	eg.Client = props
-	if an, ok := spec["address"]; ok {
-		s, err := p.str(an, "spec.address")
-		if err != nil {
-			return nil, err
-		}
-		eg.Brokers = brokers(s)
-	} else if props.bootstrap != "" {
-		eg.Brokers = brokers(props.bootstrap)
-	}
-	if len(eg.Brokers) == 0 {
-		return nil, p.errf("spec.address", "missing (or set the bootstrap.servers property)")
-	}
+	props := eg.Client
 	eg.TransactionTimeout = props.txnTimeout
 	eg.TransactionalID = props.txnID
 	if dn, ok := spec["deliverySemantic"]; ok {
-		const f = "spec.deliverySemantic"
-		m, err := p.mapping(dn, f, "type", "transactionTimeout", "transactionTimeoutMillis")
-		if err != nil {
+		if err := p.deliverySemantic(dn, eg); err != nil {
 			return nil, err
-		}
-		tn, ok := m["type"]
-		if !ok {
-			return nil, p.errf(f+".type", "missing")
-		}
-		s, err := p.str(tn, f+".type")
-		if err != nil {
-			return nil, err
-		}
-		eg.Semantic = Semantic(s)
-		switch eg.Semantic {
-		case SemanticNone, SemanticAtLeastOnce:
-			for _, k := range []string{"transactionTimeout", "transactionTimeoutMillis"} {
-				if _, ok := m[k]; ok {
-					return nil, p.errf(f+"."+k, "only for type exactly-once")
-				}
-			}
-		case SemanticExactlyOnce:
-			if ms, ok := m["transactionTimeoutMillis"]; ok { // StateFun's deprecated form wins, as there
-				v, err := strconv.ParseInt(ms.Value, 10, 64)
-				if err != nil || v <= 0 {
-					return nil, p.errf(f+".transactionTimeoutMillis", "%q: want a positive number of milliseconds", ms.Value)
-				}
-				eg.TransactionTimeout = time.Duration(v) * time.Millisecond
-			} else if tt, ok := m["transactionTimeout"]; ok {
-				if eg.TransactionTimeout, err = remote.ParseDuration(tt.Value); err != nil {
-					return nil, p.errf(f+".transactionTimeout", "%v", err)
-				}
-			} else if eg.TransactionTimeout == 0 {
-				return nil, p.errf(f+".transactionTimeout", "missing (exactly-once needs it, e.g. 15min)")
-			}
-			if eg.TransactionTimeout < time.Second {
-				return nil, p.errf(f+".transactionTimeout", "%v is below 1s", eg.TransactionTimeout)
-			}
-		default:
-			return nil, p.errf(f+".type", "%q: want none, at-least-once or exactly-once", s)
 		}
 	}
 	if eg.Semantic != SemanticExactlyOnce && (props.txnID != "" || props.txnTimeout != 0) {
-		return nil, p.errf("spec.properties", "transactional.id and transaction.timeout.ms apply only to deliverySemantic exactly-once")
+		return nil, p.Errf("spec.properties", "transactional.id and transaction.timeout.ms apply only to deliverySemantic exactly-once")
 	}
 	if eg.Semantic == SemanticExactlyOnce && eg.TransactionalID == "" {
 		eg.TransactionalID = "shardfn-egress-" + eg.ID
 	}
 	if eg.Semantic != SemanticNone && props.acks != "" && props.acks != "all" && props.acks != "-1" {
-		return nil, p.errf("spec.properties.acks", "%q: delivery semantic %s needs acks=all", props.acks, eg.Semantic)
+		return nil, p.Errf("spec.properties.acks", "%q: delivery semantic %s needs acks=all", props.acks, eg.Semantic)
 	}
 	return eg, nil
 }
 
-func nodeKind(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		if n.Tag == "!!null" {
-			return "null"
-		}
-		return fmt.Sprintf("%q", n.Value)
-	case yaml.AliasNode:
-		return "an alias"
+// deliverySemantic reads spec.deliverySemantic into eg: the type and, for
+// exactly-once, the transaction timeout.
+func (p *parser) deliverySemantic(dn *yaml.Node, eg *EgressSpec) error {
+	const f = "spec.deliverySemantic"
+	m, s, err := p.typedMapping(dn, f, "transactionTimeout", "transactionTimeoutMillis")
+	if err != nil {
+		return err
 	}
-	return "nothing"
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
+	eg.Semantic = Semantic(s)
+	switch eg.Semantic {
+	case SemanticNone, SemanticAtLeastOnce:
+		for _, k := range []string{"transactionTimeout", "transactionTimeoutMillis"} {
+			if _, ok := m[k]; ok {
+				return p.Errf(f+"."+k, "only for type exactly-once")
+			}
 		}
+	case SemanticExactlyOnce:
+		if ms, ok := m["transactionTimeoutMillis"]; ok { // StateFun's deprecated form wins, as there
+			v, err := strconv.ParseInt(ms.Value, 10, 64)
+			if err != nil || v <= 0 {
+				return p.Errf(f+".transactionTimeoutMillis", "%q: want a positive number of milliseconds", ms.Value)
+			}
+			eg.TransactionTimeout = time.Duration(v) * time.Millisecond
+		} else if tt, ok := m["transactionTimeout"]; ok {
+			if eg.TransactionTimeout, err = remote.ParseDuration(tt.Value); err != nil {
+				return p.Errf(f+".transactionTimeout", "%v", err)
+			}
+		} else if eg.TransactionTimeout == 0 {
+			return p.Errf(f+".transactionTimeout", "missing (exactly-once needs it, e.g. 15min)")
+		}
+		if eg.TransactionTimeout < time.Second {
+			return p.Errf(f+".transactionTimeout", "%v is below 1s", eg.TransactionTimeout)
+		}
+	default:
+		return p.Errf(f+".type", "%q: want none, at-least-once or exactly-once", s)
 	}
-	return false
+	return nil
 }

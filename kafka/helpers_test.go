@@ -6,7 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -195,7 +195,7 @@ func checkCounts(t testing.TB, got map[string][]string, keys, n int) {
 			extra = append(extra, key)
 		}
 	}
-	sort.Strings(extra)
+	slices.Sort(extra)
 	if len(extra) > 0 {
 		t.Errorf("unexpected keys %q", extra)
 	}

@@ -7,7 +7,7 @@ import (
 	"net"
 	"os"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -102,19 +102,19 @@ func (p *parser) properties(spec map[string]*yaml.Node, ingress bool) (ClientPro
 		k, v := kv[0], strings.TrimSpace(kv[1])
 		f := "spec.properties." + k
 		if seen[k] {
-			return cp, p.errf(f, "set twice")
+			return cp, p.Errf(f, "set twice")
 		}
 		seen[k] = true
 		if why, ok := refusedProps[k]; ok {
-			return cp, p.errf(f, "not supported: %s", why)
+			return cp, p.Errf(f, "not supported: %s", why)
 		}
-		if !contains(allowed, k) {
-			if contains(other, k) {
+		if !slices.Contains(allowed, k) {
+			if slices.Contains(other, k) {
 				what := "an egress"
 				if !ingress {
 					what = "an ingress"
 				}
-				return cp, p.errf(f, "applies to %s, not here", what)
+				return cp, p.Errf(f, "applies to %s, not here", what)
 			}
 			unknown = append(unknown, k)
 			continue
@@ -124,36 +124,84 @@ func (p *parser) properties(spec map[string]*yaml.Node, ingress bool) (ClientPro
 		}
 	}
 	if len(unknown) > 0 {
-		sort.Strings(allowed)
-		return cp, p.errf("spec.properties", "unknown or unsupported Kafka client properties %s; supported here: %s",
+		slices.Sort(allowed)
+		return cp, p.Errf("spec.properties", "unknown or unsupported Kafka client properties %s; supported here: %s",
 			strings.Join(unknown, ", "), strings.Join(allowed, ", "))
 	}
 	return cp, cp.finish(p, ingress)
 }
 
+// millisProps are the properties in milliseconds that map to one franz-go
+// option.
+var millisProps = map[string]func(time.Duration) kgo.Opt{
+	"request.timeout.ms":                 func(d time.Duration) kgo.Opt { return kgo.RequestTimeoutOverhead(d) },
+	"retry.backoff.ms":                   func(d time.Duration) kgo.Opt { return kgo.RetryBackoffFn(func(int) time.Duration { return d }) },
+	"metadata.max.age.ms":                func(d time.Duration) kgo.Opt { return kgo.MetadataMaxAge(d) },
+	"socket.connection.setup.timeout.ms": func(d time.Duration) kgo.Opt { return kgo.DialTimeout(d) },
+	"connections.max.idle.ms":            func(d time.Duration) kgo.Opt { return kgo.ConnIdleTimeout(d) },
+	"fetch.max.wait.ms":                  func(d time.Duration) kgo.Opt { return kgo.FetchMaxWait(d) },
+	"session.timeout.ms":                 func(d time.Duration) kgo.Opt { return kgo.SessionTimeout(d) },
+	"heartbeat.interval.ms":              func(d time.Duration) kgo.Opt { return kgo.HeartbeatInterval(d) },
+	"max.poll.interval.ms":               func(d time.Duration) kgo.Opt { return kgo.RebalanceTimeout(d) },
+	"linger.ms":                          func(d time.Duration) kgo.Opt { return kgo.ProducerLinger(d) },
+	"delivery.timeout.ms":                func(d time.Duration) kgo.Opt { return kgo.RecordDeliveryTimeout(d) },
+}
+
+// countProp is a property that is an integer from min to 2^31-1 and maps
+// to one franz-go option.
+type countProp struct {
+	min int64
+	opt func(int64) kgo.Opt
+}
+
+var countProps = map[string]countProp{
+	"fetch.max.bytes":           {1, func(i int64) kgo.Opt { return kgo.FetchMaxBytes(int32(i)) }},
+	"max.partition.fetch.bytes": {1, func(i int64) kgo.Opt { return kgo.FetchMaxPartitionBytes(int32(i)) }},
+	"fetch.min.bytes":           {1, func(i int64) kgo.Opt { return kgo.FetchMinBytes(int32(i)) }},
+	"batch.size":                {1024, func(i int64) kgo.Opt { return kgo.ProducerBatchMaxBytes(int32(i)) }},
+	"max.request.size":          {1024, func(i int64) kgo.Opt { return kgo.ProducerBatchMaxBytes(int32(i)) }},
+	"retries":                   {0, func(i int64) kgo.Opt { return kgo.RecordRetries(int(i)) }},
+}
+
+// parseMillis reads a property in milliseconds, f's value v.
+func parseMillis(p *parser, f, v string) (time.Duration, error) {
+	i, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || i < 0 {
+		return 0, p.Errf(f, "%q: want milliseconds, a non-negative integer", v)
+	}
+	return time.Duration(i) * time.Millisecond, nil
+}
+
+// parseCount reads an integer property from min to 2^31-1, f's value v.
+func parseCount(p *parser, f, v string, min int64) (int64, error) {
+	i, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || i < min || i > 1<<31-1 {
+		return 0, p.Errf(f, "%q: want an integer from %d", v, min)
+	}
+	return i, nil
+}
+
+// set applies property k, the field f, with value v.
 func (cp *ClientProps) set(p *parser, f, k, v string) error {
-	ms := func() (time.Duration, error) {
-		i, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || i < 0 {
-			return 0, p.errf(f, "%q: want milliseconds, a non-negative integer", v)
-		}
-		return time.Duration(i) * time.Millisecond, nil
-	}
-	num := func(min int64) (int64, error) {
-		i, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || i < min || i > 1<<31-1 {
-			return 0, p.errf(f, "%q: want an integer from %d", v, min)
-		}
-		return i, nil
-	}
-	readFile := func(path string) ([]byte, error) {
-		b, err := os.ReadFile(path)
+	if opt, ok := millisProps[k]; ok {
+		d, err := parseMillis(p, f, v)
 		if err != nil {
-			return nil, p.errf(f, "%v", err)
+			return err
 		}
-		return b, nil
+		cp.Opts = append(cp.Opts, opt(d))
+		return nil
 	}
-	var err error
+	if c, ok := countProps[k]; ok {
+		i, err := parseCount(p, f, v, c.min)
+		if err != nil {
+			return err
+		}
+		cp.Opts = append(cp.Opts, c.opt(i))
+		return nil
+	}
+	if strings.HasPrefix(k, "security.") || strings.HasPrefix(k, "sasl.") || strings.HasPrefix(k, "ssl.") {
+		return cp.setSecurity(p, f, k, v)
+	}
 	switch k {
 	case "bootstrap.servers":
 		cp.bootstrap = v
@@ -169,36 +217,107 @@ func (cp *ClientProps) set(p *parser, f, k, v string) error {
 			cp.resetEarliest = true
 		case "latest":
 		default:
-			return p.errf(f, "%q: want earliest or latest", v)
+			return p.Errf(f, "%q: want earliest or latest", v)
 		}
 	case "enable.auto.commit":
 		if v != "false" {
-			return p.errf(f, "%q: shardfn commits offsets itself once the records are durable; only false is accepted", v)
+			return p.Errf(f, "%q: shardfn commits offsets itself once the records are durable; only false is accepted", v)
 		}
 	case "isolation.level":
 		if v != "read_committed" && v != "read_uncommitted" {
-			return p.errf(f, "%q: want read_committed or read_uncommitted", v)
+			return p.Errf(f, "%q: want read_committed or read_uncommitted", v)
 		}
 		cp.isolation = v
+	case "max.poll.records":
+		i, err := parseCount(p, f, v, 1)
+		if err != nil {
+			return err
+		}
+		cp.MaxPollRecords = int(i)
+	case "partition.assignment.strategy":
+		bs, err := balancers(p, f, v)
+		if err != nil {
+			return err
+		}
+		cp.Opts = append(cp.Opts, kgo.Balancers(bs...))
+	default:
+		return cp.setProducer(p, f, k, v)
+	}
+	return nil
+}
+
+// setProducer applies an egress property that is not a duration or a
+// count.
+func (cp *ClientProps) setProducer(p *parser, f, k, v string) error {
+	var err error
+	switch k {
+	case "acks":
+		switch v {
+		case "all", "-1", "1", "0":
+			cp.acks = v
+		default:
+			return p.Errf(f, "%q: want all, -1, 1 or 0", v)
+		}
+	case "compression.type":
+		c, err := compression(p, f, v)
+		if err != nil {
+			return err
+		}
+		cp.Opts = append(cp.Opts, kgo.ProducerBatchCompression(c))
+	case "enable.idempotence":
+		if v != "true" {
+			return p.Errf(f, "%q: the delivery semantic decides idempotence (none: off; at-least-once and exactly-once: on)", v)
+		}
+	case "max.in.flight.requests.per.connection":
+		i, err := parseCount(p, f, v, 1)
+		if err != nil {
+			return err
+		}
+		if i > 5 {
+			return p.Errf(f, "%d: at most 5 keeps the order of an idempotent producer", i)
+		}
+		cp.Opts = append(cp.Opts, kgo.MaxProduceRequestsInflightPerBroker(int(i)))
+	case "transactional.id":
+		cp.txnID = v
+	case "transaction.timeout.ms":
+		if cp.txnTimeout, err = parseMillis(p, f, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setSecurity applies a security.*, sasl.* or ssl.* property; finish turns
+// them into options.
+func (cp *ClientProps) setSecurity(p *parser, f, k, v string) error {
+	readFile := func(path string) ([]byte, error) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, p.Errf(f, "%v", err)
+		}
+		return b, nil
+	}
+	var err error
+	switch k {
 	case "security.protocol":
 		switch strings.ToUpper(v) {
 		case "PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL":
 			cp.protocol = strings.ToUpper(v)
 		default:
-			return p.errf(f, "%q: want PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL", v)
+			return p.Errf(f, "%q: want PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL", v)
 		}
 	case "sasl.mechanism":
 		switch strings.ToUpper(v) {
 		case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
 			cp.mechanism = strings.ToUpper(v)
 		default:
-			return p.errf(f, "%q: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (OAUTHBEARER and GSSAPI are not supported)", v)
+			return p.Errf(f, "%q: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (OAUTHBEARER and GSSAPI are not supported)", v)
 		}
 	case "sasl.jaas.config":
 		cp.jaas = v
 	case "ssl.truststore.type", "ssl.keystore.type":
 		if strings.ToUpper(v) != "PEM" {
-			return p.errf(f, "%q: only PEM stores are supported (convert a JKS or PKCS12 store with keytool/openssl)", v)
+			return p.Errf(f, "%q: only PEM stores are supported (convert a JKS or PKCS12 store with keytool/openssl)", v)
 		}
 	case "ssl.truststore.location":
 		if cp.trustPEM, err = readFile(v); err != nil {
@@ -218,183 +337,59 @@ func (cp *ClientProps) set(p *parser, f, k, v string) error {
 	case "ssl.keystore.key":
 		cp.keyPEM, cp.tlsSet = []byte(v), true
 	case "ssl.key.password":
-		return p.errf(f, "encrypted private keys are not supported; give an unencrypted PEM key")
+		return p.Errf(f, "encrypted private keys are not supported; give an unencrypted PEM key")
 	case "ssl.endpoint.identification.algorithm":
 		switch strings.ToLower(v) {
 		case "https":
 		case "":
 			cp.noVerify = true
 		default:
-			return p.errf(f, "%q: want https or an empty string", v)
-		}
-	case "request.timeout.ms":
-		d, err := ms()
-		if err != nil {
-			return err
-		}
-		cp.Opts = append(cp.Opts, kgo.RequestTimeoutOverhead(d))
-	case "retry.backoff.ms":
-		d, err := ms()
-		if err != nil {
-			return err
-		}
-		cp.Opts = append(cp.Opts, kgo.RetryBackoffFn(func(int) time.Duration { return d }))
-	case "metadata.max.age.ms":
-		d, err := ms()
-		if err != nil {
-			return err
-		}
-		cp.Opts = append(cp.Opts, kgo.MetadataMaxAge(d))
-	case "socket.connection.setup.timeout.ms":
-		d, err := ms()
-		if err != nil {
-			return err
-		}
-		cp.Opts = append(cp.Opts, kgo.DialTimeout(d))
-	case "connections.max.idle.ms":
-		d, err := ms()
-		if err != nil {
-			return err
-		}
-		cp.Opts = append(cp.Opts, kgo.ConnIdleTimeout(d))
-	case "fetch.max.bytes":
-		i, err := num(1)
-		if err != nil {
-			return err
-		}
-		cp.Opts = append(cp.Opts, kgo.FetchMaxBytes(int32(i)))
-	case "max.partition.fetch.bytes":
-		i, err := num(1)
-		if err != nil {
-			return err
-		}
-		cp.Opts = append(cp.Opts, kgo.FetchMaxPartitionBytes(int32(i)))
-	case "fetch.min.bytes":
-		i, err := num(1)
-		if err != nil {
-			return err
-		}
-		cp.Opts = append(cp.Opts, kgo.FetchMinBytes(int32(i)))
-	case "fetch.max.wait.ms":
-		d, err := ms()
-		if err != nil {
-			return err
-		}
-		cp.Opts = append(cp.Opts, kgo.FetchMaxWait(d))
-	case "max.poll.records":
-		i, err := num(1)
-		if err != nil {
-			return err
-		}
-		cp.MaxPollRecords = int(i)
-	case "session.timeout.ms":
-		d, err := ms()
-		if err != nil {
-			return err
-		}
-		cp.Opts = append(cp.Opts, kgo.SessionTimeout(d))
-	case "heartbeat.interval.ms":
-		d, err := ms()
-		if err != nil {
-			return err
-		}
-		cp.Opts = append(cp.Opts, kgo.HeartbeatInterval(d))
-	case "max.poll.interval.ms":
-		d, err := ms()
-		if err != nil {
-			return err
-		}
-		cp.Opts = append(cp.Opts, kgo.RebalanceTimeout(d))
-	case "partition.assignment.strategy":
-		var bs []kgo.GroupBalancer
-		for _, s := range strings.Split(v, ",") {
-			s = strings.TrimSpace(s)
-			if i := strings.LastIndexByte(s, '.'); i >= 0 { // Java class names
-				s = s[i+1:]
-			}
-			switch strings.ToLower(s) {
-			case "range", "rangeassignor":
-				bs = append(bs, kgo.RangeBalancer())
-			case "roundrobin", "roundrobinassignor":
-				bs = append(bs, kgo.RoundRobinBalancer())
-			case "sticky", "stickyassignor":
-				bs = append(bs, kgo.StickyBalancer())
-			case "cooperative-sticky", "cooperativestickyassignor":
-				bs = append(bs, kgo.CooperativeStickyBalancer())
-			default:
-				return p.errf(f, "%q: want range, roundrobin, sticky or cooperative-sticky", s)
-			}
-		}
-		cp.Opts = append(cp.Opts, kgo.Balancers(bs...))
-	case "acks":
-		switch v {
-		case "all", "-1", "1", "0":
-			cp.acks = v
-		default:
-			return p.errf(f, "%q: want all, -1, 1 or 0", v)
-		}
-	case "linger.ms":
-		d, err := ms()
-		if err != nil {
-			return err
-		}
-		cp.Opts = append(cp.Opts, kgo.ProducerLinger(d))
-	case "batch.size", "max.request.size":
-		i, err := num(1024)
-		if err != nil {
-			return err
-		}
-		cp.Opts = append(cp.Opts, kgo.ProducerBatchMaxBytes(int32(i)))
-	case "compression.type":
-		var c kgo.CompressionCodec
-		switch v {
-		case "none":
-			c = kgo.NoCompression()
-		case "gzip":
-			c = kgo.GzipCompression()
-		case "snappy":
-			c = kgo.SnappyCompression()
-		case "lz4":
-			c = kgo.Lz4Compression()
-		case "zstd":
-			c = kgo.ZstdCompression()
-		default:
-			return p.errf(f, "%q: want none, gzip, snappy, lz4 or zstd", v)
-		}
-		cp.Opts = append(cp.Opts, kgo.ProducerBatchCompression(c))
-	case "delivery.timeout.ms":
-		d, err := ms()
-		if err != nil {
-			return err
-		}
-		cp.Opts = append(cp.Opts, kgo.RecordDeliveryTimeout(d))
-	case "retries":
-		i, err := num(0)
-		if err != nil {
-			return err
-		}
-		cp.Opts = append(cp.Opts, kgo.RecordRetries(int(i)))
-	case "enable.idempotence":
-		if v != "true" {
-			return p.errf(f, "%q: the delivery semantic decides idempotence (none: off; at-least-once and exactly-once: on)", v)
-		}
-	case "max.in.flight.requests.per.connection":
-		i, err := num(1)
-		if err != nil {
-			return err
-		}
-		if i > 5 {
-			return p.errf(f, "%d: at most 5 keeps the order of an idempotent producer", i)
-		}
-		cp.Opts = append(cp.Opts, kgo.MaxProduceRequestsInflightPerBroker(int(i)))
-	case "transactional.id":
-		cp.txnID = v
-	case "transaction.timeout.ms":
-		if cp.txnTimeout, err = ms(); err != nil {
-			return err
+			return p.Errf(f, "%q: want https or an empty string", v)
 		}
 	}
 	return nil
+}
+
+// balancers reads partition.assignment.strategy: names or Java class names
+// separated by commas.
+func balancers(p *parser, f, v string) ([]kgo.GroupBalancer, error) {
+	var bs []kgo.GroupBalancer
+	for _, s := range strings.Split(v, ",") {
+		s = strings.TrimSpace(s)
+		if i := strings.LastIndexByte(s, '.'); i >= 0 { // Java class names
+			s = s[i+1:]
+		}
+		switch strings.ToLower(s) {
+		case "range", "rangeassignor":
+			bs = append(bs, kgo.RangeBalancer())
+		case "roundrobin", "roundrobinassignor":
+			bs = append(bs, kgo.RoundRobinBalancer())
+		case "sticky", "stickyassignor":
+			bs = append(bs, kgo.StickyBalancer())
+		case "cooperative-sticky", "cooperativestickyassignor":
+			bs = append(bs, kgo.CooperativeStickyBalancer())
+		default:
+			return nil, p.Errf(f, "%q: want range, roundrobin, sticky or cooperative-sticky", s)
+		}
+	}
+	return bs, nil
+}
+
+// compression reads compression.type.
+func compression(p *parser, f, v string) (kgo.CompressionCodec, error) {
+	switch v {
+	case "none":
+		return kgo.NoCompression(), nil
+	case "gzip":
+		return kgo.GzipCompression(), nil
+	case "snappy":
+		return kgo.SnappyCompression(), nil
+	case "lz4":
+		return kgo.Lz4Compression(), nil
+	case "zstd":
+		return kgo.ZstdCompression(), nil
+	}
+	return kgo.CompressionCodec{}, p.Errf(f, "%q: want none, gzip, snappy, lz4 or zstd", v)
 }
 
 var jaasKV = regexp.MustCompile(`(\w+)\s*=\s*"((?:[^"\\]|\\.)*)"`)
@@ -417,73 +412,95 @@ func (cp *ClientProps) finish(p *parser, ingress bool) error {
 	useTLS := proto == "SSL" || proto == "SASL_SSL"
 	useSASL := strings.HasPrefix(proto, "SASL_")
 	if cp.tlsSet && !useTLS {
-		return p.errf("spec.properties.security.protocol", "%s with ssl.* settings: want SSL or SASL_SSL", proto)
+		return p.Errf("spec.properties.security.protocol", "%s with ssl.* settings: want SSL or SASL_SSL", proto)
 	}
 	if useTLS {
-		c := &tls.Config{MinVersion: tls.VersionTLS12}
-		if len(cp.trustPEM) > 0 {
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(cp.trustPEM) {
-				return p.errf("spec.properties.ssl.truststore", "no PEM certificate found")
-			}
-			c.RootCAs = pool
-		}
-		if len(cp.certPEM) > 0 || len(cp.keyPEM) > 0 {
-			cert, err := tls.X509KeyPair(cp.certPEM, cp.keyPEM)
-			if err != nil {
-				return p.errf("spec.properties.ssl.keystore", "%v", err)
-			}
-			c.Certificates = []tls.Certificate{cert}
-		}
-		if cp.noVerify {
-			// Keep the chain check, skip the host name check (the Java
-			// client's empty ssl.endpoint.identification.algorithm).
-			c.InsecureSkipVerify = true
-			roots := c.RootCAs
-			c.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
-				certs := make([]*x509.Certificate, len(raw))
-				for i, r := range raw {
-					var err error
-					if certs[i], err = x509.ParseCertificate(r); err != nil {
-						return err
-					}
-				}
-				if len(certs) == 0 {
-					return fmt.Errorf("kafka: the broker sent no certificate")
-				}
-				inter := x509.NewCertPool()
-				for _, ic := range certs[1:] {
-					inter.AddCert(ic)
-				}
-				_, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter})
-				return err
-			}
+		c, err := cp.tlsConfig(p)
+		if err != nil {
+			return err
 		}
 		cp.tls = c
 		cp.Opts = append(cp.Opts, kgo.DialTLSConfig(c), kgo.Dialer((&net.Dialer{Timeout: 10 * time.Second}).DialContext))
 	}
 	if useSASL {
-		if cp.jaas == "" {
-			return p.errf("spec.properties.sasl.jaas.config", "missing: %s needs username=\"...\" password=\"...\"", proto)
+		opt, err := cp.sasl(p, proto)
+		if err != nil {
+			return err
 		}
-		kv := map[string]string{}
-		for _, m := range jaasKV.FindAllStringSubmatch(cp.jaas, -1) {
-			kv[m[1]] = strings.ReplaceAll(strings.ReplaceAll(m[2], `\"`, `"`), `\\`, `\`)
-		}
-		user, pass := kv["username"], kv["password"]
-		if user == "" {
-			return p.errf("spec.properties.sasl.jaas.config", "no username=\"...\" found")
-		}
-		switch cp.mechanism {
-		case "", "PLAIN":
-			cp.Opts = append(cp.Opts, kgo.SASL(plain.Auth{User: user, Pass: pass}.AsMechanism()))
-		case "SCRAM-SHA-256":
-			cp.Opts = append(cp.Opts, kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha256Mechanism()))
-		case "SCRAM-SHA-512":
-			cp.Opts = append(cp.Opts, kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha512Mechanism()))
-		}
+		cp.Opts = append(cp.Opts, opt)
 	} else if cp.mechanism != "" || cp.jaas != "" {
-		return p.errf("spec.properties.security.protocol", "%s with SASL settings: want SASL_PLAINTEXT or SASL_SSL", proto)
+		return p.Errf("spec.properties.security.protocol", "%s with SASL settings: want SASL_PLAINTEXT or SASL_SSL", proto)
 	}
 	return nil
+}
+
+// tlsConfig is the TLS configuration of the ssl.* settings.
+func (cp *ClientProps) tlsConfig(p *parser) (*tls.Config, error) {
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if len(cp.trustPEM) > 0 {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(cp.trustPEM) {
+			return nil, p.Errf("spec.properties.ssl.truststore", "no PEM certificate found")
+		}
+		c.RootCAs = pool
+	}
+	if len(cp.certPEM) > 0 || len(cp.keyPEM) > 0 {
+		cert, err := tls.X509KeyPair(cp.certPEM, cp.keyPEM)
+		if err != nil {
+			return nil, p.Errf("spec.properties.ssl.keystore", "%v", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	if cp.noVerify {
+		// Keep the chain check, skip the host name check (the Java
+		// client's empty ssl.endpoint.identification.algorithm).
+		c.InsecureSkipVerify = true
+		c.VerifyPeerCertificate = verifyChain(c.RootCAs)
+	}
+	return c, nil
+}
+
+// verifyChain checks the broker's certificate chain against roots (the
+// system's when nil), without checking the host name.
+func verifyChain(roots *x509.CertPool) func(raw [][]byte, _ [][]*x509.Certificate) error {
+	return func(raw [][]byte, _ [][]*x509.Certificate) error {
+		certs := make([]*x509.Certificate, len(raw))
+		for i, r := range raw {
+			var err error
+			if certs[i], err = x509.ParseCertificate(r); err != nil {
+				return err
+			}
+		}
+		if len(certs) == 0 {
+			return fmt.Errorf("kafka: the broker sent no certificate")
+		}
+		inter := x509.NewCertPool()
+		for _, ic := range certs[1:] {
+			inter.AddCert(ic)
+		}
+		_, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter})
+		return err
+	}
+}
+
+// sasl is the SASL option of sasl.mechanism and sasl.jaas.config.
+func (cp *ClientProps) sasl(p *parser, proto string) (kgo.Opt, error) {
+	if cp.jaas == "" {
+		return nil, p.Errf("spec.properties.sasl.jaas.config", "missing: %s needs username=\"...\" password=\"...\"", proto)
+	}
+	kv := map[string]string{}
+	for _, m := range jaasKV.FindAllStringSubmatch(cp.jaas, -1) {
+		kv[m[1]] = strings.ReplaceAll(strings.ReplaceAll(m[2], `\"`, `"`), `\\`, `\`)
+	}
+	user, pass := kv["username"], kv["password"]
+	if user == "" {
+		return nil, p.Errf("spec.properties.sasl.jaas.config", "no username=\"...\" found")
+	}
+	switch cp.mechanism {
+	case "SCRAM-SHA-256":
+		return kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha256Mechanism()), nil
+	case "SCRAM-SHA-512":
+		return kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha512Mechanism()), nil
+	}
+	return kgo.SASL(plain.Auth{User: user, Pass: pass}.AsMechanism()), nil // "" or PLAIN
 }

@@ -2,7 +2,8 @@ package loadgen
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 )
 
@@ -67,66 +68,93 @@ func (v *verdict) fail(format string, args ...any) {
 // Check evaluates the invariants of workload-rides.md on a drained
 // snapshot and returns one result per invariant, in a fixed order.
 func Check(s Snapshot) []InvariantResult {
-	started := map[string][]RideEvent{}
-	completed := map[string][]RideEvent{}
-	var rideOrder []string
-	for _, e := range s.Events {
+	rides := indexRides(s.Events)
+	return []InvariantResult{
+		checkOneDriverPerRide(s, rides),
+		checkDriverOneRide(s),
+		checkOutcomes(s),
+		checkStartedCompleted(s, rides),
+		checkEventsOnce(s, rides),
+		checkFreeSets(s),
+		checkPassengers(s, rides),
+	}
+}
+
+// rideRecords is the ride-events log by ride.
+type rideRecords struct {
+	started, completed map[string][]RideEvent
+	order              []string // the rides in the order of their first record
+}
+
+func indexRides(events []RideEvent) rideRecords {
+	x := rideRecords{started: map[string][]RideEvent{}, completed: map[string][]RideEvent{}}
+	for _, e := range events {
+		var by map[string][]RideEvent
 		switch e.Kind {
 		case "ride-started":
-			if len(started[e.Ride]) == 0 && len(completed[e.Ride]) == 0 {
-				rideOrder = append(rideOrder, e.Ride)
-			}
-			started[e.Ride] = append(started[e.Ride], e)
+			by = x.started
 		case "ride-completed":
-			if len(started[e.Ride]) == 0 && len(completed[e.Ride]) == 0 {
-				rideOrder = append(rideOrder, e.Ride)
-			}
-			completed[e.Ride] = append(completed[e.Ride], e)
+			by = x.completed
+		default:
+			continue
 		}
+		if len(x.started[e.Ride]) == 0 && len(x.completed[e.Ride]) == 0 {
+			x.order = append(x.order, e.Ride)
+		}
+		by[e.Ride] = append(by[e.Ride], e)
 	}
+	return x
+}
 
-	// Events: exactly one ride-started and at most one ride-completed per
-	// ride, completed only after started, known kinds.
-	ev := newVerdict(InvEventsOnce)
+// checkEventsOnce: exactly one ride-started and at most one ride-completed
+// per ride, completed only after started, known kinds.
+func checkEventsOnce(s Snapshot, x rideRecords) InvariantResult {
+	v := newVerdict(InvEventsOnce)
 	for i, e := range s.Events {
 		if e.Kind != "ride-started" && e.Kind != "ride-completed" {
-			ev.fail("record %d has kind %q", i, e.Kind)
+			v.fail("record %d has kind %q", i, e.Kind)
 		}
 	}
-	for _, id := range rideOrder {
-		ev.check()
-		ns, nc := len(started[id]), len(completed[id])
+	for _, id := range x.order {
+		v.check()
+		ns, nc := len(x.started[id]), len(x.completed[id])
 		switch {
 		case ns != 1:
-			ev.fail("ride %s: %d ride-started records", id, ns)
+			v.fail("ride %s: %d ride-started records", id, ns)
 		case nc > 1:
-			ev.fail("ride %s: %d ride-completed records", id, nc)
+			v.fail("ride %s: %d ride-completed records", id, nc)
 		}
 	}
+	return v.r
+}
 
-	// One driver per ride: every record and the ride's state name the same
-	// driver.
-	od := newVerdict(InvOneDriverPerRide)
-	for _, id := range rideOrder {
-		od.check()
+// checkOneDriverPerRide: every record and the ride's state name the same
+// driver.
+func checkOneDriverPerRide(s Snapshot, x rideRecords) InvariantResult {
+	v := newVerdict(InvOneDriverPerRide)
+	for _, id := range x.order {
+		v.check()
 		drivers := map[string]bool{}
-		for _, e := range started[id] {
+		for _, e := range x.started[id] {
 			drivers[e.Driver] = true
 		}
-		for _, e := range completed[id] {
+		for _, e := range x.completed[id] {
 			drivers[e.Driver] = true
 		}
 		if r, ok := s.Rides[id]; ok && r.Driver != "" {
 			drivers[r.Driver] = true
 		}
 		if len(drivers) != 1 || drivers[""] {
-			od.fail("ride %s: drivers %v", id, keys(drivers))
+			v.fail("ride %s: drivers %v", id, sortedKeys(drivers))
 		}
 	}
+	return v.r
+}
 
-	// A driver is in at most one active ride, and an on-ride driver's ride
-	// is active and names it.
-	dr := newVerdict(InvDriverOneRide)
+// checkDriverOneRide: a driver is in at most one active ride, and an
+// on-ride driver's ride is active and names it.
+func checkDriverOneRide(s Snapshot) InvariantResult {
+	v := newVerdict(InvDriverOneRide)
 	active := map[string][]string{}
 	for id, r := range s.Rides {
 		if r.Status == "started" && r.Driver != "" {
@@ -135,21 +163,25 @@ func Check(s Snapshot) []InvariantResult {
 	}
 	for _, d := range sortedKeys(s.Drivers) {
 		st := s.Drivers[d]
-		dr.check()
+		v.check()
 		a := active[d]
-		sort.Strings(a)
+		slices.Sort(a)
 		switch {
 		case len(a) > 1:
-			dr.fail("driver %s: in active rides %v", d, a)
+			v.fail("driver %s: in active rides %v", d, a)
 		case st.Status == "on_ride" && (len(a) != 1 || a[0] != st.Ride):
-			dr.fail("driver %s: on_ride for %q but active rides %v", d, st.Ride, a)
+			v.fail("driver %s: on_ride for %q but active rides %v", d, st.Ride, a)
 		case st.Status != "on_ride" && len(a) > 0:
-			dr.fail("driver %s: status %q but active ride %v", d, st.Status, a)
+			v.fail("driver %s: status %q but active ride %v", d, st.Status, a)
 		}
 	}
+	return v.r
+}
 
-	// Every answered request has one outcome, and it is what the ride says.
-	oc := newVerdict(InvOutcomeMatchesRide)
+// checkOutcomes: every answered request has one outcome, and it is what
+// the ride says.
+func checkOutcomes(s Snapshot) InvariantResult {
+	v := newVerdict(InvOutcomeMatchesRide)
 	seen := map[string]int{}
 	for _, a := range s.Answers {
 		if a.Outcome.Ride != "" {
@@ -160,32 +192,35 @@ func Check(s Snapshot) []InvariantResult {
 		o := a.Outcome
 		if o.Ride == "" {
 			if !o.Failed {
-				oc.check()
-				oc.fail("passenger %s: outcome without a ride that is not failed", a.Passenger)
+				v.check()
+				v.fail("passenger %s: outcome without a ride that is not failed", a.Passenger)
 			}
 			continue // refused: the passenger had an active ride
 		}
-		oc.check()
+		v.check()
 		r, ok := s.Rides[o.Ride]
 		switch {
 		case seen[o.Ride] > 1:
-			oc.fail("ride %s: answered %d times", o.Ride, seen[o.Ride])
+			v.fail("ride %s: answered %d times", o.Ride, seen[o.Ride])
 		case !ok || r.Status == "":
-			oc.fail("ride %s: answered %+v but has no state", o.Ride, o)
+			v.fail("ride %s: answered %+v but has no state", o.Ride, o)
 		case r.Passenger != a.Passenger:
-			oc.fail("ride %s: asked by %s but belongs to %q", o.Ride, a.Passenger, r.Passenger)
+			v.fail("ride %s: asked by %s but belongs to %q", o.Ride, a.Passenger, r.Passenger)
 		case o.Failed && r.Status != "failed":
-			oc.fail("ride %s: answered failed but status %q", o.Ride, r.Status)
+			v.fail("ride %s: answered failed but status %q", o.Ride, r.Status)
 		case !o.Failed && (r.Driver != o.Driver || (r.Status != "started" && r.Status != "completed")):
-			oc.fail("ride %s: answered driver %s but state has driver %q status %q", o.Ride, o.Driver, r.Driver, r.Status)
+			v.fail("ride %s: answered driver %s but state has driver %q status %q", o.Ride, o.Driver, r.Driver, r.Status)
 		}
 	}
+	return v.r
+}
 
-	// Every started ride (by record or by answer) completed after draining,
-	// with its ride-completed record.
-	sc := newVerdict(InvStartedCompleted)
+// checkStartedCompleted: every started ride (by record or by answer)
+// completed after draining, with its ride-completed record.
+func checkStartedCompleted(s Snapshot, x rideRecords) InvariantResult {
+	v := newVerdict(InvStartedCompleted)
 	startedRides := map[string]bool{}
-	for id := range started {
+	for id := range x.started {
 		startedRides[id] = true
 	}
 	for _, a := range s.Answers {
@@ -194,21 +229,24 @@ func Check(s Snapshot) []InvariantResult {
 		}
 	}
 	for _, id := range sortedKeys(startedRides) {
-		sc.check()
+		v.check()
 		r := s.Rides[id]
 		switch {
 		case r.Status != "completed":
-			sc.fail("ride %s: status %q after draining", id, r.Status)
-		case len(completed[id]) != 1:
-			sc.fail("ride %s: completed with %d ride-completed records", id, len(completed[id]))
-		case len(started[id]) == 0:
-			sc.fail("ride %s: completed without a ride-started record", id)
+			v.fail("ride %s: status %q after draining", id, r.Status)
+		case len(x.completed[id]) != 1:
+			v.fail("ride %s: completed with %d ride-completed records", id, len(x.completed[id]))
+		case len(x.started[id]) == 0:
+			v.fail("ride %s: completed without a ride-started record", id)
 		}
 	}
+	return v.r
+}
 
-	// A driver is in exactly one free set iff it is free, and that set is
-	// the one it joined.
-	fs := newVerdict(InvFreeSetIffFree)
+// checkFreeSets: a driver is in exactly one free set iff it is free, and
+// that set is the one it joined.
+func checkFreeSets(s Snapshot) InvariantResult {
+	v := newVerdict(InvFreeSetIffFree)
 	in := map[string][]string{}
 	for _, c := range sortedKeys(s.Cells) {
 		for _, d := range s.Cells[c].Free {
@@ -217,46 +255,48 @@ func Check(s Snapshot) []InvariantResult {
 	}
 	for d := range in {
 		if _, ok := s.Drivers[d]; !ok {
-			fs.check()
-			fs.fail("driver %s: in free sets %v but unknown", d, in[d])
+			v.check()
+			v.fail("driver %s: in free sets %v but unknown", d, in[d])
 		}
 	}
 	for _, d := range sortedKeys(s.Drivers) {
 		st := s.Drivers[d]
-		fs.check()
+		v.check()
 		cells := in[d]
 		free := st.Status == "free"
 		switch {
 		case free && len(cells) != 1:
-			fs.fail("driver %s: free but in free sets %v", d, cells)
+			v.fail("driver %s: free but in free sets %v", d, cells)
 		case free && cells[0] != st.Joined:
-			fs.fail("driver %s: free in %s but joined %q", d, cells[0], st.Joined)
+			v.fail("driver %s: free in %s but joined %q", d, cells[0], st.Joined)
 		case !free && len(cells) != 0:
-			fs.fail("driver %s: status %q but in free sets %v", d, st.Status, cells)
+			v.fail("driver %s: status %q but in free sets %v", d, st.Status, cells)
 		}
 	}
+	return v.r
+}
 
-	// Passengers: after draining none has an active ride, and each counts
-	// exactly its completed rides.
-	pc := newVerdict(InvPassengerConsist)
+// checkPassengers: after draining no passenger has an active ride, and
+// each counts exactly its completed rides.
+func checkPassengers(s Snapshot, x rideRecords) InvariantResult {
+	v := newVerdict(InvPassengerConsist)
 	completedBy := map[string]int64{}
-	for _, es := range completed {
+	for _, es := range x.completed {
 		if len(es) > 0 {
 			completedBy[es[0].Passenger]++
 		}
 	}
 	for _, p := range sortedKeys(s.Passengers) {
 		st := s.Passengers[p]
-		pc.check()
+		v.check()
 		switch {
 		case st.Ride != "":
-			pc.fail("passenger %s: still has ride %s after draining (status %q)", p, st.Ride, s.Rides[st.Ride].Status)
+			v.fail("passenger %s: still has ride %s after draining (status %q)", p, st.Ride, s.Rides[st.Ride].Status)
 		case st.Rides != completedBy[p]:
-			pc.fail("passenger %s: counts %d rides, ride-events has %d completed", p, st.Rides, completedBy[p])
+			v.fail("passenger %s: counts %d rides, ride-events has %d completed", p, st.Rides, completedBy[p])
 		}
 	}
-
-	return []InvariantResult{od.r, dr.r, oc.r, sc.r, ev.r, fs.r, pc.r}
+	return v.r
 }
 
 // InvariantsSummary is "ok" when every result holds, otherwise the failing
@@ -277,13 +317,4 @@ func InvariantsSummary(rs []InvariantResult) string {
 	return "failed: " + strings.Join(bad, ", ")
 }
 
-func keys(m map[string]bool) []string { return sortedKeys(m) }
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

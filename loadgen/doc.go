@@ -12,6 +12,7 @@
 // package report writes the Markdown report, the SVG plots and the index of
 // results/.
 //
-// Targets are safe for concurrent use by the runner's workers; a Runner is
-// used by one goroutine.
+// Targets are safe for concurrent use: Run's workers call one Target from
+// many goroutines. Run drives one run and returns when it is over; a Target
+// serves one Run at a time.
 package loadgen

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -49,20 +49,33 @@ type RideEvent struct {
 	Passenger string `json:"passenger"`
 }
 
-// DriverState is a driver's state; empty strings mean unset.
-type DriverState struct{ Cell, Joined, Status, Ride string }
+// DriverState is a driver's state; empty strings mean unset. The JSON
+// names are those of the Restate peer's views.
+type DriverState struct {
+	Cell   string `json:"cell"`
+	Joined string `json:"joined"`
+	Status string `json:"status"`
+	Ride   string `json:"ride"`
+}
 
 // PassengerState is a passenger's state.
 type PassengerState struct {
-	Ride  string
-	Rides int64
+	Ride  string `json:"ride"`
+	Rides int64  `json:"rides"`
 }
 
 // RideState is a ride's state.
-type RideState struct{ Passenger, Driver, Cell, Status string }
+type RideState struct {
+	Passenger string `json:"passenger"`
+	Driver    string `json:"driver"`
+	Cell      string `json:"cell"`
+	Status    string `json:"status"`
+}
 
 // CellState is a geocell's state: the ids in its free set, in set order.
-type CellState struct{ Free []string }
+type CellState struct {
+	Free []string `json:"free"`
+}
 
 // InvocationCounter is implemented by targets that can tell how many
 // function invocations the engine has run so far.
@@ -117,7 +130,7 @@ func RegisteredTargets() []string {
 	for k := range registry.m {
 		out = append(out, k)
 	}
-	sort.Strings(out)
+	slices.Sort(out)
 	return out
 }
 

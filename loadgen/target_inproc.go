@@ -107,42 +107,36 @@ func (t *Inproc) Events(ctx context.Context) ([]RideEvent, error) {
 
 // Driver implements Target.
 func (t *Inproc) Driver(ctx context.Context, id string) (DriverState, error) {
-	vs, err := t.e.State(ctx, rides.DriverAddr(id))
-	if err != nil {
-		return DriverState{}, err
-	}
-	s, err := rides.DecodeDriver(vs)
+	s, err := readState(ctx, t.e, rides.DriverAddr(id), rides.DecodeDriver)
 	return DriverState(s), err
 }
 
 // Passenger implements Target.
 func (t *Inproc) Passenger(ctx context.Context, id string) (PassengerState, error) {
-	vs, err := t.e.State(ctx, rides.PassengerAddr(id))
-	if err != nil {
-		return PassengerState{}, err
-	}
-	s, err := rides.DecodePassenger(vs)
+	s, err := readState(ctx, t.e, rides.PassengerAddr(id), rides.DecodePassenger)
 	return PassengerState{Ride: s.Ride, Rides: s.Rides}, err
 }
 
 // Ride implements Target.
 func (t *Inproc) Ride(ctx context.Context, id string) (RideState, error) {
-	vs, err := t.e.State(ctx, rides.RideAddr(id))
-	if err != nil {
-		return RideState{}, err
-	}
-	s, err := rides.DecodeRide(vs)
+	s, err := readState(ctx, t.e, rides.RideAddr(id), rides.DecodeRide)
 	return RideState{Passenger: s.Passenger, Driver: s.Driver, Cell: s.Cell, Status: s.Status}, err
 }
 
 // Cell implements Target.
 func (t *Inproc) Cell(ctx context.Context, id string) (CellState, error) {
-	vs, err := t.e.State(ctx, rides.CellAddr(id))
-	if err != nil {
-		return CellState{}, err
-	}
-	s, err := rides.DecodeCell(vs)
+	s, err := readState(ctx, t.e, rides.CellAddr(id), rides.DecodeCell)
 	return CellState(s), err
+}
+
+// readState reads addr's state from e and decodes it.
+func readState[S any](ctx context.Context, e *engine.Engine, addr engine.Address, decode func([]engine.StateValue) (S, error)) (S, error) {
+	vs, err := e.State(ctx, addr)
+	if err != nil {
+		var zero S
+		return zero, err
+	}
+	return decode(vs)
 }
 
 // Invocations implements InvocationCounter: the sum of the engine's

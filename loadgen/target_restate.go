@@ -174,45 +174,30 @@ func (t *RestateTarget) Events(ctx context.Context) ([]RideEvent, error) {
 
 // Driver reads driver id's state.
 func (t *RestateTarget) Driver(ctx context.Context, id string) (DriverState, error) {
-	var v struct {
-		Cell   string `json:"cell"`
-		Joined string `json:"joined"`
-		Status string `json:"status"`
-		Ride   string `json:"ride"`
-	}
-	err := t.call(ctx, restatePath("Driver", id, "get", false), nil, &v)
-	return DriverState{Cell: v.Cell, Joined: v.Joined, Status: v.Status, Ride: v.Ride}, err
+	return restateGet[DriverState](ctx, t, "Driver", id)
 }
 
 // Passenger reads passenger id's state.
 func (t *RestateTarget) Passenger(ctx context.Context, id string) (PassengerState, error) {
-	var v struct {
-		Ride  string `json:"ride"`
-		Rides int64  `json:"rides"`
-	}
-	err := t.call(ctx, restatePath("Passenger", id, "get", false), nil, &v)
-	return PassengerState{Ride: v.Ride, Rides: v.Rides}, err
+	return restateGet[PassengerState](ctx, t, "Passenger", id)
 }
 
 // Ride reads ride id's state.
 func (t *RestateTarget) Ride(ctx context.Context, id string) (RideState, error) {
-	var v struct {
-		Passenger string `json:"passenger"`
-		Driver    string `json:"driver"`
-		Cell      string `json:"cell"`
-		Status    string `json:"status"`
-	}
-	err := t.call(ctx, restatePath("Ride", id, "get", false), nil, &v)
-	return RideState{Passenger: v.Passenger, Driver: v.Driver, Cell: v.Cell, Status: v.Status}, err
+	return restateGet[RideState](ctx, t, "Ride", id)
 }
 
 // Cell reads geocell id's free set.
 func (t *RestateTarget) Cell(ctx context.Context, id string) (CellState, error) {
-	var v struct {
-		Free []string `json:"free"`
-	}
-	err := t.call(ctx, restatePath("GeoCell", id, "get", false), nil, &v)
-	return CellState{Free: v.Free}, err
+	return restateGet[CellState](ctx, t, "GeoCell", id)
+}
+
+// restateGet calls the shared get handler of object's instance id and
+// decodes its view.
+func restateGet[V any](ctx context.Context, t *RestateTarget, object, id string) (V, error) {
+	var v V
+	err := t.call(ctx, restatePath(object, id, "get", false), nil, &v)
+	return v, err
 }
 
 // Close releases the idle connections to the ingress.

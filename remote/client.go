@@ -269,11 +269,17 @@ func (c *Client) enqueue(f *Function, k *call) {
 		k.done(&engine.RemoteResult{Err: ErrClosed})
 		return
 	}
-	f.queue = append(f.queue, k)
-	c.metrics.queued.WithLabelValues(f.label).Set(float64(len(f.queue)))
-	start := c.dispatchLocked(nil)
+	start := c.queueLocked(f, k)
 	c.mu.Unlock()
 	c.submitAll(start)
+}
+
+// queueLocked puts k at the end of f's queue and dispatches what can run
+// now; the caller submits that once it has unlocked c.mu.
+func (c *Client) queueLocked(f *Function, k *call) []task {
+	f.queue = append(f.queue, k)
+	c.metrics.queued.WithLabelValues(f.label).Set(float64(len(f.queue)))
+	return c.dispatchLocked(nil)
 }
 
 // dispatchLocked pops runnable calls while the pool has room, counting each
@@ -397,9 +403,7 @@ func (c *Client) retryDue(k *call) {
 		k.done(res)
 		return
 	}
-	f.queue = append(f.queue, k)
-	c.metrics.queued.WithLabelValues(f.label).Set(float64(len(f.queue)))
-	start := c.dispatchLocked(nil)
+	start := c.queueLocked(f, k)
 	c.mu.Unlock()
 	c.submitAll(start)
 }

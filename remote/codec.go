@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shardfn/shardfn/engine"
@@ -107,17 +108,7 @@ func stateTypeName(t string) string {
 // invocationSize is the encoded size of one invocation inside an
 // InvocationBatchRequest, field tag and length prefix included.
 func invocationSize(inv engine.RemoteInvocation) int {
-	n := proto.Size(pbInvocation(inv))
-	return 1 + varintLen(uint64(n)) + n
-}
-
-func varintLen(v uint64) int {
-	n := 1
-	for v >= 0x80 {
-		v >>= 7
-		n++
-	}
-	return n
+	return 1 + protowire.SizeBytes(proto.Size(pbInvocation(inv)))
 }
 
 // response is a decoded, validated FromFunction.
@@ -169,7 +160,7 @@ func valueSpec(mv *pb.FromFunction_PersistedValueSpec) (engine.ValueSpec, error)
 	if mv == nil {
 		return engine.ValueSpec{}, fmt.Errorf("null spec")
 	}
-	if !validStateName(mv.StateName) {
+	if !engine.ValidStateName(mv.StateName) {
 		return engine.ValueSpec{}, fmt.Errorf("state name %q: want [A-Za-z_][A-Za-z0-9_]*, at most 64 bytes", mv.StateName)
 	}
 	spec := engine.ValueSpec{Name: mv.StateName, Type: stateTypeName(mv.TypeTypename)}
@@ -197,21 +188,6 @@ func valueSpec(mv *pb.FromFunction_PersistedValueSpec) (engine.ValueSpec, error)
 	return spec, nil
 }
 
-func validStateName(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '_', c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
-		case c >= '0' && c <= '9' && i > 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
 
 func convertResult(r *pb.FromFunction_InvocationResponse, states []engine.StateValue, out *engine.RemoteResult) error {
 	for i, m := range r.StateMutations {

@@ -106,60 +106,82 @@ func jsEndpoint(base string) Endpoint {
 func TestConformanceJSSDK(t *testing.T) {
 	base := startNode(t, "conformance.js")
 	c := newTestClient(t)
-	f := newTestFunction(t, c, jsEndpoint(base))
-	self := engine.Address{Namespace: "conf", Type: "counter", ID: "x"}
-	caller := engine.Address{Namespace: "test", Type: "caller", ID: "c1"}
-	invs := []engine.RemoteInvocation{
-		{Caller: caller, HasCaller: true, Message: engine.String("alice")},
+	x := &conformance{
+		f:      newTestFunction(t, c, jsEndpoint(base)),
+		self:   engine.Address{Namespace: "conf", Type: "counter", ID: "x"},
+		caller: engine.Address{Namespace: "test", Type: "caller", ID: "c1"},
+		seen:   engine.ValueSpec{Name: "seen", Type: engine.TypeInt, Mode: engine.ExpireAfterWrite, Expiry: time.Minute},
+		last:   engine.ValueSpec{Name: "last", Type: engine.TypeString, Mode: engine.ExpireAfterInvoke, Expiry: 30 * time.Second},
+	}
+	x.invs = []engine.RemoteInvocation{
+		{Caller: x.caller, HasCaller: true, Message: engine.String("alice")},
 		{Message: engine.String("bob")},
 	}
+	x.specsAsked(t)
+	x.oneSpecMissing(t)
+	x.firstRun(t)
+	x.stateReadBack(t)
+	x.clearIsDelete(t)
+	x.wildcard(t)
+	x.unknownType(t)
+}
 
-	// 1. No state registered yet: the SDK answers with its specs.
-	res := invoke(t, f, &engine.RemoteBatch{Target: self, Invocations: invs})
+// conformance is the function of TestConformanceJSSDK (conformance.js's
+// conf/* endpoint) and what its steps share.
+type conformance struct {
+	f            *Function
+	self, caller engine.Address
+	seen, last   engine.ValueSpec
+	invs         []engine.RemoteInvocation // alice (with a caller), then bob
+}
+
+// specsAsked: no state registered yet: the SDK answers with its specs.
+func (x *conformance) specsAsked(t *testing.T) {
+	res := invoke(t, x.f, &engine.RemoteBatch{Target: x.self, Invocations: x.invs})
 	if res.Err != nil {
 		t.Fatal(res.Err)
 	}
-	seen := engine.ValueSpec{Name: "seen", Type: engine.TypeInt, Mode: engine.ExpireAfterWrite, Expiry: time.Minute}
-	last := engine.ValueSpec{Name: "last", Type: engine.TypeString, Mode: engine.ExpireAfterInvoke, Expiry: 30 * time.Second}
-	if want := []engine.ValueSpec{seen, last}; !reflect.DeepEqual(res.MissingSpecs, want) {
+	if want := []engine.ValueSpec{x.seen, x.last}; !reflect.DeepEqual(res.MissingSpecs, want) {
 		t.Fatalf("missing specs\n got %+v\nwant %+v", res.MissingSpecs, want)
 	}
+}
 
-	// 1b. Only one of the two specs registered: still incomplete, listing the other.
-	res = invoke(t, f, &engine.RemoteBatch{Target: self, States: []engine.StateValue{{Spec: seen}}, Invocations: invs})
-	if want := []engine.ValueSpec{last}; res.Err != nil || !reflect.DeepEqual(res.MissingSpecs, want) {
+// oneSpecMissing: with only one of the two specs registered the answer is
+// still incomplete, listing the other.
+func (x *conformance) oneSpecMissing(t *testing.T) {
+	res := invoke(t, x.f, &engine.RemoteBatch{Target: x.self, States: []engine.StateValue{{Spec: x.seen}}, Invocations: x.invs})
+	if want := []engine.ValueSpec{x.last}; res.Err != nil || !reflect.DeepEqual(res.MissingSpecs, want) {
 		t.Fatalf("partial specs: got %+v, want missing %+v", res, want)
 	}
+}
 
-	// 2. The same batch with every spec registered (no values yet) runs both
-	// invocations in order on one storage.
-	res = invoke(t, f, &engine.RemoteBatch{Target: self, States: []engine.StateValue{{Spec: seen}, {Spec: last}}, Invocations: invs})
+// firstRun: the same batch with every spec registered (no values yet) runs both
+// invocations in order on one storage.
+func (x *conformance) firstRun(t *testing.T) {
+	res := invoke(t, x.f, &engine.RemoteBatch{Target: x.self, States: []engine.StateValue{{Spec: x.seen}, {Spec: x.last}}, Invocations: x.invs})
 	if res.Err != nil || len(res.MissingSpecs) != 0 {
 		t.Fatalf("got %+v", res)
-	}
-	intVal := func(v int32) engine.Message {
-		return engine.Message{Type: engine.TypeInt, Value: engine.AppendIntWrapper(nil, v)}
 	}
 	mutations := map[string]engine.StateMutation{}
 	for _, m := range res.Mutations {
 		mutations[m.Name] = m
 	}
 	if len(res.Mutations) != 2 ||
-		!reflect.DeepEqual(mutations["seen"], engine.StateMutation{Name: "seen", Value: intVal(2)}) ||
+		!reflect.DeepEqual(mutations["seen"], engine.StateMutation{Name: "seen", Value: intMsg(2)}) ||
 		!reflect.DeepEqual(mutations["last"], engine.StateMutation{Name: "last", Value: engine.String("bob")}) {
 		t.Fatalf("mutations %+v", res.Mutations)
 	}
 	wantSends := []engine.Outgoing{
 		{To: engine.Address{Namespace: "conf", Type: "echo", ID: "alice"}, Message: engine.String("hello alice #1")},
-		{To: caller, Message: engine.String("ack 1")},
+		{To: x.caller, Message: engine.String("ack 1")},
 		{To: engine.Address{Namespace: "conf", Type: "echo", ID: "bob"}, Message: engine.String("hello bob #2")},
 	}
 	if !reflect.DeepEqual(res.Sends, wantSends) {
 		t.Fatalf("sends\n got %+v\nwant %+v", res.Sends, wantSends)
 	}
 	wantDelayed := []engine.DelayedSend{
-		{To: self, Message: engine.String("tick"), Delay: 1500 * time.Millisecond, Token: "tick-x-1"},
-		{To: self, Message: engine.String("tick"), Delay: 1500 * time.Millisecond, Token: "tick-x-2"},
+		{To: x.self, Message: engine.String("tick"), Delay: 1500 * time.Millisecond, Token: "tick-x-1"},
+		{To: x.self, Message: engine.String("tick"), Delay: 1500 * time.Millisecond, Token: "tick-x-2"},
 	}
 	if !reflect.DeepEqual(res.Delayed, wantDelayed) {
 		t.Fatalf("delayed\n got %+v\nwant %+v", res.Delayed, wantDelayed)
@@ -181,35 +203,43 @@ func TestConformanceJSSDK(t *testing.T) {
 			t.Fatalf("egress %d: %+v (%s)", i, e, e.Message.Value)
 		}
 	}
+}
 
-	// 3. The state written by call 2 goes back; the SDK reads it.
-	res = invoke(t, f, &engine.RemoteBatch{Target: self,
-		States:      []engine.StateValue{{Spec: seen, Value: intVal(2).Value, Present: true}, {Spec: last, Value: engine.String("bob").Value, Present: true}},
-		Invocations: []engine.RemoteInvocation{{Caller: caller, HasCaller: true, Message: engine.String("carol")}}})
-	if res.Err != nil || len(res.Sends) != 2 || !reflect.DeepEqual(res.Sends[1], engine.Outgoing{To: caller, Message: engine.String("ack 3")}) ||
+// stateReadBack: the state written by firstRun goes back; the SDK reads it.
+func (x *conformance) stateReadBack(t *testing.T) {
+	res := invoke(t, x.f, &engine.RemoteBatch{Target: x.self,
+		States:      []engine.StateValue{{Spec: x.seen, Value: intMsg(2).Value, Present: true}, {Spec: x.last, Value: engine.String("bob").Value, Present: true}},
+		Invocations: []engine.RemoteInvocation{{Caller: x.caller, HasCaller: true, Message: engine.String("carol")}}})
+	if res.Err != nil || len(res.Sends) != 2 || !reflect.DeepEqual(res.Sends[1], engine.Outgoing{To: x.caller, Message: engine.String("ack 3")}) ||
 		!reflect.DeepEqual(res.Cancels, []string{"tick-x-2"}) {
 		t.Fatalf("call 3: %+v", res)
 	}
+}
 
-	// 4. Clearing a value is a DELETE mutation; nothing else happens.
-	res = invoke(t, f, &engine.RemoteBatch{Target: self,
-		States:      []engine.StateValue{{Spec: seen, Value: intVal(3).Value, Present: true}, {Spec: last}},
+// clearIsDelete: clearing a value is a DELETE mutation; nothing else happens.
+func (x *conformance) clearIsDelete(t *testing.T) {
+	res := invoke(t, x.f, &engine.RemoteBatch{Target: x.self,
+		States:      []engine.StateValue{{Spec: x.seen, Value: intMsg(3).Value, Present: true}, {Spec: x.last}},
 		Invocations: []engine.RemoteInvocation{{Message: engine.String("reset")}}})
 	want := &engine.RemoteResult{Mutations: []engine.StateMutation{{Name: "seen", Delete: true}}}
 	if !reflect.DeepEqual(res, want) {
 		t.Fatalf("reset: got %+v, want %+v", res, want)
 	}
+}
 
-	// 5. A stateless function of the same endpoint (wildcard pattern).
-	res = invoke(t, f, &engine.RemoteBatch{Target: engine.Address{Namespace: "conf", Type: "echo", ID: "e"},
-		Invocations: []engine.RemoteInvocation{{Caller: caller, HasCaller: true, Message: engine.String("ping")}}})
-	if res.Err != nil || !reflect.DeepEqual(res.Sends, []engine.Outgoing{{To: caller, Message: engine.String("ping")}}) {
+// wildcard: a stateless function of the same endpoint (wildcard pattern).
+func (x *conformance) wildcard(t *testing.T) {
+	res := invoke(t, x.f, &engine.RemoteBatch{Target: engine.Address{Namespace: "conf", Type: "echo", ID: "e"},
+		Invocations: []engine.RemoteInvocation{{Caller: x.caller, HasCaller: true, Message: engine.String("ping")}}})
+	if res.Err != nil || !reflect.DeepEqual(res.Sends, []engine.Outgoing{{To: x.caller, Message: engine.String("ping")}}) {
 		t.Fatalf("echo: %+v", res)
 	}
+}
 
-	// 6. An unknown function type makes the SDK answer 500: retried, then
-	// dead-lettered with the status in the error.
-	res = invoke(t, f, &engine.RemoteBatch{Target: engine.Address{Namespace: "conf", Type: "nobody", ID: "n"},
+// unknownType: an unknown function type makes the SDK answer 500: retried, then
+// dead-lettered with the status in the error.
+func (x *conformance) unknownType(t *testing.T) {
+	res := invoke(t, x.f, &engine.RemoteBatch{Target: engine.Address{Namespace: "conf", Type: "nobody", ID: "n"},
 		Invocations: []engine.RemoteInvocation{{Message: engine.String("x")}}})
 	if res.Err == nil {
 		t.Fatalf("unknown type: %+v", res)
@@ -219,6 +249,11 @@ func TestConformanceJSSDK(t *testing.T) {
 // TestConformanceJSSDKSplit: a batch over the byte budget, split into
 // sequential sub-requests, gives the SDK function the same final state as
 // one request would.
+// intMsg is an io.statefun.types/int message.
+func intMsg(v int32) engine.Message {
+	return engine.Message{Type: engine.TypeInt, Value: engine.AppendIntWrapper(nil, v)}
+}
+
 func TestConformanceJSSDKSplit(t *testing.T) {
 	base := startNode(t, "conformance.js")
 	c := newTestClient(t)

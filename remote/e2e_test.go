@@ -338,8 +338,22 @@ func TestEndToEndJSSDK(t *testing.T) {
 	s.send("t1", map[string]any{"op": "arm", "name": "early", "delay": 2500, "token": "tok-early"})
 	s.send("t1", map[string]any{"op": "cancel", "token": "tok-early"})
 
-	// Request-reply and state: the JS function answers its caller
-	// (shardfn/reply/<token>) and the engine turns that into the HTTP reply.
+	e2eRequestReplyAndState(t, s)
+	events := e2eChainToGo(t, s)
+	want := e2eTimersFired(t, s)
+
+	// A timer pending at the crash, then SIGKILL.
+	s.send("t2", map[string]any{"op": "arm", "name": "after-crash", "delay": 1500, "token": "tok-x"})
+	s.kill()
+
+	s = startEngine(t, bin, dataDir, module)
+	e2eAfterRestart(t, s, events, want)
+}
+
+// e2eRequestReplyAndState: the JS function answers its caller
+// (shardfn/reply/<token>) and the engine turns that into the HTTP reply;
+// its state is seen by the admin API, and expires.
+func e2eRequestReplyAndState(t *testing.T, s *e2eServer) {
 	r := s.askReply("s1", map[string]any{"op": "note", "text": "hello"})
 	wrote := time.Now()
 	if r.Note == nil || *r.Note != "hello" || r.Count != 1 {
@@ -362,8 +376,13 @@ func TestEndToEndJSSDK(t *testing.T) {
 	if r := s.askReply("s1", map[string]any{"op": "peek"}); r.Note != nil || r.Count != 1 {
 		t.Fatalf("after expiry the function sees %+v, want no note and count 1", r)
 	}
+}
 
-	// JS -> embedded Go: a location for the built-in rides/driver.
+// e2eChainToGo: JS -> embedded Go (a location for the built-in
+// rides/driver), then JS -> Go passenger -> Go ride, whose reply answers the
+// request that started the chain at the JS function. It returns the
+// ride-events.
+func e2eChainToGo(t *testing.T, s *e2eServer) []e2eRecord {
 	s.askReply("s1", map[string]any{"op": "locate", "driver": "d-1", "cell": "2-2"})
 	waitFor(t, "driver d-1 joined 2-2", func() (bool, string) {
 		st := s.state("rides/driver/d-1")
@@ -384,8 +403,12 @@ func TestEndToEndJSSDK(t *testing.T) {
 		!strings.Contains(string(events[1].Body), `"ride-completed"`) || events[1].Source != "rides/ride/p-1-1" {
 		t.Fatalf("ride-events %+v", events)
 	}
+	return events
+}
 
-	// The delayed message fired; the cancelled one did not.
+// e2eTimersFired: the delayed message fired; the cancelled one did not. It
+// returns the e2e-out records so far.
+func e2eTimersFired(t *testing.T, s *e2eServer) []outRecord {
 	waitFor(t, "timer late fired", func() (bool, string) {
 		st := s.state("e2e/session/t1")
 		return st["fired"].set(), fmt.Sprintf("%+v", st)
@@ -401,13 +424,14 @@ func TestEndToEndJSSDK(t *testing.T) {
 	if n := s.metric("shardfn_remote_batches_total", `endpoint="e2e/*"`, `result="incomplete"`); n < 1 {
 		t.Fatalf("%v incomplete-context answers before the restart; the first call of a type must have been one", n)
 	}
+	return want
+}
 
-	// A timer pending at the crash, then SIGKILL.
-	s.send("t2", map[string]any{"op": "arm", "name": "after-crash", "delay": 1500, "token": "tok-x"})
-	s.kill()
-
-	s = startEngine(t, bin, dataDir, module)
-	st = s.state("e2e/session/s1")
+// e2eAfterRestart: after SIGKILL and a restart, state, fired timers,
+// egress and the remembered state specs are as before, and the timer
+// pending at the crash fires.
+func e2eAfterRestart(t *testing.T, s *e2eServer, events []e2eRecord, want []outRecord) {
+	st := s.state("e2e/session/s1")
 	if string(st["count"].Value) != "1" || st["note"].set() {
 		t.Fatalf("s1 after restart %+v", st)
 	}

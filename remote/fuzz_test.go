@@ -56,7 +56,7 @@ func FuzzDecodeResponse(f *testing.F) {
 			t.Fatal("both missing specs and effects")
 		}
 		for _, s := range resp.missing {
-			if !validStateName(s.Name) || s.Type == "" || s.Expiry < 0 {
+			if !engine.ValidStateName(s.Name) || s.Type == "" || s.Expiry < 0 {
 				t.Fatalf("bad spec accepted: %+v", s)
 			}
 		}

@@ -2,7 +2,7 @@ package remote
 
 import (
 	"encoding/json"
-	"sort"
+	"slices"
 	"testing"
 
 	"github.com/shardfn/shardfn/engine"
@@ -127,37 +127,59 @@ func TestRidesJS(t *testing.T) {
 	c := newTestClient(t)
 	ep := jsEndpoint(base)
 	ep.Namespace = "rides"
-	f := newTestFunction(t, c, ep)
-	rt := newMiniRuntime(t, f)
-	drv := func(id string) engine.Address { return engine.Address{Namespace: "rides", Type: "driver", ID: id} }
-	pas := func(id string) engine.Address { return engine.Address{Namespace: "rides", Type: "passenger", ID: id} }
-	cell := func(id string) engine.Address { return engine.Address{Namespace: "rides", Type: "geocell", ID: id} }
-	loc := func(c string) engine.RemoteInvocation {
-		return engine.RemoteInvocation{Message: jsonMsg(t, "rides/location", map[string]string{"cell": c})}
-	}
-	req := func(c, token string) engine.RemoteInvocation {
-		return engine.RemoteInvocation{Caller: engine.Address{Namespace: ReplyNamespace, Type: ReplyType, ID: token}, HasCaller: true,
-			Message: jsonMsg(t, "rides/request", map[string]string{"cell": c})}
-	}
+	rt := newMiniRuntime(t, newTestFunction(t, c, ep))
+	ridesJSDrivers(t, rt)
+	ridesJSMatches(t, rt)
+	ridesJSRefusals(t, rt)
+	ridesJSCompletions(t, rt)
+}
 
-	rt.send(drv("d-1"), loc("1-1"))
-	rt.send(drv("d-2"), loc("1-1"))
-	rt.send(drv("d-3"), loc("5-5"))
-	rt.send(drv("d-3"), loc("6-6")) // moves: leaves 5-5, joins 6-6
+func jsDriver(id string) engine.Address {
+	return engine.Address{Namespace: "rides", Type: "driver", ID: id}
+}
+func jsPassenger(id string) engine.Address {
+	return engine.Address{Namespace: "rides", Type: "passenger", ID: id}
+}
+func jsCell(id string) engine.Address {
+	return engine.Address{Namespace: "rides", Type: "geocell", ID: id}
+}
+
+// jsLocation is a driver's location in cell c.
+func jsLocation(t *testing.T, c string) engine.RemoteInvocation {
+	return engine.RemoteInvocation{Message: jsonMsg(t, "rides/location", map[string]string{"cell": c})}
+}
+
+// jsRequest is a passenger's ride request in cell c, answered to
+// shardfn/reply/<token>.
+func jsRequest(t *testing.T, c, token string) engine.RemoteInvocation {
+	return engine.RemoteInvocation{Caller: engine.Address{Namespace: ReplyNamespace, Type: ReplyType, ID: token}, HasCaller: true,
+		Message: jsonMsg(t, "rides/request", map[string]string{"cell": c})}
+}
+
+// ridesJSDrivers: drivers register in their cells; one moves.
+func ridesJSDrivers(t *testing.T, rt *miniRuntime) {
+	rt.send(jsDriver("d-1"), jsLocation(t, "1-1"))
+	rt.send(jsDriver("d-2"), jsLocation(t, "1-1"))
+	rt.send(jsDriver("d-3"), jsLocation(t, "5-5"))
+	rt.send(jsDriver("d-3"), jsLocation(t, "6-6")) // moves: leaves 5-5, joins 6-6
 	rt.run()
-	if got := string(rt.state[drv("d-3")]["joined"]); got != "6-6" {
+	if got := string(rt.state[jsDriver("d-3")]["joined"]); got != "6-6" {
 		t.Fatalf("d-3 joined %q", got)
 	}
-	if _, ok := rt.state[cell("5-5")]["free"]; ok {
+	if _, ok := rt.state[jsCell("5-5")]["free"]; ok {
 		t.Fatal("5-5 still holds d-3")
 	}
-	if got := string(rt.state[drv("d-1")]["status"]); got != "free" {
+	if got := string(rt.state[jsDriver("d-1")]["status"]); got != "free" {
 		t.Fatalf("d-1 status %q (raw bytes, as package rides stores it)", got)
 	}
+}
 
-	rt.send(pas("p-1"), req("1-1", "tok1"))
-	rt.send(pas("p-2"), req("1-2", "tok2")) // no driver in 1-2; hop 2 (1-1) has one
-	rt.send(pas("p-3"), req("9-9", "tok3")) // nobody within one cell
+// ridesJSMatches: a match in the request's own cell, one found by the
+// neighbour search, and a failure with nobody within one cell.
+func ridesJSMatches(t *testing.T, rt *miniRuntime) {
+	rt.send(jsPassenger("p-1"), jsRequest(t, "1-1", "tok1"))
+	rt.send(jsPassenger("p-2"), jsRequest(t, "1-2", "tok2")) // no driver in 1-2; hop 2 (1-1) has one
+	rt.send(jsPassenger("p-3"), jsRequest(t, "9-9", "tok3")) // nobody within one cell
 	rt.run()
 
 	type outcome struct {
@@ -176,14 +198,14 @@ func TestRidesJS(t *testing.T) {
 		t.Fatalf("outcomes %+v", outs)
 	}
 	got := []string{outs["tok1"].Driver, outs["tok2"].Driver}
-	sort.Strings(got)
+	slices.Sort(got)
 	if got[0] != "d-1" || got[1] != "d-2" {
 		t.Fatalf("matched drivers %v, want d-1 and d-2", got)
 	}
-	if _, ok := rt.state[cell("1-1")]["free"]; ok {
+	if _, ok := rt.state[jsCell("1-1")]["free"]; ok {
 		t.Fatal("cell 1-1 still lists a driver on a ride")
 	}
-	if string(rt.state[pas("p-3")]["ride"]) != "" {
+	if string(rt.state[jsPassenger("p-3")]["ride"]) != "" {
 		t.Fatal("p-3 keeps a failed ride")
 	}
 	started := 0
@@ -202,21 +224,30 @@ func TestRidesJS(t *testing.T) {
 	if len(rt.delayed) != 2 {
 		t.Fatalf("%d delayed finish messages, want 2", len(rt.delayed))
 	}
+}
 
+// ridesJSRefusals: a second request while a ride is active is answered at
+// once as failed; without a shardfn/reply caller the answer goes to
+// shardfn/reply/chain.
+func ridesJSRefusals(t *testing.T, rt *miniRuntime) {
 	// A second request while p-1 rides is answered at once as failed.
-	rt.send(pas("p-1"), req("1-1", "tok4"))
+	rt.send(jsPassenger("p-1"), jsRequest(t, "1-1", "tok4"))
 	rt.run()
 	if o := rt.replies["tok4"]; string(o.Value) != `{"ride":"","failed":true}` {
 		t.Fatalf("busy passenger answer %s", o.Value)
 	}
 
 	// Without a shardfn/reply caller the answer goes to shardfn/reply/chain.
-	rt.send(pas("p-5"), engine.RemoteInvocation{Message: jsonMsg(t, "rides/request", map[string]string{"cell": "3-3"})})
+	rt.send(jsPassenger("p-5"), engine.RemoteInvocation{Message: jsonMsg(t, "rides/request", map[string]string{"cell": "3-3"})})
 	rt.run()
 	if o := rt.replies["chain"]; string(o.Value) != `{"ride":"p-5-1","failed":true}` {
 		t.Fatalf("chain reply %s", o.Value)
 	}
+}
 
+// ridesJSCompletions: the delayed finish messages complete the rides; the
+// state encodings are package rides'.
+func ridesJSCompletions(t *testing.T, rt *miniRuntime) {
 	rt.releaseDelayed()
 	rt.run()
 	completed := 0
@@ -231,18 +262,18 @@ func TestRidesJS(t *testing.T) {
 		t.Fatalf("%d rides completed, want 2", completed)
 	}
 	for _, p := range []string{"p-1", "p-2"} {
-		n, err := engine.DecodeLongWrapper(rt.state[pas(p)]["rides"])
-		if err != nil || n != 1 || len(rt.state[pas(p)]["ride"]) != 0 {
-			t.Fatalf("%s: rides %d, ride %q", p, n, rt.state[pas(p)]["ride"])
+		n, err := engine.DecodeLongWrapper(rt.state[jsPassenger(p)]["rides"])
+		if err != nil || n != 1 || len(rt.state[jsPassenger(p)]["ride"]) != 0 {
+			t.Fatalf("%s: rides %d, ride %q", p, n, rt.state[jsPassenger(p)]["ride"])
 		}
 	}
 	for _, d := range []string{"d-1", "d-2"} {
-		if s := rt.state[drv(d)]; string(s["status"]) != "free" || string(s["joined"]) != "1-1" {
+		if s := rt.state[jsDriver(d)]; string(s["status"]) != "free" || string(s["joined"]) != "1-1" {
 			t.Fatalf("%s state %q", d, s)
 		}
 	}
 	// The free set uses package rides' encoding: uvarint length + id each.
-	set := rt.state[cell("1-1")]["free"]
+	set := rt.state[jsCell("1-1")]["free"]
 	if len(set) != 8 || set[0] != 3 || set[4] != 3 {
 		t.Fatalf("free set bytes %q", set)
 	}

@@ -1,8 +1,10 @@
 package rides
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -87,7 +89,7 @@ func (s *sim) run() error {
 
 // fire moves all delayed messages into the queue (in delay order) and runs.
 func (s *sim) fire() error {
-	sort.SliceStable(s.timers, func(i, j int) bool { return s.timers[i].delay < s.timers[j].delay })
+	slices.SortStableFunc(s.timers, func(a, b timer) int { return cmp.Compare(a.delay, b.delay) })
 	for _, t := range s.timers {
 		s.queue = append(s.queue, t.env)
 	}

@@ -27,7 +27,7 @@ var (
 
 	cellFree = engine.MapSpec{Name: "free"} // driver id -> nothing
 
-	ridepassenger = engine.ValueSpec{Name: "passenger", Type: engine.TypeBytes}
+	ridePassenger = engine.ValueSpec{Name: "passenger", Type: engine.TypeBytes}
 	rideDriver    = engine.ValueSpec{Name: "driver", Type: engine.TypeBytes}
 	rideCell      = engine.ValueSpec{Name: "cell", Type: engine.TypeBytes}
 	rideStatus    = engine.ValueSpec{Name: "status", Type: engine.TypeBytes}
@@ -62,7 +62,7 @@ func NewSpecs(cfg Config) ([]engine.FunctionSpec, error) {
 		// refused from ingress.
 		{Namespace: Namespace, Type: TypeGeocell, Maps: []engine.MapSpec{cellFree},
 			Function: engine.FunctionFunc(f.geocell), NoIngress: true},
-		{Namespace: Namespace, Type: TypeRide, States: []engine.ValueSpec{ridepassenger, rideDriver, rideCell, rideStatus, rideReply, rideTries},
+		{Namespace: Namespace, Type: TypeRide, States: []engine.ValueSpec{ridePassenger, rideDriver, rideCell, rideStatus, rideReply, rideTries},
 			Function: engine.FunctionFunc(f.ride), NoIngress: true},
 	}, nil
 }
@@ -315,7 +315,7 @@ func (f *funcs) ride(ctx engine.Context, msg engine.Message) error {
 		for _, kv := range []struct {
 			spec engine.ValueSpec
 			v    string
-		}{{ridepassenger, passenger}, {rideCell, cell}, {rideReply, reply}, {rideStatus, StatusSearching}} {
+		}{{ridePassenger, passenger}, {rideCell, cell}, {rideReply, reply}, {rideStatus, StatusSearching}} {
 			if err := setStr(ctx, kv.spec, kv.v); err != nil {
 				return err
 			}
@@ -339,7 +339,7 @@ func (f *funcs) ride(ctx engine.Context, msg engine.Message) error {
 			return err
 		}
 		ctx.Reply(engine.Message{Type: MsgOutcome, Value: AppendOutcome(nil, Outcome{Ride: self.ID, Driver: driver})})
-		p, _ := ctx.Get(ridepassenger)
+		p, _ := ctx.Get(ridePassenger)
 		ctx.Egress(EgressName, engine.Message{Type: MsgEvent, Value: AppendEvent(nil, Event{
 			Kind: KindStarted, Ride: self.ID, Driver: driver, Passenger: string(p)})})
 		return nil
@@ -387,7 +387,7 @@ func (f *funcs) ride(ctx engine.Context, msg engine.Message) error {
 		if err := ctx.Set(rideStatus, []byte(StatusCompleted)); err != nil {
 			return err
 		}
-		p, _ := ctx.Get(ridepassenger)
+		p, _ := ctx.Get(ridePassenger)
 		ctx.Send(PassengerAddr(string(p)), msgOf(msgCompleted, self.ID))
 		ctx.Egress(EgressName, engine.Message{Type: MsgEvent, Value: AppendEvent(nil, Event{
 			Kind: KindCompleted, Ride: self.ID, Driver: string(driver), Passenger: string(p)})})
@@ -406,7 +406,7 @@ func (f *funcs) fail(ctx engine.Context) error {
 	}
 	id := ctx.Self().ID
 	ctx.Reply(engine.Message{Type: MsgOutcome, Value: AppendOutcome(nil, Outcome{Ride: id, Failed: true})})
-	p, _ := ctx.Get(ridepassenger)
+	p, _ := ctx.Get(ridePassenger)
 	ctx.Send(PassengerAddr(string(p)), msgOf(msgFailed, id))
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/shardfn/shardfn/engine"
+	"github.com/shardfn/shardfn/internal/jsonstr"
 )
 
 // Namespace is the namespace of every RS-1 function type.
@@ -114,7 +115,7 @@ func appendInt(b []byte, v int) []byte {
 // rides/request and rides/touch.
 func AppendCellBody(dst []byte, cell string) []byte {
 	dst = append(dst, `{"cell":`...)
-	dst = appendJSONString(dst, cell)
+	dst = jsonstr.Append(dst, cell)
 	return append(dst, '}')
 }
 
@@ -210,10 +211,10 @@ type Outcome struct {
 // {"ride":"<id>","driver":"d-17"} or {"ride":"<id>","failed":true}.
 func AppendOutcome(dst []byte, o Outcome) []byte {
 	dst = append(dst, `{"ride":`...)
-	dst = appendJSONString(dst, o.Ride)
+	dst = jsonstr.Append(dst, o.Ride)
 	if o.Driver != "" {
 		dst = append(dst, `,"driver":`...)
-		dst = appendJSONString(dst, o.Driver)
+		dst = jsonstr.Append(dst, o.Driver)
 	}
 	if o.Failed {
 		dst = append(dst, `,"failed":true`...)
@@ -260,13 +261,13 @@ type Event struct {
 // {"kind":"ride-started","ride":"<id>","driver":"d-17","passenger":"p-9"}.
 func AppendEvent(dst []byte, e Event) []byte {
 	dst = append(dst, `{"kind":`...)
-	dst = appendJSONString(dst, e.Kind)
+	dst = jsonstr.Append(dst, e.Kind)
 	dst = append(dst, `,"ride":`...)
-	dst = appendJSONString(dst, e.Ride)
+	dst = jsonstr.Append(dst, e.Ride)
 	dst = append(dst, `,"driver":`...)
-	dst = appendJSONString(dst, e.Driver)
+	dst = jsonstr.Append(dst, e.Driver)
 	dst = append(dst, `,"passenger":`...)
-	dst = appendJSONString(dst, e.Passenger)
+	dst = jsonstr.Append(dst, e.Passenger)
 	return append(dst, '}')
 }
 

@@ -64,12 +64,7 @@ func (s *Shard) releaseUnprocessed() {
 	s.stoppedMu.Lock()
 	s.stopped = true
 	s.stoppedMu.Unlock()
-	s.doneMu.Lock()
-	late := s.doneCalls
-	s.doneCalls = nil
-	s.doneN.Store(0)
-	s.doneMu.Unlock()
-	for _, c := range late {
+	for _, c := range s.takeDone() {
 		releaseCall(c, errStoppedUnprocessed)
 	}
 	if s.left > 0 {

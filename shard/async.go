@@ -1,6 +1,9 @@
 package shard
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Remote (async) function types run off the shard: the shard hands an
 // address's queued messages, one request chain at most, with a copy of its
@@ -24,10 +27,10 @@ func (s *Shard) Complete(call *AsyncCall) {
 	s.mb.Wake()
 }
 
-// Control runs fn on the shard goroutine, at the start of its next Step,
+// control runs fn on the shard goroutine, at the start of its next Step,
 // and waits for it. For reads of the shard's memory (Inspect); the shard
 // must be running.
-func (s *Shard) Control(fn func()) {
+func (s *Shard) control(fn func()) {
 	done := make(chan struct{})
 	s.doneMu.Lock()
 	s.controls = append(s.controls, func() { fn(); close(done) })
@@ -35,6 +38,23 @@ func (s *Shard) Control(fn func()) {
 	s.doneN.Add(1)
 	s.mb.Wake()
 	<-done
+}
+
+// takeDone takes the completed calls off the completion queue, for a shard
+// that stops without applying them; it runs the pending controls (on the
+// shard goroutine), so that no control waits for a shard that stopped.
+func (s *Shard) takeDone() []*AsyncCall {
+	s.doneMu.Lock()
+	calls := s.doneCalls
+	s.doneCalls = nil
+	controls := s.controls
+	s.controls = nil
+	s.doneN.Store(0)
+	s.doneMu.Unlock()
+	for _, fn := range controls {
+		fn()
+	}
+	return calls
 }
 
 // resumeDone runs the pending controls and applies every completed call.
@@ -114,7 +134,14 @@ func (s *Shard) resume(call *AsyncCall) {
 	}
 	inv.replyTo = call.Messages[0].ReplyTo // one per batch (startAsync)
 	s.invocations.Add(uint64(len(call.Messages)))
-	retry, err := s.cfg.Handler.Resume(inv, call)
+	var retry bool
+	var err error
+	if call.Resume == nil {
+		err = fmt.Errorf("shard: the call of %s completed without a result", call.Target)
+	} else {
+		retry, err = call.Resume(inv)
+		call.Resume = nil
+	}
 	if err == nil {
 		err = inv.err
 	}

@@ -37,8 +37,9 @@ func (sp StateSpec) Expired(writtenAt, now int64) bool {
 type FuncType struct {
 	Namespace string
 	Type      string
-	// Impl is the engine's handle of the implementation.
-	Impl any
+	// ID is the engine's index of the implementation (the shard only
+	// carries it back in Handler calls).
+	ID uint32
 	// Async marks remote functions: invoked off the shard in batches.
 	Async bool
 	// MaxBatch bounds the messages of one async batch (0 = 1000).
@@ -72,10 +73,6 @@ type Handler interface {
 	// StartAsync starts a remote batch. The handler calls
 	// call.Shard().Complete(call) from any goroutine when it is done.
 	StartAsync(call *AsyncCall)
-	// Resume applies the result of a completed async call through inv.
-	// retry asks the shard to start the same call again (for example after
-	// new state specs were registered); err fails the batch (dead letters).
-	Resume(inv *Invocation, call *AsyncCall) (retry bool, err error)
 	// Reply delivers a durable reply to a waiting request. reqID carries
 	// format.ReplyKeep when the request is idempotent.
 	Reply(reqID uint64, typ string, payload []byte)
@@ -94,8 +91,11 @@ type AsyncCall struct {
 	States []AsyncState
 	// Messages are the batch, in arrival order (copied envelopes).
 	Messages []format.Envelope
-	// Result is owned by the handler (set before Complete).
-	Result any
+	// Resume is set by the handler before Complete: run on the shard
+	// goroutine, it applies the call's result through inv. retry asks the
+	// shard to start the same call again (for example after new state specs
+	// were registered); err fails the batch (dead letters).
+	Resume func(inv *Invocation) (retry bool, err error)
 	// Attempts counts StartAsync calls for this batch.
 	Attempts int
 }

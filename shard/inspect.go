@@ -31,10 +31,10 @@ type InstanceView struct {
 
 // Inspect returns the shard's view of addr: its queued messages (at most
 // max) and whether a remote call is in flight. It runs on the shard
-// goroutine (through Control), so call it only while the shard runs.
+// goroutine (through control), so call it only while the shard runs.
 func (s *Shard) Inspect(addr format.Address, max int) InstanceView {
 	var v InstanceView
-	s.Control(func() {
+	s.control(func() {
 		inst := s.lookup(addr.Hash(), &addr)
 		if inst == nil || inst.fn == nil {
 			return

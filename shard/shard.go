@@ -202,20 +202,10 @@ type Shard struct {
 
 // New makes a shard; Start runs it (or a test calls Step).
 func New(cfg Config) *Shard {
-	if cfg.MailboxCapacity <= 0 {
-		cfg.MailboxCapacity = 16384
-	}
-	if cfg.ArenaBudget <= 0 {
-		cfg.ArenaBudget = 64 << 20
-	}
-	if cfg.MaxStateBytes <= 0 {
-		cfg.MaxStateBytes = 16 << 20
-	}
-	if cfg.MaxRecordBytes <= 0 {
-		cfg.MaxRecordBytes = 32 << 20
-	}
-	if cfg.KeyRetention <= 0 {
-		cfg.KeyRetention = int64(24 * time.Hour)
+	// The engine derives every size (engine.Options); the shard has no
+	// defaults of its own.
+	if cfg.MailboxCapacity <= 0 || cfg.ArenaBudget <= 0 || cfg.MaxStateBytes <= 0 || cfg.MaxRecordBytes <= 0 || cfg.KeyRetention <= 0 {
+		panic("shard: Config needs positive MailboxCapacity, ArenaBudget, MaxStateBytes, MaxRecordBytes and KeyRetention")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -371,17 +361,8 @@ func (s *Shard) failQueued(err error) {
 		s.drainBuf[i] = format.Envelope{}
 	}
 	if s.doneN.Load() > 0 {
-		s.doneMu.Lock()
-		calls := s.doneCalls
-		s.doneCalls = nil
-		s.doneN.Store(0)
-		s.doneMu.Unlock()
-		for _, c := range calls {
-			for i := range c.Messages {
-				if a := c.Messages[i].Ack; a != nil {
-					a.Release(err)
-				}
-			}
+		for _, c := range s.takeDone() {
+			releaseCall(c, err)
 		}
 	}
 	for i := range s.unroutable {

@@ -1,11 +1,14 @@
 package store
 
 import (
+	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -35,6 +38,7 @@ type Pebble struct {
 	failed   chan struct{}
 
 	closeTimeout time.Duration
+	unsorted     bool // PebbleOptions.UnsortedBatches
 }
 
 var _ Store = (*Pebble)(nil)
@@ -57,6 +61,10 @@ type PebbleOptions struct {
 	// CloseTimeout bounds Close; Pebble waits for a flush in progress,
 	// which a failing disk may never finish. Default 10s.
 	CloseTimeout time.Duration
+	// UnsortedBatches writes batch operations to Pebble in the order they
+	// are made instead of sorted by key with only the last write of each
+	// key kept (BenchmarkApply compares the two).
+	UnsortedBatches bool
 }
 
 // OpenPebble opens (creating if needed) the store in dir.
@@ -73,7 +81,7 @@ func OpenPebble(dir string, o PebbleOptions) (*Pebble, error) {
 	if o.CloseTimeout <= 0 {
 		o.CloseTimeout = 10 * time.Second
 	}
-	p := &Pebble{logger: o.Logger, failed: make(chan struct{}), closeTimeout: o.CloseTimeout}
+	p := &Pebble{logger: o.Logger, failed: make(chan struct{}), closeTimeout: o.CloseTimeout, unsorted: o.UnsortedBatches}
 	opts := &pebble.Options{
 		DisableWAL:                  true,
 		CacheSize:                   o.CacheSize,
@@ -358,6 +366,8 @@ func (p *Pebble) NewBatch() Batch { return &pebbleBatch{p: p, b: p.db.NewBatch()
 type pebbleBatch struct {
 	p   *Pebble
 	b   *pebble.Batch
+	ops []batchOp // point writes kept aside (sorted batches)
+	buf []byte
 	key []byte
 	val []byte
 }
@@ -366,88 +376,166 @@ func (b *pebbleBatch) SetState(kg uint16, addrRaw, name []byte, writtenAt int64,
 	b.key = StateKey(b.key, kg, addrRaw, name)
 	b.val = binary.LittleEndian.AppendUint64(b.val[:0], uint64(writtenAt))
 	b.val = append(b.val, value...)
-	_ = b.b.Set(b.key, b.val, nil)
+	b.set(b.key, b.val)
 }
 
 func (b *pebbleBatch) SetMapEntry(kg uint16, addrRaw, name, key, value []byte) {
 	b.key = MapEntryKey(b.key, kg, addrRaw, name, key)
-	_ = b.b.Set(b.key, value, nil)
+	b.set(b.key, value)
 }
 
 func (b *pebbleBatch) DeleteMapEntry(kg uint16, addrRaw, name, key []byte) {
 	b.key = MapEntryKey(b.key, kg, addrRaw, name, key)
-	_ = b.b.Delete(b.key, nil)
+	b.del(b.key)
 }
 
 func (b *pebbleBatch) ClearMap(kg uint16, addrRaw, name []byte) {
 	b.key = MapPrefix(b.key, kg, addrRaw, name)
+	b.flushOps() // the range deletes what came before it, not after
 	_ = b.b.DeleteRange(b.key, prefixUpper(b.key), nil)
 }
 
 func (b *pebbleBatch) DeleteState(kg uint16, addrRaw, name []byte) {
 	b.key = StateKey(b.key, kg, addrRaw, name)
-	_ = b.b.Delete(b.key, nil)
+	b.del(b.key)
 }
 
 func (b *pebbleBatch) PutTimer(id uint64, msg []byte) {
 	b.key = IDKey(b.key, 't', id)
-	_ = b.b.Set(b.key, msg, nil)
+	b.set(b.key, msg)
 }
 
 func (b *pebbleBatch) DeleteTimer(id uint64) {
 	b.key = IDKey(b.key, 't', id)
-	_ = b.b.Delete(b.key, nil)
+	b.del(b.key)
 }
 
 func (b *pebbleBatch) PutEgress(name []byte, offset uint64, sourceRaw, typ, payload []byte) {
 	b.key = EgressKey(b.key, name, offset)
 	b.val = format.AppendEgressValue(b.val[:0], sourceRaw, typ, payload)
-	_ = b.b.Set(b.key, b.val, nil)
+	b.set(b.key, b.val)
 }
 
 func (b *pebbleBatch) ReplacePending() {
+	b.flushOps()
 	_ = b.b.DeleteRange([]byte{'m'}, []byte{'m' + 1}, nil)
 }
 
 func (b *pebbleBatch) PutPending(id uint64, msg []byte) {
 	b.key = IDKey(b.key, 'm', id)
-	_ = b.b.Set(b.key, msg, nil)
+	b.set(b.key, msg)
 }
 
-func (b *pebbleBatch) Set(key, value []byte) { _ = b.b.Set(key, value, nil) }
+func (b *pebbleBatch) Set(key, value []byte) { b.set(key, value) }
 
 func (b *pebbleBatch) PutKey(h uint64, expireAt int64, id uint64, identity []byte) {
 	b.key = keyKey(b.key, h)
 	b.val = appendKeyValue(b.val[:0], expireAt, id, identity)
-	_ = b.b.Set(b.key, b.val, nil)
+	b.set(b.key, b.val)
 	b.key = expiryKey(b.key, expireAt, 'i', h)
-	_ = b.b.Set(b.key, nil, nil)
+	b.set(b.key, nil)
 }
 
 func (b *pebbleBatch) PutReply(id uint64, expireAt int64, typ, payload []byte) {
 	b.key = replyKey(b.key, id)
 	b.val = appendReplyValue(b.val[:0], expireAt, typ, payload)
-	_ = b.b.Set(b.key, b.val, nil)
+	b.set(b.key, b.val)
 	b.key = expiryKey(b.key, expireAt, 'r', id)
-	_ = b.b.Set(b.key, nil, nil)
+	b.set(b.key, nil)
 }
 
-func (b *pebbleBatch) Delete(key []byte) { _ = b.b.Delete(key, nil) }
+func (b *pebbleBatch) Delete(key []byte) { b.del(key) }
 
 func (b *pebbleBatch) PutSpecs(fnType string, specs []byte) {
 	b.key = append(append(b.key[:0], 'f'), fnType...)
-	_ = b.b.Set(b.key, specs, nil)
+	b.set(b.key, specs)
 }
 
-func (b *pebbleBatch) Len() int { return int(b.b.Count()) }
+func (b *pebbleBatch) Len() int { return int(b.b.Count()) + len(b.ops) }
 
-func (b *pebbleBatch) Reset() { b.b.Reset() }
+func (b *pebbleBatch) Reset() {
+	b.b.Reset()
+	b.ops = b.ops[:0]
+	if cap(b.buf) > maxKeptOpBytes {
+		b.buf = nil
+	}
+	b.buf = b.buf[:0]
+}
 
 func (b *pebbleBatch) Commit() error {
+	b.flushOps()
 	if b.b.Empty() {
 		return nil
 	}
 	return b.b.Commit(pebble.NoSync)
+}
+
+// Sorted batches. Inserting into Pebble's memtable (a skiplist) is most of
+// what applying the log costs; keys inserted in order let each insert
+// start its search from the previous one's position instead of the top of
+// the list, and a key written several times in one batch needs only its
+// last write. So a batch keeps its point writes aside and hands them to
+// Pebble sorted by key, the last write of each key only, when it commits
+// (or before a range deletion, which must see what came before it).
+
+// batchOp is one point write kept aside: key and value in buf.
+type batchOp struct {
+	off  uint32 // key at buf[off:off+klen], value after it
+	klen uint32
+	vlen uint32
+	del  bool
+}
+
+// maxKeptOpBytes: a larger buffer of kept writes is not kept for reuse.
+const maxKeptOpBytes = 8 << 20
+
+func (b *pebbleBatch) set(key, value []byte) {
+	if b.p.unsorted {
+		_ = b.b.Set(key, value, nil)
+		return
+	}
+	b.ops = append(b.ops, batchOp{off: uint32(len(b.buf)), klen: uint32(len(key)), vlen: uint32(len(value))})
+	b.buf = append(append(b.buf, key...), value...)
+}
+
+func (b *pebbleBatch) del(key []byte) {
+	if b.p.unsorted {
+		_ = b.b.Delete(key, nil)
+		return
+	}
+	b.ops = append(b.ops, batchOp{off: uint32(len(b.buf)), klen: uint32(len(key)), del: true})
+	b.buf = append(b.buf, key...)
+}
+
+func (b *pebbleBatch) opKey(o *batchOp) []byte { return b.buf[o.off : o.off+o.klen] }
+
+// flushOps writes the kept writes into the Pebble batch, sorted by key
+// (a key's writes in the order made), the last of each key.
+func (b *pebbleBatch) flushOps() {
+	if len(b.ops) == 0 {
+		return
+	}
+	// Ties keep the order made: ops are appended with increasing off.
+	slices.SortFunc(b.ops, func(x, y batchOp) int {
+		if c := bytes.Compare(b.opKey(&x), b.opKey(&y)); c != 0 {
+			return c
+		}
+		return cmp.Compare(x.off, y.off)
+	})
+	for i := range b.ops {
+		o := &b.ops[i]
+		k := b.opKey(o)
+		if i+1 < len(b.ops) && bytes.Equal(k, b.opKey(&b.ops[i+1])) {
+			continue // a later write of the key wins
+		}
+		if o.del {
+			_ = b.b.Delete(k, nil)
+		} else {
+			_ = b.b.Set(k, b.buf[o.off+o.klen:o.off+o.klen+o.vlen], nil)
+		}
+	}
+	b.ops = b.ops[:0]
+	b.buf = b.buf[:0]
 }
 
 var _ io.Closer = (*Pebble)(nil)

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"fmt"
+	"sort"
 	"strings"
 	"testing"
 
@@ -201,6 +202,43 @@ func TestMapEntries(t *testing.T) {
 		_ = s.LoadInstance(7, a, func([]byte, int64, []byte) { n++ })
 		if n != 1 {
 			t.Fatalf("the scalar value: %d", n)
+		}
+	})
+}
+
+// TestBatchWritesInOrder: within one batch, the last write of a key wins
+// whatever the order keys are written in, and a map's clearing deletes the
+// entries written before it in the batch, not those after (a Pebble batch
+// sorts its point writes; see pebbleBatch.flushOps).
+func TestBatchWritesInOrder(t *testing.T) {
+	forEach(t, func(t *testing.T, s Store) {
+		a := format.AppendAddress(nil, format.Address{Namespace: "n", Type: "t", ID: "1"})
+		b := s.NewBatch()
+		b.SetState(3, a, []byte("z"), 1, []byte("first"))
+		b.SetState(3, a, []byte("a"), 1, []byte("kept"))
+		b.SetState(3, a, []byte("z"), 2, []byte("second"))
+		b.SetState(3, a, []byte("gone"), 1, []byte("x"))
+		b.DeleteState(3, a, []byte("gone"))
+		b.DeleteState(3, a, []byte("back"))
+		b.SetState(3, a, []byte("back"), 3, []byte("again"))
+		b.SetMapEntry(3, a, []byte("m"), []byte("before"), nil)
+		b.ClearMap(3, a, []byte("m"))
+		b.SetMapEntry(3, a, []byte("m"), []byte("after"), []byte("1"))
+		b.SetMapEntry(3, a, []byte("m"), []byte("after"), []byte("2"))
+		if err := b.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		b.Reset()
+		var got []string
+		_ = s.LoadInstance(3, a, func(name []byte, at int64, v []byte) { got = append(got, fmt.Sprintf("%s=%s@%d", name, v, at)) })
+		sort.Strings(got)
+		if want := "a=kept@1 back=again@3 z=second@2"; strings.Join(got, " ") != want {
+			t.Fatalf("state %q, want %q", strings.Join(got, " "), want)
+		}
+		var entries []string
+		_ = s.LoadMap(3, a, []byte("m"), func(k, v []byte) bool { entries = append(entries, string(k)+"="+string(v)); return true })
+		if strings.Join(entries, " ") != "after=2" {
+			t.Fatalf("map %q, want after=2", entries)
 		}
 	})
 }

@@ -213,6 +213,22 @@ func TestRecordTooLarge(t *testing.T) {
 	if _, err := l.Append(&b); err != nil {
 		t.Fatal(err)
 	}
+	// MaxRecordSize is the rule, for segment sizes aligned or not.
+	for _, seg := range []int64{1024, 1029, 4099} {
+		l := mustOpen(t, memOptions(vfs.NewMemFS(), seg))
+		max := int(MaxRecordSize(seg))
+		var b Batch
+		b.Add(make([]byte, max))
+		if _, err := l.Append(&b); err != nil {
+			t.Fatalf("segment %d: a record of MaxRecordSize %d: %v", seg, max, err)
+		}
+		b.Reset()
+		b.Add(make([]byte, max+1))
+		if _, err := l.Append(&b); !errors.Is(err, ErrRecordTooLarge) {
+			t.Fatalf("segment %d: a record of MaxRecordSize+1: %v", seg, err)
+		}
+		l.Close()
+	}
 }
 
 func TestOptionsValidate(t *testing.T) {

@@ -156,3 +156,9 @@ func (b *Batch) Len() int { return b.n }
 // Bytes returns the number of bytes the batch occupies in the log (frames
 // with headers and padding).
 func (b *Batch) Bytes() int { return len(b.buf) }
+
+// MaxRecordSize returns the largest record payload a log of the given
+// segment size accepts: one frame, padded, after the segment header.
+func MaxRecordSize(segmentSize int64) int64 {
+	return (segmentSize-segmentHeaderSize)&^(frameAlign-1) - frameHeaderSize
+}

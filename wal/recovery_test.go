@@ -130,9 +130,17 @@ func flipByte(t *testing.T, fs *vfs.MemFS, p string, off int64) {
 }
 
 func TestCorruptionVersusTornTail(t *testing.T) {
+	for _, c := range corruptCases(t) {
+		t.Run(c.name, func(t *testing.T) { runCorruptCase(t, c) })
+	}
+}
+
+// corruptCases: damage that recovery must refuse (naming the file and
+// offset) or take as a torn tail (keeping the first records).
+func corruptCases(t *testing.T) []corruptCase {
 	lastSeg := func(fs *vfs.MemFS) string { s := segPaths(t, fs); return s[len(s)-1] }
 	firstSeg := func(fs *vfs.MemFS) string { return segPaths(t, fs)[0] }
-	cases := []corruptCase{
+	return []corruptCase{
 		{
 			name: "bad CRC followed by valid records", segSize: 1 << 16, n: 10,
 			damage: func(t *testing.T, fs *vfs.MemFS, recs []rec) {
@@ -166,23 +174,7 @@ func TestCorruptionVersusTornTail(t *testing.T) {
 		},
 		{
 			name: "last record of a non-last segment", segSize: 1024, n: 40,
-			damage: func(t *testing.T, fs *vfs.MemFS, recs []rec) {
-				// The first segment's last record ends at the second's base.
-				second := segPaths(t, fs)[1]
-				b, _ := fs.ReadFile(second)
-				h, err := decodeSegmentHeader(b, 2)
-				base := h.base
-				if err != nil {
-					t.Fatal(err)
-				}
-				var lastLSN LSN
-				for _, r := range recs {
-					if r.lsn < base {
-						lastLSN = r.lsn
-					}
-				}
-				flipByte(t, fs, firstSeg(fs), fileOffset(0, lastLSN)+frameHeaderSize)
-			},
+			damage:  damageLastOfFirstSegment,
 			wantErr: true, wantFile: firstSeg,
 			wantOff: func(recs []rec) int64 { return -1 },
 		},
@@ -206,18 +198,8 @@ func TestCorruptionVersusTornTail(t *testing.T) {
 		},
 		{
 			name: "garbage after the end that claims nothing", segSize: 1 << 16, n: 10,
-			damage: func(t *testing.T, fs *vfs.MemFS, recs []rec) {
-				p := lastSeg(fs)
-				b, _ := fs.ReadFile(p)
-				end := fileOffset(0, recs[9].lsn) + int64(frameSize(len(recs[9].data)))
-				// A valid-looking frame at its own LSN but with a synced
-				// claim at the end: as written by an unsynced batch.
-				f := buildFrame([]byte("unsynced"), recs[9].lsn+LSN(frameSize(len(recs[9].data)))+64, recs[9].lsn+LSN(frameSize(len(recs[9].data))))
-				copy(b[end:], []byte("torn bytes here!"))
-				copy(b[end+64:], f)
-				fs.WriteFile(p, b)
-			},
-			keep: 10,
+			damage: func(t *testing.T, fs *vfs.MemFS, recs []rec) { appendUnsyncedGarbage(fs, lastSeg(fs), recs[9]) },
+			keep:   10,
 		},
 		{
 			name: "unstarted trailing segment", segSize: 1 << 16, n: 3,
@@ -232,34 +214,63 @@ func TestCorruptionVersusTornTail(t *testing.T) {
 			keep: 3,
 		},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			fs := vfs.NewMemFS()
-			recs := writeLog(t, fs, c.segSize, c.n)
-			c.damage(t, fs, recs)
-			l, err := Open(memOptions(fs, c.segSize))
-			if !c.wantErr {
-				if err != nil {
-					t.Fatalf("Open: %v", err)
-				}
-				equalRecs(t, readAllRecords(t, l), recs[:c.keep])
-				l.Close()
-				return
-			}
-			if err == nil {
-				l.Close()
-				t.Fatal("Open succeeded on a corrupt log")
-			}
-			if !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("error %v does not wrap ErrCorrupt", err)
-			}
-			if f := c.wantFile(fs); !strings.Contains(err.Error(), f) {
-				t.Fatalf("error %q does not name %s", err, f)
-			}
-			if off := c.wantOff(recs); off >= 0 && !strings.Contains(err.Error(), fmt.Sprintf("offset %d ", off)) &&
-				!strings.Contains(err.Error(), fmt.Sprintf("offset %d:", off)) {
-				t.Fatalf("error %q does not name offset %d", err, off)
-			}
-		})
+}
+
+func runCorruptCase(t *testing.T, c corruptCase) {
+	fs := vfs.NewMemFS()
+	recs := writeLog(t, fs, c.segSize, c.n)
+	c.damage(t, fs, recs)
+	l, err := Open(memOptions(fs, c.segSize))
+	if !c.wantErr {
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		equalRecs(t, readAllRecords(t, l), recs[:c.keep])
+		l.Close()
+		return
 	}
+	if err == nil {
+		l.Close()
+		t.Fatal("Open succeeded on a corrupt log")
+	}
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("error %v does not wrap ErrCorrupt", err)
+	}
+	if f := c.wantFile(fs); !strings.Contains(err.Error(), f) {
+		t.Fatalf("error %q does not name %s", err, f)
+	}
+	if off := c.wantOff(recs); off >= 0 && !strings.Contains(err.Error(), fmt.Sprintf("offset %d ", off)) &&
+		!strings.Contains(err.Error(), fmt.Sprintf("offset %d:", off)) {
+		t.Fatalf("error %q does not name offset %d", err, off)
+	}
+}
+
+// damageLastOfFirstSegment damages the first segment's last record, which
+// ends at the second segment's base.
+func damageLastOfFirstSegment(t *testing.T, fs *vfs.MemFS, recs []rec) {
+	b, _ := fs.ReadFile(segPaths(t, fs)[1])
+	h, err := decodeSegmentHeader(b, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lastLSN LSN
+	for _, r := range recs {
+		if r.lsn < h.base {
+			lastLSN = r.lsn
+		}
+	}
+	flipByte(t, fs, segPaths(t, fs)[0], fileOffset(0, lastLSN)+frameHeaderSize)
+}
+
+// appendUnsyncedGarbage writes torn bytes after the last record, then a
+// valid-looking frame at its own LSN whose synced claim is the end: as
+// written by an unsynced batch. It claims nothing below the end.
+func appendUnsyncedGarbage(fs *vfs.MemFS, p string, last rec) {
+	b, _ := fs.ReadFile(p)
+	endLSN := last.lsn + LSN(frameSize(len(last.data)))
+	end := fileOffset(0, endLSN)
+	f := buildFrame([]byte("unsynced"), endLSN+64, endLSN)
+	copy(b[end:], []byte("torn bytes here!"))
+	copy(b[end+64:], f)
+	fs.WriteFile(p, b)
 }

@@ -234,8 +234,51 @@ func TestEndToEnd(t *testing.T) {
 	// A long checkpoint interval makes recovery replay the log.
 	s := startServer(t, bin, data, "--checkpoint-interval", "1h")
 
-	// Driver locations, 202'd once durable; the last acknowledged cell of
-	// each driver must survive the kill.
+	lastCell := e2eLocations(t, s)
+
+	// A batch of locations (newline-delimited JSON).
+	var batch bytes.Buffer
+	for i := 0; i < 10; i++ {
+		fmt.Fprintf(&batch, `{"to":"rides/driver/b-%d","type":"rides/location","body":{"cell":"9-%d"}}`+"\n", i, i)
+	}
+	if a := call(t, "POST", s.ingress+"/batch", "application/x-ndjson", batch.Bytes()); a.status != 202 || !strings.Contains(string(a.body), `"count":10`) {
+		t.Fatalf("batch: %d %s", a.status, a.body)
+	}
+
+	outcome := e2eRide(t, s, lastCell["d-0"])
+	e2eStateAndMetrics(t, s, outcome)
+	e2eBadInput(t, s)
+
+	// Crash.
+	if err := s.stop(syscall.SIGKILL); err == nil {
+		t.Fatal("SIGKILL: the process exited cleanly?")
+	}
+
+	// Restart: everything acknowledged is there.
+	s = startServer(t, bin, data)
+	e2eAfterRestart(t, s, lastCell, outcome)
+
+	// Graceful stop: exit 0 after closing the engine.
+	if err := s.stop(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM: %v", err)
+	}
+	logs := strings.Join(s.logLines(), "\n")
+	for _, want := range []string{`"msg":"starting"`, `"msg":"ready"`, `"msg":"shutting down"`, `"msg":"shutdown complete"`} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("log lacks %s", want)
+		}
+	}
+}
+
+// rideOutcome is the answer of a ride request.
+type rideOutcome struct {
+	Ride, Driver string
+	Failed       bool
+}
+
+// e2eLocations sends driver locations, 202'd once durable, and returns the
+// last acknowledged cell of each driver, which must survive the kill.
+func e2eLocations(t *testing.T, s *server) map[string]string {
 	const drivers = 40
 	lastCell := make(map[string]string)
 	var mu sync.Mutex
@@ -265,22 +308,14 @@ func TestEndToEnd(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
+	return lastCell
+}
 
-	// A batch of locations (newline-delimited JSON).
-	var batch bytes.Buffer
-	for i := 0; i < 10; i++ {
-		fmt.Fprintf(&batch, `{"to":"rides/driver/b-%d","type":"rides/location","body":{"cell":"9-%d"}}`+"\n", i, i)
-	}
-	if a := call(t, "POST", s.ingress+"/batch", "application/x-ndjson", batch.Bytes()); a.status != 202 || !strings.Contains(string(a.body), `"count":10`) {
-		t.Fatalf("batch: %d %s", a.status, a.body)
-	}
-
-	// Request-reply: a ride in the cell of d-0.
-	a := call(t, "POST", s.ingress+"/rides/passenger/p-1?wait=5s", "application/vnd.rides/request", []byte(`{"cell":"`+lastCell["d-0"]+`"}`))
-	var outcome struct {
-		Ride, Driver string
-		Failed       bool
-	}
+// e2eRide asks for a ride in cell (request-reply) and checks its
+// ride-started record on the egress, readable once durable.
+func e2eRide(t *testing.T, s *server, cell string) rideOutcome {
+	a := call(t, "POST", s.ingress+"/rides/passenger/p-1?wait=5s", "application/vnd.rides/request", []byte(`{"cell":"`+cell+`"}`))
+	var outcome rideOutcome
 	if a.status != 200 || a.ct != "application/vnd.rides/outcome" || json.Unmarshal(a.body, &outcome) != nil || outcome.Failed || outcome.Driver == "" {
 		t.Fatalf("ride request: %d %q %s", a.status, a.ct, a.body)
 	}
@@ -291,8 +326,11 @@ func TestEndToEnd(t *testing.T) {
 		recs[0].Body.Driver != outcome.Driver || recs[0].Body.Passenger != "p-1" || recs[0].Source != "rides/ride/"+outcome.Ride {
 		t.Fatalf("egress after the ride: %+v", recs)
 	}
+	return outcome
+}
 
-	// State and metrics.
+// e2eStateAndMetrics checks the driver's state, the metrics and /health.
+func e2eStateAndMetrics(t *testing.T, s *server, outcome rideOutcome) {
 	if st := readState(t, s, "rides/driver/"+outcome.Driver); st["status"].Text != "on_ride" || st["ride"].Text != outcome.Ride {
 		t.Errorf("driver state: %+v", st)
 	}
@@ -306,8 +344,11 @@ func TestEndToEnd(t *testing.T) {
 	if a := call(t, "GET", s.admin+"/health", "", nil); a.status != 200 {
 		t.Errorf("health: %d", a.status)
 	}
+}
 
-	// Bad input gets clear JSON errors.
+// e2eBadInput: bad input gets clear JSON errors, and a body over
+// --max-body (64KiB) is refused from its Content-Length, before it is read.
+func e2eBadInput(t *testing.T, s *server) {
 	for _, c := range []struct {
 		path, ct string
 		body     []byte
@@ -343,14 +384,12 @@ func TestEndToEnd(t *testing.T) {
 		}
 		c.Close()
 	}
+}
 
-	// Crash.
-	if err := s.stop(syscall.SIGKILL); err == nil {
-		t.Fatal("SIGKILL: the process exited cleanly?")
-	}
-
-	// Restart: everything acknowledged is there.
-	s = startServer(t, bin, data)
+// e2eAfterRestart: everything acknowledged before the kill is there, the
+// ride-started record is still readable, once, and the ride's durable
+// finish timer completes it after the restart.
+func e2eAfterRestart(t *testing.T, s *server, lastCell map[string]string, outcome rideOutcome) {
 	for id, cell := range lastCell {
 		if st := readState(t, s, "rides/driver/"+id); st["cell"].Text != cell {
 			t.Errorf("after restart, driver %s is in cell %q, want %q (acknowledged)", id, st["cell"].Text, cell)
@@ -388,17 +427,6 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if started != 1 || completed != 1 {
 		t.Errorf("after restart, egress has %d ride-started and %d ride-completed records, want 1 and 1: %+v", started, completed, all)
-	}
-
-	// Graceful stop: exit 0 after closing the engine.
-	if err := s.stop(syscall.SIGTERM); err != nil {
-		t.Fatalf("SIGTERM: %v", err)
-	}
-	logs := strings.Join(s.logLines(), "\n")
-	for _, want := range []string{`"msg":"starting"`, `"msg":"ready"`, `"msg":"shutting down"`, `"msg":"shutdown complete"`} {
-		if !strings.Contains(logs, want) {
-			t.Errorf("log lacks %s", want)
-		}
 	}
 }
 

@@ -119,20 +119,7 @@ func TestKafkaCrash(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		step := max(1, perKey/(kills+1)/10)
-		for i := 0; i < perKey-tail && ctx.Err() == nil; i += step {
-			var recs []*kgo.Record
-			for j := i; j < min(perKey-tail, i+step); j++ {
-				for k := 0; k < keys; k++ {
-					recs = append(recs, &kgo.Record{Key: []byte("k" + strconv.Itoa(k)), Value: []byte(fmt.Sprintf("k%d-%d", k, j))})
-				}
-			}
-			if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-				prodErr = err
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		prodErr = produceSpread(ctx, prod, keys, perKey-tail, max(1, perKey/(kills+1)/10))
 	}()
 
 	args := []string{"--module", module, "--no-rides"}
@@ -151,44 +138,77 @@ func TestKafkaCrash(t *testing.T) {
 	s := startServer(t, bin, dataDir, args...)
 	// The last records come while the last life runs (its metrics then
 	// show consumption and shipping).
+	if err := prod.ProduceSync(ctx, keyRecords(keys, perKey-tail, perKey)...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	got, n := readCounts(t, addrs, keys*perKey)
+	if n != keys*perKey {
+		t.Errorf("%d output records, want %d (one per input)", n, keys*perKey)
+	}
+	checkCounts(t, got, keys, perKey)
+	checkKafkaMetrics(t, s)
+	if t.Failed() {
+		t.Logf("server log:\n%s", strings.Join(s.logLines(), "\n"))
+	}
+	if err := s.stop(syscall.SIGTERM); err != nil {
+		t.Errorf("clean stop: %v", err)
+	}
+}
+
+// keyRecords are the input records k<k>-<j> of keys k0.. for j in
+// [from, to), in order per key.
+func keyRecords(keys, from, to int) []*kgo.Record {
 	var recs []*kgo.Record
-	for j := perKey - tail; j < perKey; j++ {
+	for j := from; j < to; j++ {
 		for k := 0; k < keys; k++ {
 			recs = append(recs, &kgo.Record{Key: []byte("k" + strconv.Itoa(k)), Value: []byte(fmt.Sprintf("k%d-%d", k, j))})
 		}
 	}
-	if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	return recs
+}
 
+// produceSpread produces the records 0..n-1 of every key, step at a time
+// every 100ms, until done or ctx ends.
+func produceSpread(ctx context.Context, prod *kgo.Client, keys, n, step int) error {
+	for i := 0; i < n && ctx.Err() == nil; i += step {
+		if err := prod.ProduceSync(ctx, keyRecords(keys, i, min(n, i+step))...).FirstErr(); err != nil {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return nil
+}
+
+// readCounts reads the committed records of topic counts by key until
+// there are want of them (at most 90 s), then a second more for
+// duplicates; n is how many were read.
+func readCounts(t *testing.T, addrs []string, want int) (got map[string][]string, n int) {
 	rd, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.ConsumeTopics("counts"),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rd.Close()
-	got := map[string][]string{}
-	n := 0
-	deadline := time.Now().Add(90 * time.Second)
-	for n < keys*perKey && time.Now().Before(deadline) {
-		pctx, pcancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		fs := rd.PollFetches(pctx)
-		pcancel()
-		fs.EachRecord(func(r *kgo.Record) {
+	got = map[string][]string{}
+	poll := func(d time.Duration) {
+		pctx, pcancel := context.WithTimeout(context.Background(), d)
+		defer pcancel()
+		rd.PollFetches(pctx).EachRecord(func(r *kgo.Record) {
 			got[string(r.Key)] = append(got[string(r.Key)], string(r.Value))
 			n++
 		})
 	}
-	// Let duplicates, if any, arrive.
-	pctx, pcancel := context.WithTimeout(context.Background(), time.Second)
-	rd.PollFetches(pctx).EachRecord(func(r *kgo.Record) {
-		got[string(r.Key)] = append(got[string(r.Key)], string(r.Value))
-		n++
-	})
-	pcancel()
-	if n != keys*perKey {
-		t.Errorf("%d output records, want %d (one per input)", n, keys*perKey)
+	deadline := time.Now().Add(90 * time.Second)
+	for n < want && time.Now().Before(deadline) {
+		poll(500 * time.Millisecond)
 	}
+	poll(time.Second) // let duplicates, if any, arrive
+	return got, n
+}
+
+// checkCounts: each key's outputs are "<i+1> k<k>-<i>" for every input i,
+// in order, once.
+func checkCounts(t *testing.T, got map[string][]string, keys, perKey int) {
 	for k := 0; k < keys; k++ {
 		key := "k" + strconv.Itoa(k)
 		vs := got[key]
@@ -204,6 +224,11 @@ func TestKafkaCrash(t *testing.T) {
 			}
 		}
 	}
+}
+
+// checkKafkaMetrics: the server's metrics show the ingress's consumption
+// and lag and the egress's shipping.
+func checkKafkaMetrics(t *testing.T, s *server) {
 	a := call(t, "GET", s.admin+"/metrics", "", nil)
 	for _, m := range []string{
 		`shardfn_kafka_consumed_records_total{ingress="example/events",topic="events"}`,
@@ -215,12 +240,6 @@ func TestKafkaCrash(t *testing.T) {
 		if !strings.Contains(string(a.body), m) {
 			t.Errorf("/metrics has no %s", m)
 		}
-	}
-	if t.Failed() {
-		t.Logf("server log:\n%s", strings.Join(s.logLines(), "\n"))
-	}
-	if err := s.stop(syscall.SIGTERM); err != nil {
-		t.Errorf("clean stop: %v", err)
 	}
 }
 

@@ -60,7 +60,59 @@ func main() {
 	os.Exit(run())
 }
 
+// options are the parsed command line.
+type options struct {
+	target, admin, out, dataDir string
+	conns                       int
+	budget                      int64
+	index                       bool
+	memory, memoryShards        int // the memory scenario's passengers (0: off) and shards
+	shards                      []int
+	cfg                         loadgen.Config
+	rides                       rides.Config
+	command                     string // the command line, for the report
+}
+
 func run() int {
+	o, err := parseFlags()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		return 2
+	}
+	if o.index {
+		if err := report.Index(o.out); err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen:", err)
+			return 1
+		}
+		return 0
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if o.memory > 0 {
+		return memoryScenario(ctx, o.memory, o.memoryShards, o.out, o.command)
+	}
+	rep, err := runTargets(ctx, o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		return 1
+	}
+	path, err := writeReport(o.out, rep)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		return 1
+	}
+	printLine(summaryLine(rep.Runs, path))
+	for _, r := range rep.Runs {
+		if r.InvariantsText != "ok" && r.InvariantsText != "skipped" {
+			return 1
+		}
+	}
+	return 0
+}
+
+// parseFlags reads the command line; its errors are usage errors.
+func parseFlags() (options, error) {
 	var (
 		target      = flag.String("target", "inproc", "inproc | baseline | http://host:port (a running cmd/engine) | name[:url] of a registered target, e.g. restate:http://127.0.0.1:8080")
 		admin       = flag.String("admin", "", "admin address of an http target (state, metrics); default the target address")
@@ -89,96 +141,79 @@ func run() int {
 	)
 	flag.Var(&mem, "memory-scenario", "run the memory scenario instead: --memory-scenario alone = 10,000,000 passengers, --memory-scenario=N for N")
 	flag.Parse()
+	o := options{
+		target: *target, admin: *admin, out: *out, dataDir: *dataDir, conns: *conns, budget: *budget,
+		index: *index, memory: mem.n, memoryShards: *memShards,
+		rides:   rides.Config{FinishDelay: *finishDelay, Grid: *grid},
+		command: strings.Join(append([]string{"go run ./cmd/loadgen"}, os.Args[1:]...), " "),
+		cfg: loadgen.Config{
+			Duration: *duration, Warmup: *warmup, Rate: *rate, Uniform: *schedule == "uniform",
+			Concurrency: *concurrency, Drivers: *drivers, Passengers: *passengers, Grid: *grid,
+			Skew: *skew, RequestShare: *requests, FinishDelay: *finishDelay, Seed: *seed,
+			Progress: os.Stderr, Profile: *profile, NoCheck: *noCheck,
+		},
+	}
 	if flag.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "loadgen: unexpected arguments %v\n", flag.Args())
-		return 2
+		return o, fmt.Errorf("unexpected arguments %v", flag.Args())
 	}
-	command := strings.Join(append([]string{"go run ./cmd/loadgen"}, os.Args[1:]...), " ")
-
-	if *index {
-		if err := report.Index(*out); err != nil {
-			fmt.Fprintln(os.Stderr, "loadgen:", err)
-			return 1
-		}
-		return 0
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
-	if mem.n > 0 {
-		return memoryScenario(ctx, mem.n, *memShards, *out, command)
-	}
-
-	cfg := loadgen.Config{
-		Duration: *duration, Warmup: *warmup, Rate: *rate, Uniform: *schedule == "uniform",
-		Concurrency: *concurrency, Drivers: *drivers, Passengers: *passengers, Grid: *grid,
-		Skew: *skew, RequestShare: *requests, FinishDelay: *finishDelay, Seed: *seed,
-		Progress: os.Stderr, Profile: *profile, NoCheck: *noCheck,
+	if o.index || o.memory > 0 {
+		return o, nil
 	}
 	if *warmup == 0 {
-		cfg.Warmup = -1
+		o.cfg.Warmup = -1
 	}
 	if *requests == 0 {
-		cfg.RequestShare = -1
+		o.cfg.RequestShare = -1
 	}
 	if *schedule != "poisson" && *schedule != "uniform" {
-		fmt.Fprintf(os.Stderr, "loadgen: --schedule %q: want poisson or uniform\n", *schedule)
-		return 2
+		return o, fmt.Errorf("--schedule %q: want poisson or uniform", *schedule)
 	}
-	var shardList []int
-	if *shardsFlag != "" {
-		for _, f := range strings.Split(*shardsFlag, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil || n < 1 {
-				fmt.Fprintf(os.Stderr, "loadgen: --shards %q: want positive integers separated by commas\n", *shardsFlag)
-				return 2
-			}
-			shardList = append(shardList, n)
-		}
+	var err error
+	if o.shards, err = parseShards(*shardsFlag); err != nil {
+		return o, err
 	}
-	inproc := *target == "inproc" || *target == ""
-	if len(shardList) > 1 && !inproc {
-		fmt.Fprintln(os.Stderr, "loadgen: a --shards sweep needs --target inproc")
-		return 2
+	if len(o.shards) > 1 && *target != "inproc" && *target != "" {
+		return o, fmt.Errorf("a --shards sweep needs --target inproc")
 	}
-	if len(shardList) == 0 {
-		shardList = []int{0}
+	if len(o.shards) == 0 {
+		o.shards = []int{0}
 	}
+	return o, nil
+}
 
-	rep := report.Report{Kind: report.KindRun, Time: time.Now(), Command: command}
-	if len(shardList) > 1 {
+// parseShards reads --shards: a list of positive counts separated by
+// commas.
+func parseShards(s string) ([]int, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var list []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("--shards %q: want positive integers separated by commas", s)
+		}
+		list = append(list, n)
+	}
+	return list, nil
+}
+
+// runTargets runs RS-1 once per shard count, each against a target of its
+// own, and gathers the runs into a report.
+func runTargets(ctx context.Context, o options) (report.Report, error) {
+	rep := report.Report{Kind: report.KindRun, Time: time.Now(), Command: o.command}
+	if len(o.shards) > 1 {
 		rep.Kind = report.KindSweep
 	}
 	var optsText []string
-	for _, n := range shardList {
-		topts := loadgen.TargetOptions{Admin: *admin, Conns: *conns, Inproc: loadgen.InprocOptions{
-			Engine: engine.Options{Shards: n, MemoryBudget: *budget, DataDir: *dataDir},
-			Rides:  rides.Config{FinishDelay: *finishDelay, Grid: *grid},
-		}}
-		t, err := loadgen.NewTarget(*target, topts)
+	for _, n := range o.shards {
+		res, engineOpts, err := runTarget(ctx, o, n)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "loadgen:", err)
-			return 1
+			return rep, err
 		}
-		shards := n
-		if ip, ok := t.(*loadgen.Inproc); ok {
-			o := ip.Engine().Options()
-			shards = o.Shards
-			o.Logger = nil
-			optsText = append(optsText, fmt.Sprintf("%+v", o))
-			fmt.Fprintf(os.Stderr, "engine options: %+v\n", o)
+		if engineOpts != "" {
+			optsText = append(optsText, engineOpts)
 		}
-		fmt.Fprintf(os.Stderr, "RS-1 against %s, %d shards\n", t.Name(), shards)
-		res, err := loadgen.Run(ctx, t, cfg)
-		cerr := t.Close()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "loadgen:", err)
-			return 1
-		}
-		if cerr != nil {
-			res.Notes = append(res.Notes, "closing the target: "+cerr.Error())
-		}
-		res.Shards = shards
 		rep.Runs = append(rep.Runs, res)
 		if res.Profile != nil && rep.Profile == nil {
 			if ps, err := report.SummariseProfile(res.Profile, 20); err == nil {
@@ -188,21 +223,63 @@ func run() int {
 			}
 		}
 		fmt.Fprintf(os.Stderr, "%d shards: %.0f events/s, %.0f invocations/s, location p99 %.2f ms, request p99 %.2f ms, errors %d, invariants %s\n",
-			shards, res.EventsPerS, res.InvocationsPerS, res.Location.P99Ms, res.Request.P99Ms, res.Errors, res.InvariantsText)
+			res.Shards, res.EventsPerS, res.InvocationsPerS, res.Location.P99Ms, res.Request.P99Ms, res.Errors, res.InvariantsText)
 	}
 	rep.Options = strings.Join(optsText, " | ")
-	rep.Machine = report.Machine(*dataDir)
-	path, err := report.Write(*out, rep)
+	rep.Machine = report.Machine(o.dataDir)
+	return rep, nil
+}
+
+// runTarget makes the target for n shards (0: the engine's default), runs
+// RS-1 against it and closes it. engineOpts is the in-process engine's
+// effective options, printed ("" for other targets).
+func runTarget(ctx context.Context, o options, n int) (res *loadgen.Result, engineOpts string, err error) {
+	t, err := loadgen.NewTarget(o.target, loadgen.TargetOptions{Admin: o.admin, Conns: o.conns, Inproc: loadgen.InprocOptions{
+		Engine: engine.Options{Shards: n, MemoryBudget: o.budget, DataDir: o.dataDir},
+		Rides:  o.rides,
+	}})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "loadgen:", err)
-		return 1
+		return nil, "", err
 	}
-	if err := report.Index(*out); err != nil {
+	shards := n
+	if ip, ok := t.(*loadgen.Inproc); ok {
+		eo := ip.Engine().Options()
+		shards = eo.Shards
+		eo.Logger = nil
+		engineOpts = fmt.Sprintf("%+v", eo)
+		fmt.Fprintf(os.Stderr, "engine options: %s\n", engineOpts)
+	}
+	fmt.Fprintf(os.Stderr, "RS-1 against %s, %d shards\n", t.Name(), shards)
+	res, err = loadgen.Run(ctx, t, o.cfg)
+	cerr := t.Close()
+	if err != nil {
+		return nil, "", err
+	}
+	if cerr != nil {
+		res.Notes = append(res.Notes, "closing the target: "+cerr.Error())
+	}
+	res.Shards = shards
+	return res, engineOpts, nil
+}
+
+// writeReport writes rep into out, regenerates out's index and says where
+// the report is.
+func writeReport(out string, rep report.Report) (string, error) {
+	path, err := report.Write(out, rep)
+	if err != nil {
+		return "", err
+	}
+	if err := report.Index(out); err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 	}
 	fmt.Fprintln(os.Stderr, "report:", path)
+	return path, nil
+}
 
-	last := rep.Runs[len(rep.Runs)-1]
+// summaryLine is the last run's headline figures (and the sweep's, when
+// there are several runs), for the JSON line on stdout.
+func summaryLine(runs []*loadgen.Result, path string) map[string]any {
+	last := runs[len(runs)-1]
 	line := map[string]any{
 		"events_per_s":       round(last.EventsPerS),
 		"invocations_per_s":  round(last.InvocationsPerS),
@@ -223,23 +300,21 @@ func run() int {
 		"bytes_per_instance": round(last.BytesPerInstance),
 		"report":             path,
 	}
-	if len(rep.Runs) > 1 {
+	if len(runs) > 1 {
 		var sweep []map[string]any
-		for _, r := range rep.Runs {
+		for _, r := range runs {
 			sweep = append(sweep, map[string]any{"shards": r.Shards, "events_per_s": round(r.EventsPerS),
 				"invocations_per_s": round(r.InvocationsPerS), "invariants": r.InvariantsText})
 		}
 		line["sweep"] = sweep
 	}
-	code := 0
-	for _, r := range rep.Runs {
-		if r.InvariantsText != "ok" && r.InvariantsText != "skipped" {
-			code = 1
-		}
-	}
+	return line
+}
+
+// printLine prints line as one JSON object on stdout.
+func printLine(line map[string]any) {
 	b, _ := json.Marshal(line)
 	fmt.Println(string(b))
-	return code
 }
 
 func round(v float64) float64 { return float64(int64(v*10+0.5)) / 10 }
@@ -252,15 +327,11 @@ func memoryScenario(ctx context.Context, n, shards int, out, command string) int
 		return 1
 	}
 	rep := report.Report{Kind: report.KindMemory, Time: time.Now(), Command: command, Memory: ms, Machine: report.Machine("")}
-	path, err := report.Write(out, rep)
+	path, err := writeReport(out, rep)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		return 1
 	}
-	if err := report.Index(out); err != nil {
-		fmt.Fprintln(os.Stderr, "loadgen:", err)
-	}
-	fmt.Fprintln(os.Stderr, "report:", path)
 	line := map[string]any{"target": "inproc", "memory": ms, "report": path}
 	for _, m := range ms {
 		key := "bytes_per_instance_evicting"
@@ -270,7 +341,6 @@ func memoryScenario(ctx context.Context, n, shards int, out, command string) int
 		line[key] = round(m.BytesPerInstance)
 		line["rss_bytes_"+strings.ReplaceAll(m.Label, " ", "_")] = m.RSSAfter
 	}
-	b, _ := json.Marshal(line)
-	fmt.Println(string(b))
+	printLine(line)
 	return 0
 }

@@ -11,7 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -320,6 +320,17 @@ func (c *cli) do(method, base, path string, contentType string, body []byte) ([]
 	return b, resp.Header, nil
 }
 
+// call makes a request like do; with --json it also prints the answer,
+// and shown says so (the command has nothing more to print).
+func (c *cli) call(method, base, path, contentType string, body []byte) (raw []byte, shown bool, err error) {
+	raw, _, err = c.do(method, base, path, contentType, body)
+	if err != nil || !c.json {
+		return raw, false, err
+	}
+	c.printJSON(raw)
+	return raw, true, nil
+}
+
 // getJSON GETs an admin path and decodes its JSON answer into v (if not
 // nil); it returns the raw answer too.
 func (c *cli) getJSON(base, path string, v any) ([]byte, error) {
@@ -411,6 +422,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	for k := range m {
 		ks = append(ks, k)
 	}
-	sort.Strings(ks)
+	slices.Sort(ks)
 	return ks
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/shardfn/shardfn/engine"
+	"github.com/shardfn/shardfn/httpapi/adminapi"
 	"github.com/shardfn/shardfn/internal/testserver"
 	"github.com/shardfn/shardfn/rides"
 )
@@ -260,7 +261,7 @@ func TestDeadLetters(t *testing.T) {
 		t.Fatalf("list:\n%s", out)
 	}
 	out = mustRun(t, s, "", "dead-letters", "list", "--from", "2", "--json")
-	var ans deadLetterAnswer
+	var ans recordsAnswer
 	if err := json.Unmarshal([]byte(out), &ans); err != nil || len(ans.Records) != 1 || ans.Next != 3 || str(ans.Records[0], "target") != "example/greeter/z" {
 		t.Fatalf("list --json: %q", out)
 	}
@@ -299,8 +300,8 @@ func TestStatus(t *testing.T) {
 	}
 	out = mustRun(t, s, "", "status", "--json")
 	var m struct {
-		Health map[string]any `json:"health"`
-		Status statusAnswer   `json:"status"`
+		Health map[string]any  `json:"health"`
+		Status adminapi.Status `json:"status"`
 	}
 	if err := json.Unmarshal([]byte(out), &m); err != nil || m.Health["status"] != "ok" || !m.Status.Ready || m.Status.Shards != 2 || m.Status.Rates == nil {
 		t.Fatalf("status --json: %v\n%s", err, out)

@@ -50,6 +50,20 @@ func (c *cli) readBody(arg string) ([]byte, error) {
 	return []byte(arg), nil
 }
 
+// message reads the arguments ADDRESS TYPE BODY of a message: the
+// address as an escaped path, the Content-Type of the type, and the body.
+func (c *cli) message(args []string) (path, ct string, body []byte, err error) {
+	if path, err = addressPath(args[0]); err != nil {
+		return "", "", nil, err
+	}
+	if ct, err = contentType(args[1]); err != nil {
+		return "", "", nil, err
+	}
+	body, err = c.readBody(args[2])
+	return path, ct, body, err
+}
+
+// contentType is the Content-Type of the message type typ.
 func contentType(typ string) (string, error) {
 	if typ == "" || strings.ContainsAny(typ, " \t;,") || !strings.Contains(typ, "/") {
 		return "", usagef("message type %q: want namespace/name, e.g. rides/location or io.statefun.types/string", typ)
@@ -92,25 +106,13 @@ Examples:
 			if len(args) != 3 {
 				return usagef("want ADDRESS TYPE BODY (or --batch FILE), have %d argument(s)", len(args))
 			}
-			p, err := addressPath(args[0])
+			p, ct, body, err := c.message(args)
 			if err != nil {
 				return err
 			}
-			ct, err := contentType(args[1])
-			if err != nil {
+			b, shown, err := c.call("POST", c.ingress, "/"+p, ct, body)
+			if err != nil || shown {
 				return err
-			}
-			body, err := c.readBody(args[2])
-			if err != nil {
-				return err
-			}
-			b, _, err := c.do("POST", c.ingress, "/"+p, ct, body)
-			if err != nil {
-				return err
-			}
-			if c.json {
-				c.printJSON(b)
-				return nil
 			}
 			var r struct {
 				ID string `json:"id"`
@@ -242,18 +244,10 @@ Examples:
 			fs.DurationVar(&requestWait, "wait", 5*time.Second, "longest wait for the reply (the server caps it with its --max-wait)")
 		},
 		run: func(c *cli, args []string) error {
-			p, err := addressPath(args[0])
-			if err != nil {
-				return err
-			}
-			ct, err := contentType(args[1])
-			if err != nil {
-				return err
-			}
 			if requestWait <= 0 {
 				return usagef("--wait must be positive")
 			}
-			body, err := c.readBody(args[2])
+			p, ct, body, err := c.message(args)
 			if err != nil {
 				return err
 			}
@@ -311,396 +305,4 @@ func replyText(typ string, b []byte) (string, string) {
 		return string(b), "text"
 	}
 	return base64.StdEncoding.EncodeToString(b), "body_b64"
-}
-
-// stateAnswer is the admin API's state object.
-type stateAnswer struct {
-	Address string                                `json:"address"`
-	State   map[string]map[string]json.RawMessage `json:"state"`
-}
-
-func (c *cli) printState(raw []byte, name string) error {
-	var st stateAnswer
-	if err := json.Unmarshal(raw, &st); err != nil {
-		return fmt.Errorf("the state answer is not the expected JSON: %v", err)
-	}
-	if name != "" {
-		v, ok := st.State[name]
-		if ok && string(v["present"]) == "false" {
-			ok = false
-		}
-		if !ok {
-			var set []string
-			for _, k := range sortedKeys(st.State) {
-				if string(st.State[k]["present"]) != "false" {
-					set = append(set, k)
-				}
-			}
-			return fmt.Errorf("%s has no value %q (set: %s)", st.Address, name, strings.Join(set, ", "))
-		}
-		if c.json {
-			b, _ := json.Marshal(v)
-			c.printJSON(b)
-			return nil
-		}
-		fmt.Fprintln(c.stdout, valueText(v))
-		return nil
-	}
-	if c.json {
-		c.printJSON(raw)
-		return nil
-	}
-	if len(st.State) == 0 {
-		fmt.Fprintf(c.stdout, "%s has no state\n", st.Address)
-		return nil
-	}
-	var rows [][]string
-	for _, k := range sortedKeys(st.State) {
-		var typ string
-		_ = json.Unmarshal(st.State[k]["type"], &typ)
-		rows = append(rows, []string{k, typ, valueText(st.State[k])})
-	}
-	c.table([]string{"NAME", "TYPE", "VALUE"}, rows)
-	return nil
-}
-
-func stateGetCommand() *command {
-	return &command{
-		path: "state get", args: "ADDRESS [NAME]", min: 1, max: 2,
-		summary: "print an instance's durable state, or one value",
-		help: `Prints the state of the instance at ADDRESS (namespace/type/id) as the store
-holds it once everything durable is applied: a table of NAME, TYPE and VALUE,
-or with NAME the value alone. Built-in types are shown decoded, JSON as JSON,
-other text as text, other bytes as base64:...
-
-Examples:
-  shardfn state get rides/driver/d-17
-  shardfn state get rides/driver/d-17 status
-  shardfn state get example/greeter/bob --json`,
-		run: func(c *cli, args []string) error {
-			p, err := addressPath(args[0])
-			if err != nil {
-				return err
-			}
-			b, err := c.getJSON(c.admin, "/state/"+p, nil)
-			if err != nil {
-				return err
-			}
-			name := ""
-			if len(args) == 2 {
-				name = args[1]
-			}
-			return c.printState(b, name)
-		},
-	}
-}
-
-func stateSetCommand() *command {
-	return &command{
-		path: "state set", args: "ADDRESS NAME VALUE", min: 3, max: 3,
-		summary: "repair one state value (written through the log)",
-		help: `Sets the state value NAME of the instance at ADDRESS. The write goes through
-the log like an invocation's: it is queued at the instance behind its
-messages, applied on its shard without invoking the function (remote
-functions too), durable when this command returns, and ordered with the
-instance's other messages. NAME must be a declared state of the function
-type (for remote types: one the endpoint registered).
-
-VALUE is read --as text by default: as a person types it, parsed by the
-state's declared type (a string as is; long, int, float, double: a number;
-bool: true or false; any other type: the text's bytes). --as json takes JSON
-(built-in types in their JSON form, other types store the JSON bytes); --as
-b64 takes the stored bytes in base64. VALUE "@path" reads a file, "@-"
-standard input. Prints the instance's state afterwards.
-
-Examples:
-  shardfn state set example/greeter/bob visits 5
-  shardfn state set rides/driver/d-17 status idle
-  shardfn state set rides/passenger/p-9 rides 3
-  shardfn state set rides/driver/d-17 cell MTItNDA= --as b64
-  shardfn state set example/greeter/bob visits @visits.txt`,
-		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&stateAs, "as", "text", "how to read VALUE: text, json or b64")
-			fs.StringVar(&stateType, "type", "", "the value's type, for remote states registered without one")
-		},
-		run: func(c *cli, args []string) error {
-			p, err := addressPath(args[0])
-			if err != nil {
-				return err
-			}
-			val, err := c.readBody(args[2])
-			if err != nil {
-				return err
-			}
-			in := map[string]any{}
-			switch stateAs {
-			case "text":
-				in["text"] = string(val)
-			case "json":
-				if !json.Valid(val) {
-					return usagef("VALUE is not valid JSON (use --as text for plain text)")
-				}
-				in["value"] = json.RawMessage(val)
-			case "b64":
-				in["value_b64"] = strings.TrimSpace(string(val))
-			default:
-				return usagef("--as %q: use text, json or b64", stateAs)
-			}
-			if stateType != "" {
-				in["type"] = stateType
-			}
-			body, _ := json.Marshal(in)
-			b, _, err := c.do("PUT", c.admin, "/state/"+p+"/"+url.PathEscape(args[1]), "application/json", body)
-			if err != nil {
-				return err
-			}
-			return c.printState(b, "")
-		},
-	}
-}
-
-func stateDeleteCommand() *command {
-	return &command{
-		path: "state delete", args: "ADDRESS NAME", min: 2, max: 2,
-		summary: "clear one state value (written through the log)",
-		help: `Clears the state value NAME of the instance at ADDRESS, through the log like
-'state set' (durable and ordered with the instance's messages when this
-command returns). Prints the instance's state afterwards.
-
-Examples:
-  shardfn state delete rides/driver/d-17 ride
-  shardfn state delete example/greeter/bob visits --json`,
-		run: func(c *cli, args []string) error {
-			p, err := addressPath(args[0])
-			if err != nil {
-				return err
-			}
-			b, _, err := c.do("DELETE", c.admin, "/state/"+p+"/"+url.PathEscape(args[1]), "", nil)
-			if err != nil {
-				return err
-			}
-			return c.printState(b, "")
-		},
-	}
-}
-
-// egressAnswer is an egress read's answer.
-type egressAnswer struct {
-	Records []map[string]json.RawMessage `json:"records"`
-	Next    uint64                       `json:"next"`
-}
-
-func egressTailCommand() *command {
-	return &command{
-		path: "egress tail", args: "NAME", min: 1, max: 1,
-		summary: "print the records of an egress log (and follow it)",
-		help: `Prints the durable records of the egress log NAME from offset --from on, one
-per line: OFFSET SOURCE TYPE BODY (with --json, each record's JSON object on
-its own line). Without --follow it stops at the end of the log; with
---follow it waits for new records until interrupted (Ctrl-C) or --timeout.
-
-Examples:
-  shardfn egress tail ride-events
-  shardfn egress tail ride-events --from 1200 --follow
-  shardfn egress tail dead-letters --json --timeout 0 --follow`,
-		flags: func(fs *flag.FlagSet) {
-			fs.Uint64Var(&egressFrom, "from", 0, "first `offset` to print")
-			fs.BoolVar(&egressFollow, "follow", false, "keep waiting for new records")
-			fs.IntVar(&egressMax, "max", 0, "stop after this many records (0: no limit)")
-		},
-		run: func(c *cli, args []string) error {
-			name := args[0]
-			if name == "" || strings.Contains(name, "/") {
-				return usagef("egress name %q must be non-empty, without '/'", name)
-			}
-			from, printed := egressFrom, 0
-			for {
-				page := 1000
-				if egressMax > 0 && egressMax-printed < page {
-					page = egressMax - printed
-				}
-				q := fmt.Sprintf("/egress/%s?from=%d&max=%d", url.PathEscape(name), from, page)
-				if egressFollow {
-					q += "&wait=25s"
-				}
-				var ans egressAnswer
-				if _, err := c.getJSON(c.ingress, q, &ans); err != nil {
-					if egressFollow && c.ctx.Err() != nil {
-						return nil // interrupted or --timeout: the end of following
-					}
-					return err
-				}
-				for _, r := range ans.Records {
-					if c.json {
-						b, _ := json.Marshal(r)
-						c.printJSON(b)
-					} else {
-						var off uint64
-						var src, typ string
-						_ = json.Unmarshal(r["offset"], &off)
-						_ = json.Unmarshal(r["source"], &src)
-						_ = json.Unmarshal(r["type"], &typ)
-						fmt.Fprintf(c.stdout, "%d\t%s\t%s\t%s\n", off, src, typ, oneLine(valueText(r)))
-					}
-					printed++
-				}
-				from = ans.Next
-				if egressMax > 0 && printed >= egressMax {
-					return nil
-				}
-				if len(ans.Records) == 0 && !egressFollow {
-					return nil
-				}
-			}
-		},
-	}
-}
-
-// deadLetterAnswer is GET /admin/dead-letters's answer.
-type deadLetterAnswer struct {
-	Records []map[string]json.RawMessage `json:"records"`
-	Next    uint64                       `json:"next"`
-}
-
-func str(m map[string]json.RawMessage, k string) string {
-	var s string
-	_ = json.Unmarshal(m[k], &s)
-	return s
-}
-
-func deadLettersListCommand() *command {
-	return &command{
-		path: "dead-letters list", args: "", min: 0, max: 0,
-		summary: "list messages whose invocation failed for good",
-		help: `Lists records of the dead-letters egress from --from on: OFFSET, TARGET,
-TYPE, ERROR and the message body. Replay a range with
-'shardfn dead-letters replay'.
-
-Examples:
-  shardfn dead-letters list
-  shardfn dead-letters list --from 100 --max 20 --json`,
-		flags: func(fs *flag.FlagSet) {
-			fs.Uint64Var(&dlFrom, "from", 0, "first `offset`")
-			fs.IntVar(&dlMax, "max", 100, "most records to list (1 to 10000)")
-		},
-		run: func(c *cli, args []string) error {
-			if dlMax < 1 || dlMax > 10000 {
-				return usagef("--max %d: want 1 to 10000", dlMax)
-			}
-			var ans deadLetterAnswer
-			raw, err := c.getJSON(c.admin, fmt.Sprintf("/admin/dead-letters?from=%d&max=%d", dlFrom, dlMax), &ans)
-			if err != nil {
-				return err
-			}
-			if c.json {
-				c.printJSON(raw)
-				return nil
-			}
-			if len(ans.Records) == 0 {
-				fmt.Fprintf(c.stdout, "no dead letters from offset %d\n", dlFrom)
-				return nil
-			}
-			var rows [][]string
-			for _, r := range ans.Records {
-				var off uint64
-				_ = json.Unmarshal(r["offset"], &off)
-				e := str(r, "error")
-				if b := str(r, "bad"); b != "" {
-					e = "undecodable: " + b
-				}
-				rows = append(rows, []string{strconv.FormatUint(off, 10), str(r, "target"), str(r, "type"), clipText(e, 60), clipText(valueText(r), 60)})
-			}
-			c.table([]string{"OFFSET", "TARGET", "TYPE", "ERROR", "BODY"}, rows)
-			return nil
-		},
-	}
-}
-
-func clipText(s string, n int) string {
-	if utf8.RuneCountInString(s) <= n {
-		return s
-	}
-	r := []rune(s)
-	return string(r[:n-1]) + "…"
-}
-
-// parseRange parses N, N..M (inclusive) or N.. into [from, to).
-func parseRange(s string) (uint64, uint64, error) {
-	bad := usagef("range %q: want N, N..M (both included) or N.. (to the end)", s)
-	a, b, isRange := strings.Cut(s, "..")
-	from, err := strconv.ParseUint(a, 10, 64)
-	if err != nil {
-		return 0, 0, bad
-	}
-	if !isRange {
-		return from, from + 1, nil
-	}
-	if b == "" {
-		return from, from + engine.MaxReplay, nil
-	}
-	last, err := strconv.ParseUint(b, 10, 64)
-	if err != nil || last < from {
-		return 0, 0, bad
-	}
-	if last-from >= engine.MaxReplay {
-		return 0, 0, usagef("range %q holds more than %d records; replay it in parts", s, engine.MaxReplay)
-	}
-	return from, last + 1, nil
-}
-
-func deadLettersReplayCommand() *command {
-	return &command{
-		path: "dead-letters replay", args: "RANGE", min: 1, max: 1,
-		summary: "re-send dead letters to their targets",
-		help: `Re-sends the dead letters at RANGE (offsets as 'dead-letters list' shows
-them: N, N..M with both ends included, or N.. for everything from N, at most
-10000) as new ingress messages to their original targets, with their
-original type and body, and waits until they are durable. Records that
-cannot be re-sent (a type no longer registered, an undecodable record) are
-skipped and listed. Replaying a range twice sends its messages twice; a
-message that fails again becomes a new dead letter.
-
-Examples:
-  shardfn dead-letters replay 4
-  shardfn dead-letters replay 3..7
-  shardfn dead-letters replay 100.. --json`,
-		run: func(c *cli, args []string) error {
-			from, to, err := parseRange(args[0])
-			if err != nil {
-				return err
-			}
-			raw, _, err := c.do("POST", c.admin, fmt.Sprintf("/admin/dead-letters/replay?from=%d&to=%d", from, to), "", nil)
-			if err != nil {
-				return err
-			}
-			if c.json {
-				c.printJSON(raw)
-				return nil
-			}
-			var ans struct {
-				Replayed []uint64 `json:"replayed"`
-				Skipped  []struct {
-					Offset uint64 `json:"offset"`
-					Target string `json:"target"`
-					Reason string `json:"reason"`
-				} `json:"skipped"`
-			}
-			if err := json.Unmarshal(raw, &ans); err != nil {
-				return fmt.Errorf("the replay answer is not the expected JSON: %v", err)
-			}
-			offs := make([]string, len(ans.Replayed))
-			for i, o := range ans.Replayed {
-				offs[i] = strconv.FormatUint(o, 10)
-			}
-			if len(ans.Replayed) == 0 {
-				fmt.Fprintln(c.stdout, "replayed nothing")
-			} else {
-				fmt.Fprintf(c.stdout, "replayed %d: offsets %s\n", len(ans.Replayed), strings.Join(offs, ", "))
-			}
-			for _, s := range ans.Skipped {
-				fmt.Fprintf(c.stdout, "skipped offset %d (%s): %s\n", s.Offset, s.Target, s.Reason)
-			}
-			return nil
-		},
-	}
 }

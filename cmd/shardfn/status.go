@@ -8,54 +8,9 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-)
 
-// statusAnswer is GET /admin/status's answer (the fields shown).
-type statusAnswer struct {
-	Ready           bool   `json:"ready"`
-	Failed          string `json:"failed"`
-	Shards          int    `json:"shards"`
-	IngressMessages uint64 `json:"ingress_messages"`
-	Processed       uint64 `json:"processed"`
-	Invocations     uint64 `json:"invocations"`
-	Failures        uint64 `json:"failures"`
-	Rates           *struct {
-		WindowSeconds float64 `json:"window_seconds"`
-		Ingress       float64 `json:"ingress_messages_per_second"`
-		Processed     float64 `json:"processed_per_second"`
-		Invocations   float64 `json:"invocations_per_second"`
-		Failures      float64 `json:"failures_per_second"`
-	} `json:"rates"`
-	Log struct {
-		Durable    uint64 `json:"durable_position"`
-		Applied    uint64 `json:"applied_position"`
-		ApplierLag uint64 `json:"applier_lag_bytes"`
-	} `json:"log"`
-	Checkpoint struct {
-		Last            *time.Time `json:"last"`
-		AgeSeconds      *float64   `json:"age_seconds"`
-		IntervalSeconds float64    `json:"interval_seconds"`
-	} `json:"checkpoint"`
-	Recovery struct {
-		DurationSeconds  float64 `json:"duration_seconds"`
-		ReplayedRecords  uint64  `json:"replayed_records"`
-		ReplayedBytes    uint64  `json:"replayed_bytes"`
-		RestoredInFlight int     `json:"restored_in_flight"`
-		RestoredTimers   int     `json:"restored_timers"`
-	} `json:"recovery"`
-	PerShard []struct {
-		Index           int    `json:"index"`
-		Mailbox         int    `json:"mailbox"`
-		QueueDepth      int64  `json:"queue_depth"`
-		DelayedMessages int64  `json:"delayed_messages"`
-		Invocations     uint64 `json:"invocations"`
-		Failures        uint64 `json:"failures"`
-		CacheHits       uint64 `json:"cache_hits"`
-		CacheMisses     uint64 `json:"cache_misses"`
-		CacheBytes      int64  `json:"cache_bytes"`
-		CacheCapacity   int64  `json:"cache_capacity_bytes"`
-	} `json:"per_shard"`
-}
+	"github.com/shardfn/shardfn/httpapi/adminapi"
+)
 
 func statusCommand() *command {
 	return &command{
@@ -80,7 +35,7 @@ Examples:
 			if herr != nil && !(errors.As(herr, &ae) && ae.status == 503) {
 				return herr
 			}
-			var st statusAnswer
+			var st adminapi.Status
 			raw, err := c.getJSON(c.admin, "/admin/status", &st)
 			if err != nil {
 				return err
@@ -109,7 +64,7 @@ Examples:
 	}
 }
 
-func (c *cli) printStatus(st *statusAnswer, health map[string]json.RawMessage) {
+func (c *cli) printStatus(st *adminapi.Status, health map[string]json.RawMessage) {
 	tw := tabwriter.NewWriter(c.stdout, 2, 8, 2, ' ', 0)
 	state := "ready"
 	switch {

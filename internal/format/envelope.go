@@ -1,6 +1,9 @@
 package format
 
-import "sync/atomic"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // Envelope is one message as it travels through mailboxes, per-address
 // queues and the timer wheel. It is copied by value into mailbox rings, so it
@@ -40,10 +43,12 @@ type Envelope struct {
 // Ack is an ingress acknowledgement handle: the ingress waits on Done, the
 // shard calls Release once the message's consuming invocation is durable
 // (or with an error if it can never be). Several envelopes may share one
-// Ack (a batch); Done is closed when every one of them is released.
+// Ack (a batch); Done delivers one value when every one of them is
+// released, so one waiter reads it once.
 //
 // An Ack is owned by the ingress that made it; it is safe for concurrent
-// use by the shards that release it.
+// use by the shards that release it. An ingress that read Done may hand
+// the Ack back with PutAck for GetAck to reuse: nothing else holds it then.
 type Ack struct {
 	pending atomic.Int64
 	errSet  atomic.Bool
@@ -59,9 +64,27 @@ func (a *Ack) OnDone(fn func(error)) { a.onDone = fn }
 
 // NewAck makes an acknowledgement for n messages.
 func NewAck(n int) *Ack {
-	a := &Ack{done: make(chan struct{})}
+	a := &Ack{done: make(chan struct{}, 1)}
 	a.pending.Store(int64(n))
 	return a
+}
+
+var ackPool = sync.Pool{New: func() any { return &Ack{done: make(chan struct{}, 1)} }}
+
+// GetAck is NewAck from a pool of released acknowledgements.
+func GetAck(n int) *Ack {
+	a := ackPool.Get().(*Ack)
+	a.pending.Store(int64(n))
+	return a
+}
+
+// PutAck hands back an Ack whose Done was read: every Release has
+// returned and no envelope refers to it any more.
+func PutAck(a *Ack) {
+	a.errSet.Store(false)
+	a.err = nil
+	a.onDone = nil
+	ackPool.Put(a)
 }
 
 // Release releases one message of the ack; err (if any) is kept, the first
@@ -74,11 +97,11 @@ func (a *Ack) Release(err error) {
 		if a.onDone != nil {
 			a.onDone(a.Err())
 		}
-		close(a.done)
+		a.done <- struct{}{} // never blocks: one value, one buffer slot
 	}
 }
 
-// Done is closed once every message is released.
+// Done delivers one value once every message is released; read it once.
 func (a *Ack) Done() <-chan struct{} { return a.done }
 
 // Err is the first release error; read it after Done is closed.

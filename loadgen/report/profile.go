@@ -2,8 +2,9 @@ package report
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
-	"sort"
+	"slices"
 
 	"github.com/google/pprof/profile"
 )
@@ -77,11 +78,8 @@ func SummariseProfile(data []byte, n int) (ProfileSummary, error) {
 		for k, v := range m {
 			out = append(out, FuncShare{Name: k, Share: float64(v) / float64(total)})
 		}
-		sort.Slice(out, func(i, j int) bool {
-			if out[i].Share != out[j].Share {
-				return out[i].Share > out[j].Share
-			}
-			return out[i].Name < out[j].Name
+		slices.SortFunc(out, func(a, b FuncShare) int {
+			return cmp.Or(cmp.Compare(b.Share, a.Share), cmp.Compare(a.Name, b.Name))
 		})
 		if len(out) > n {
 			out = out[:n]

@@ -2,11 +2,12 @@ package report
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -164,7 +165,7 @@ func Write(dir string, r Report) (string, error) {
 			for _, x := range r.Runs {
 				pts = append(pts, [2]float64{float64(x.Shards), x.EventsPerS})
 			}
-			sort.Slice(pts, func(i, j int) bool { return pts[i][0] < pts[j][0] })
+			slices.SortFunc(pts, func(a, b [2]float64) int { return cmp.Compare(a[0], b[0]) })
 			f := base + "-scaling.svg"
 			if err := os.WriteFile(filepath.Join(dir, f), []byte(ScalingSVG("RS-1 scaling", pts)), 0o644); err != nil {
 				return "", fmt.Errorf("report: %w", err)
@@ -310,11 +311,8 @@ func Index(dir string) error {
 		}
 		rows = append(rows, row{n, s})
 	}
-	sort.Slice(rows, func(i, j int) bool {
-		if rows[i].s.Time != rows[j].s.Time {
-			return rows[i].s.Time > rows[j].s.Time
-		}
-		return rows[i].file > rows[j].file
+	slices.SortFunc(rows, func(a, b row) int { // newest first
+		return cmp.Or(cmp.Compare(b.s.Time, a.s.Time), cmp.Compare(b.file, a.file))
 	})
 	var b strings.Builder
 	b.WriteString("# Benchmark results\n\nReports written by `cmd/loadgen` (the RS-1 workload, see workload-rides.md), newest first. Regenerate with `go run ./cmd/loadgen --index`.\n\n")
@@ -328,7 +326,7 @@ func Index(dir string) error {
 			r.s.Time, r.s.Kind, r.s.Target, r.s.Shards, r.s.EventsPerS, r.s.InvocationsPerS, r.s.LocationP99Ms, r.s.RequestP99Ms, bpi, r.s.Invariants, r.file, r.file)
 	}
 	if len(others) > 0 {
-		sort.Strings(others)
+		slices.Sort(others)
 		b.WriteString("\n## Other measurements\n\nMicro-benchmarks, crash and recovery runs and peer comparisons, each with its machine, commit and command.\n\n")
 		b.WriteString(strings.Join(others, "\n"))
 		b.WriteString("\n")

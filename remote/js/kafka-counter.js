@@ -10,7 +10,7 @@
 // line on stdout is {"port": N} once the server listens.
 "use strict";
 
-const http = require("http");
+const { serve } = require("./serve");
 const { StateFun, kafkaEgressMessage } = require("apache-flink-statefun");
 
 const statefun = new StateFun();
@@ -30,10 +30,4 @@ statefun.bind({
   },
 });
 
-const port = Number(process.argv[2] || process.env.PORT || 0);
-const server = http.createServer(statefun.handler());
-server.keepAliveTimeout = 60000;
-server.listen(port, "127.0.0.1", () => {
-  process.stdout.write(JSON.stringify({ port: server.address().port }) + "\n");
-});
-process.on("SIGTERM", () => server.close(() => process.exit(0)));
+serve(statefun);

@@ -31,7 +31,7 @@
 // RIDES_FINISH_JITTER (0.25), RIDES_MAX_RETRIES (3).
 "use strict";
 
-const http = require("http");
+const { serve } = require("./serve");
 const { StateFun, messageBuilder, egressMessageBuilder } = require("apache-flink-statefun");
 
 const cfg = {
@@ -431,11 +431,5 @@ statefun.bind({
 module.exports = { statefun, finishDelay, neighbour, encodeFields, decodeFields };
 
 if (require.main === module) {
-  const port = Number(process.argv[2] || process.env.PORT || 0);
-  const server = http.createServer(statefun.handler());
-  server.keepAliveTimeout = 60000;
-  server.listen(port, "127.0.0.1", () => {
-    process.stdout.write(JSON.stringify({ port: server.address().port }) + "\n");
-  });
-  process.on("SIGTERM", () => server.close(() => process.exit(0)));
+  serve(statefun);
 }
