@@ -38,6 +38,7 @@ type config struct {
 	maxEgressBytes     byteSize
 	maxEgressReads     int
 	maxQueuedBytes     byteSize
+	mailboxCapacity    int
 	memoryLimit        string
 }
 
@@ -73,6 +74,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Var(&c.maxEgressBytes, "max-egress-bytes", "most bytes of records in one egress answer (a larger single record still comes alone; next says where to continue)")
 	fs.IntVar(&c.maxEgressReads, "max-egress-reads", runtime.GOMAXPROCS(0), "most egress answers read and built at once (more get 503 with Retry-After); a long-poll waits without holding one; default one per core")
 	fs.Var(&c.maxQueuedBytes, "max-queued-bytes", "most bytes of messages the shards hold (queued, in remote calls, delayed), split evenly between them; past a shard's share its ingress gets 503 with Retry-After. Under overload a message waits up to about this much work before it runs")
+	fs.IntVar(&c.mailboxCapacity, "mailbox-capacity", 16384, "most ingress messages waiting in one shard's lane (more get 503 with Retry-After); with --max-queued-bytes it bounds how long an accepted message waits under overload (about this many messages' work)")
 	fs.StringVar(&c.memoryLimit, "memory-limit", "auto", "soft limit of the Go runtime's memory (debug.SetMemoryLimit): auto derives it from the other limits (see \"Memory\" in cmd/engine/README.md), off (or 0) sets none, or a byte size; GOMEMLIMIT in the environment wins over auto")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -97,6 +99,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if c.maxQueuedBytes < 1<<20 {
 		return nil, fmt.Errorf("--max-queued-bytes %d: must be at least 1MiB", c.maxQueuedBytes)
+	}
+	if c.mailboxCapacity < 1 {
+		return nil, fmt.Errorf("--mailbox-capacity %d: must be at least 1", c.mailboxCapacity)
 	}
 	if c.maxEgressReads < 1 {
 		return nil, fmt.Errorf("--max-egress-reads %d: must be at least 1", c.maxEgressReads)

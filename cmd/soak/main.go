@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -39,15 +40,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&c.Shards, "shards", 2, "the engine's --shards")
 	fs.IntVar(&c.MaxConns, "max-conns", 1024, "the engine's --max-conns")
 	fs.Int64Var(&c.MaxBody, "max-body", 4<<20, "the engine's --max-body in bytes")
+	fs.IntVar(&c.MailboxCapacity, "mailbox-capacity", 1024, "the engine's --mailbox-capacity (with --max-queued-bytes it bounds how long an accepted message waits under overload)")
+	fs.Int64Var(&c.MaxQueuedBytes, "max-queued-bytes", 1<<20, "the engine's --max-queued-bytes in bytes")
 	fs.IntVar(&c.Workers, "workers", 256, "connections of the location senders")
 	fs.DurationVar(&c.ProbeP99Bound, "probe-p99", 2*time.Second, "pass bound of the probe's p99 latency")
 	fs.IntVar(&c.ProbeFailures, "probe-failures", 0, "probe failures allowed")
 	var skip string
-	fs.StringVar(&skip, "skip", "", "comma-separated shapes not to run (request, fill, fan_in, big_body, egress, slow, half_open, flood, bad_input); the report says which")
+	fs.StringVar(&skip, "skip", "", "comma-separated shapes not to run ("+strings.Join(soak.Shapes, ", ")+"); the report says which")
 	fs.StringVar(&report, "report", "results/soak.md", "the Markdown report to write (empty: none)")
 	fs.StringVar(&engineLog, "engine-log", "", "file for the engine's log (default: none)")
 	fs.StringVar(&note, "note", "The machine is shared with other engineers' builds and tests (2 cores): the client, the engine and their work compete for the CPU, so rates and latencies are noisy; the pass criteria are bounds, not performance claims.", "a note for the report")
-	if err := fs.Parse(args); err != nil {
+	err := fs.Parse(args)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
@@ -57,17 +61,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "soak: unexpected arguments %q (flags only; see -h)\n", fs.Args())
 		return 2
 	}
-	if skip != "" {
-		c.Skip = map[string]bool{}
-		for _, n := range strings.Split(skip, ",") {
-			switch n = strings.TrimSpace(n); n {
-			case "request", "fill", "fan_in", "big_body", "egress", "slow", "half_open", "flood", "bad_input":
-				c.Skip[n] = true
-			default:
-				fmt.Fprintf(stderr, "soak: --skip: unknown shape %q (request, fill, fan_in, big_body, egress, slow, half_open, flood, bad_input)\n", n)
-				return 2
-			}
-		}
+	if c.Skip, err = parseSkip(skip); err != nil {
+		fmt.Fprintln(stderr, "soak: --skip:", err)
+		return 2
 	}
 	if _, err := os.Stat(c.Engine); err != nil {
 		fmt.Fprintf(stderr, "soak: the engine binary %s: %v (make soak builds it: go build -o bin/ ./cmd/engine)\n", c.Engine, err)
@@ -97,25 +93,53 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	cs := soak.Verdict(s)
 	if report != "" {
-		if err := os.MkdirAll(filepath.Dir(report), 0o755); err != nil {
+		if err := writeReport(report, meta, s, cs); err != nil {
 			fmt.Fprintln(stderr, "soak:", err)
-			return 2
-		}
-		f, err := os.Create(report)
-		if err != nil {
-			fmt.Fprintln(stderr, "soak:", err)
-			return 2
-		}
-		err = soak.WriteReport(f, meta, s, cs)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			fmt.Fprintln(stderr, "soak: writing the report:", err)
 			return 2
 		}
 		fmt.Fprintln(stdout, "soak: report written to", report)
 	}
+	return printVerdict(stdout, cs)
+}
+
+// parseSkip parses --skip: comma-separated shape names.
+func parseSkip(skip string) (map[string]bool, error) {
+	if skip == "" {
+		return nil, nil
+	}
+	m := map[string]bool{}
+	for _, n := range strings.Split(skip, ",") {
+		n = strings.TrimSpace(n)
+		if !slices.Contains(soak.Shapes, n) {
+			return nil, fmt.Errorf("unknown shape %q (%s)", n, strings.Join(soak.Shapes, ", "))
+		}
+		m[n] = true
+	}
+	return m, nil
+}
+
+// writeReport writes the Markdown report to path.
+func writeReport(path string, meta soak.Meta, s *soak.Summary, cs []soak.Criterion) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	err = soak.WriteReport(f, meta, s, cs)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("writing the report: %w", err)
+	}
+	return nil
+}
+
+// printVerdict prints each criterion and returns the exit status: 1 when
+// one failed.
+func printVerdict(stdout io.Writer, cs []soak.Criterion) int {
 	failed := 0
 	for _, k := range cs {
 		r := "PASS"

@@ -29,6 +29,7 @@ type Config struct {
 	MaxBodyInFlight int64         // --max-body-in-flight; 0: the engine's default (16 x MaxBody)
 	MaxEgressBytes  int64         // --max-egress-bytes; default 4 MiB
 	MaxQueuedBytes  int64         // --max-queued-bytes; default 1 MiB
+	MailboxCapacity int           // --mailbox-capacity; default 1024
 	ShutdownTimeout time.Duration // --shutdown-timeout; default 30s
 
 	// Load.
@@ -102,6 +103,7 @@ func (c *Config) EnsureDefaults() {
 	if c.MaxQueuedBytes == 0 {
 		c.MaxQueuedBytes = 1 << 20
 	}
+	def(&c.MailboxCapacity, 1024)
 	defd(&c.ShutdownTimeout, 30*time.Second)
 	def(&c.Workers, 256)
 	def(&c.DriversPerWorker, 500)
@@ -166,6 +168,7 @@ func (c *Config) engineArgs(dataDir string) []string {
 		"--max-body-in-flight", fmt.Sprint(c.MaxBodyInFlight),
 		"--max-egress-bytes", fmt.Sprint(c.MaxEgressBytes),
 		"--max-queued-bytes", fmt.Sprint(c.MaxQueuedBytes),
+		"--mailbox-capacity", fmt.Sprint(c.MailboxCapacity),
 		"--shutdown-timeout", c.ShutdownTimeout.String(),
 	}
 }
