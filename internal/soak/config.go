@@ -22,7 +22,7 @@ type Config struct {
 	Factor float64
 
 	// Engine flags.
-	MemoryBudget    int64         // --memory-budget; default 128 MiB
+	MemoryBudget    int64         // --memory-budget; default 256 MiB
 	Shards          int           // --shards; default 2
 	MaxConns        int           // --max-conns; default 1024
 	MaxBody         int64         // --max-body; default 4 MiB
@@ -33,7 +33,7 @@ type Config struct {
 	ShutdownTimeout time.Duration // --shutdown-timeout; default 30s
 
 	// Load.
-	Workers          int // connections of the location senders; default 256
+	Workers          int // connections of the location senders; default 512
 	DriversPerWorker int // tracked drivers each sender owns; default 500
 	BatchSize        int // location messages per /batch; default 500
 	RequestConns     int // connections of the ride requests; default 64
@@ -53,8 +53,8 @@ type Config struct {
 
 	// Probe.
 	ProbeInterval time.Duration // default 75ms
-	ProbeTimeout  time.Duration // an answer later than this is a failure; default 5s
-	ProbeP99Bound time.Duration // pass bound of the probe's p99; default 2s
+	ProbeTimeout  time.Duration // an answer later than this is a failure; default 10s
+	ProbeP99Bound time.Duration // pass bound of the probe's p99; default 5s
 	ProbeFailures int           // probe failures allowed; default 0
 
 	// Skip names shapes not to run (to reproduce one finding without the
@@ -87,7 +87,7 @@ func (c *Config) EnsureDefaults() {
 		c.Factor = 10
 	}
 	if c.MemoryBudget == 0 {
-		c.MemoryBudget = 128 << 20
+		c.MemoryBudget = 256 << 20
 	}
 	def(&c.Shards, 2)
 	def(&c.MaxConns, 1024)
@@ -105,7 +105,7 @@ func (c *Config) EnsureDefaults() {
 	}
 	def(&c.MailboxCapacity, 1024)
 	defd(&c.ShutdownTimeout, 30*time.Second)
-	def(&c.Workers, 256)
+	def(&c.Workers, 512)
 	def(&c.DriversPerWorker, 500)
 	def(&c.BatchSize, 500)
 	def(&c.RequestConns, 64)
@@ -125,8 +125,8 @@ func (c *Config) EnsureDefaults() {
 	}
 	def(&c.BadInputRate, 20)
 	defd(&c.ProbeInterval, 75*time.Millisecond)
-	defd(&c.ProbeTimeout, 5*time.Second)
-	defd(&c.ProbeP99Bound, 2*time.Second)
+	defd(&c.ProbeTimeout, 10*time.Second)
+	defd(&c.ProbeP99Bound, 5*time.Second)
 	if c.Seed == 0 {
 		c.Seed = 1
 	}
@@ -147,6 +147,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("soak: workers %d out of range 4..max-conns/2 (%d)", c.Workers, c.MaxConns/2)
 	case c.MaxBody < 1<<10 || c.MaxBodyInFlight < c.MaxBody:
 		return fmt.Errorf("soak: max-body %d must be at least 1 KiB and at most max-body-in-flight %d", c.MaxBody, c.MaxBodyInFlight)
+	case c.ProbeP99Bound <= 0 || c.ProbeP99Bound > c.ProbeTimeout:
+		return fmt.Errorf("soak: probe p99 bound %v must be positive and at most the probe timeout %v", c.ProbeP99Bound, c.ProbeTimeout)
 	case c.ProbeFailures < 0:
 		return fmt.Errorf("soak: probe failures allowed must not be negative")
 	}

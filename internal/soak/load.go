@@ -64,6 +64,12 @@ func driverID(w, j int) string { return "d-" + strconv.Itoa(w) + "-" + strconv.I
 
 const ctypeLocation = "application/vnd." + rides.MsgLocation
 
+// singleShare is the share of single-message operations among the
+// location senders' operations (the others are batches of BatchSize). An
+// accepted single write holds its connection until it is durable, so under
+// overload singles, not batches, keep the senders busy.
+const singleShare = 0.25
+
 // locationSender is location sender w: it owns drivers[w] and writes them
 // one request at a time, a single message or a batch of BatchSize.
 type locationSender struct {
@@ -81,7 +87,7 @@ type locationSender struct {
 
 func (l *load) newSender(w int) *locationSender {
 	return &locationSender{l: l, w: w, conn: NewConn(l.ingress, source(byte(srcWorkers+w%4))),
-		rng: rand.New(rand.NewPCG(uint64(l.cfg.Seed), uint64(w))), single: 0.5}
+		rng: rand.New(rand.NewPCG(uint64(l.cfg.Seed), uint64(w))), single: singleShare}
 }
 
 // op sends one operation and returns the messages it carried and how many
@@ -157,7 +163,7 @@ func (s *locationSender) op() (sent, acked int) {
 
 // messagesPerOp is the mean number of messages of a location operation.
 func (l *load) messagesPerOp() float64 {
-	return 0.5 + 0.5*float64(min(l.cfg.BatchSize, l.cfg.DriversPerWorker))
+	return singleShare + (1-singleShare)*float64(min(l.cfg.BatchSize, l.cfg.DriversPerWorker))
 }
 
 // calibrate runs the location senders in closed loop (each sends its next

@@ -124,8 +124,8 @@ func writeMemory(b *strings.Builder, s *Summary) {
 // answers of each.
 func writeLoad(b *strings.Builder, s *Summary) {
 	c := &s.Config
-	fmt.Fprintf(b, "\n## Load\n\nSustainable rate: **%.0f** location messages/s acknowledged, closed loop on %d connections for %s (half single writes, half batches of %d). Offered: **%.0f** messages/s (%.1f x) open loop on %d connections for %.0f s; %d sends shed because every sender was busy.\n\n",
-		s.Sustainable, min(64, c.Workers), c.Calibrate, c.BatchSize, s.Offered, s.Offered/max(s.Sustainable, 1), c.Workers, s.LoadSeconds, s.Shed)
+	fmt.Fprintf(b, "\n## Load\n\nSustainable rate: **%.0f** location messages/s acknowledged, closed loop on %d connections for %s (%.0f %% single writes, the rest batches of %d). Offered: **%.0f** messages/s (%.1f x) open loop on %d connections for %.0f s; %d sends shed because every sender was busy.\n\n",
+		s.Sustainable, min(64, c.Workers), c.Calibrate, 100*singleShare, c.BatchSize, s.Offered, s.Offered/max(s.Sustainable, 1), c.Workers, s.LoadSeconds, s.Shed)
 	fmt.Fprintf(b, "Beside it: ride requests with `?wait=5s` (%d/s offered on %d connections, a quarter in the fan-in cell), rides/touch to fresh passengers (%d messages/s, to fill the state cache), %d drivers all reporting cell %s (%d messages/s), %d connections posting %s bodies (a quarter with `Expect: 100-continue`), %d dead letters of %s read by %d parallel `GET /egress/dead-letters?from=N&max=10000`, %d slowloris connections (half trickling headers, half a body, a byte per 500 ms), %d half-open connections, a flood of %d connections from 8 addresses (%.2f x --max-conns) and one of %d from one address every %s (%d floods, %d connections, %d refused at accept), and %d malformed requests/s (HTTP/9.9 among them).\n\n",
 		c.RequestRate, c.RequestConns, c.FillRate, c.FanInDrivers, fanInCell, c.FanInRate, c.BigBodyConns, MiB(c.MaxBody-512),
 		s.DeadLetters, MiB(c.MaxBody-512), c.EgressReaders, c.SlowConns, c.HalfOpenConns,

@@ -131,7 +131,7 @@ func TestVerdictFailsEachCriterion(t *testing.T) {
 		{"HTTP/9.9 not 505", "2.", func(s *Summary) { s.Counts[1].Codes = map[int]int64{202: 1} }},
 		{"probe failure", "3.", func(s *Summary) { s.Probe.Failed = 1 }},
 		{"probe unexpected answer", "3.", func(s *Summary) { s.Probe.Unexpected = 1 }},
-		{"probe p99", "3.", func(s *Summary) { s.Probe.P99 = 3 * time.Second }},
+		{"probe p99", "3.", func(s *Summary) { s.Probe.P99 = s.Config.ProbeP99Bound + time.Millisecond }},
 		{"no probe", "3.", func(s *Summary) { s.Probe.Writes = 0 }},
 		{"lost write", "4.", func(s *Summary) { s.Lost = []string{"d-1-1"} }},
 		{"probe lost", "4.", func(s *Summary) { s.ProbeLost = []string{"probe-1"} }},
