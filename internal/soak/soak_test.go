@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -89,7 +90,8 @@ func passing() *Summary {
 		Config: c, Budget: 128 << 20, Bound: 1 << 30, PeakRSS: 500 << 20, HWM: 510 << 20,
 		Sustainable: 1000, Offered: 10500, Target: 10000,
 		Counts: []Counts{
-			{Shape: ShapeLocation, Codes: map[int]int64{202: 10, 503: 5, 400: 1}},
+			{Shape: ShapeLocation, Codes: map[int]int64{202: 10, 503: 5}},
+			{Shape: ShapeBadInput, Codes: map[int]int64{400: 3, 404: 1, 413: 1, 431: 1}},
 			{Shape: ShapeHTTP99, Codes: map[int]int64{505: 3}},
 			{Shape: ShapeRequest, Codes: map[int]int64{200: 3, 504: 2}},
 			{Shape: ShapeFlood, Codes: map[int]int64{503: 3}, Failures: map[string]int64{FailRefusedAtConnect: 4}},
@@ -123,12 +125,13 @@ func TestVerdictFailsEachCriterion(t *testing.T) {
 		{"hwm over the bound", "1.", func(s *Summary) { s.HWM = s.Bound + 1 }},
 		{"no rss samples", "1.", func(s *Summary) { s.PeakRSS, s.HWM = 0, 0 }},
 		{"a 500", "2.", func(s *Summary) { s.Counts[0].Codes[500] = 1 }},
+		{"a 400 to a well-formed write", "2.", func(s *Summary) { s.Counts[0].Codes[400] = 1 }},
 		{"503 without Retry-After", "2.", func(s *Summary) { s.Counts[0].NoRetry503 = 1 }},
 		{"505 outside HTTP/9.9", "2.", func(s *Summary) { s.Counts[0].Codes[505] = 1 }},
 		{"504 outside request-reply", "2.", func(s *Summary) { s.Counts[0].Codes[504] = 1 }},
 		{"a timeout", "2.", func(s *Summary) { s.Counts[0].Failures = map[string]int64{FailTimeout: 1} }},
 		{"a normal request closed", "2.", func(s *Summary) { s.Counts[0].Failures = map[string]int64{FailClosed: 1} }},
-		{"HTTP/9.9 not 505", "2.", func(s *Summary) { s.Counts[1].Codes = map[int]int64{202: 1} }},
+		{"HTTP/9.9 not 505", "2.", func(s *Summary) { s.Counts[2].Codes = map[int]int64{202: 1} }},
 		{"probe failure", "3.", func(s *Summary) { s.Probe.Failed = 1 }},
 		{"probe unexpected answer", "3.", func(s *Summary) { s.Probe.Unexpected = 1 }},
 		{"probe p99", "3.", func(s *Summary) { s.Probe.P99 = s.Config.ProbeP99Bound + time.Millisecond }},
@@ -253,5 +256,49 @@ func TestBoundFromConfig(t *testing.T) {
 	c3.MaxBodyInFlight *= 2
 	if memmodel.Bound(c2.Params()) <= b || memmodel.Bound(c3.Params()) <= b {
 		t.Fatal("the bound does not grow with --max-conns and --max-body-in-flight")
+	}
+}
+
+// TestTally counts answers, 503s without Retry-After, failures, messages
+// and latency buckets per shape, from many goroutines.
+func TestTally(t *testing.T) {
+	tl := NewTally()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := tl.Shape(ShapeBatch)
+			for range 100 {
+				s.Answer(Answer{Status: 202})
+				s.Acked(3 * time.Millisecond) // bucket < 4 ms
+				s.Answer(Answer{Status: 503, RetryAfter: true})
+				s.Answer(Answer{Status: 503})
+				s.Failure(FailTimeout)
+				s.Messages(500, 250)
+			}
+		}()
+	}
+	wg.Wait()
+	tl.Shape(ShapeProbe).Answer(Answer{Status: 999}) // not a status: a failure
+	tl.Shape(ShapeProbe).Acked(100 * time.Hour)      // the last bucket
+	cs := tl.Snapshot()
+	if len(cs) != 2 || cs[0].Shape != ShapeBatch || cs[1].Shape != ShapeProbe {
+		t.Fatalf("shapes %+v", cs)
+	}
+	b := cs[0]
+	if b.Codes[202] != 800 || b.Codes[503] != 1600 || b.NoRetry503 != 800 || b.Answers() != 2400 ||
+		b.Failures[FailTimeout] != 800 || b.Failed() != 800 || b.MessagesOut != 400000 || b.MessagesAck != 200000 {
+		t.Fatalf("batch counts %+v", b)
+	}
+	if b.AckP50() != 4*time.Millisecond || b.AckP99() != 4*time.Millisecond {
+		t.Fatalf("batch latency p50 %v p99 %v, want the 4 ms bucket", b.AckP50(), b.AckP99())
+	}
+	p := cs[1]
+	if p.Answers() != 0 || p.Failures[FailOther] != 1 || p.AckP99() != time.Millisecond<<(latBuckets-1) {
+		t.Fatalf("probe counts %+v, p99 %v", p, p.AckP99())
+	}
+	if (Counts{AckLatency: make([]int64, latBuckets)}).AckP50() != 0 {
+		t.Fatal("latency without answers")
 	}
 }

@@ -64,14 +64,20 @@ type Criterion struct {
 
 // allowedCode reports whether an answer is allowed for a shape: 2xx; 1xx
 // (100 Continue is read as an answer by the shapes that send
-// Expect: 100-continue); the 4xx of bad input; 503 with Retry-After; 505
-// for HTTP/9.9 only; 504 (no reply within ?wait=) for request-reply only.
+// Expect: 100-continue); a 4xx for the shapes that send bad or unfinished
+// requests only (a well-formed request never gets one); 503 with
+// Retry-After; 505 for HTTP/9.9 only; 504 (no reply within ?wait=) for
+// request-reply only.
 func allowedCode(shape string, code int, retry bool) bool {
 	switch {
 	case code/100 == 2, code/100 == 1:
 		return true
 	case code/100 == 4:
-		return true
+		switch shape {
+		case ShapeBadInput, ShapeHTTP99, ShapeSlowHeader, ShapeSlowBody, ShapeHalfOpen:
+			return true
+		}
+		return false
 	case code == 503:
 		return retry
 	case code == 505:
@@ -149,7 +155,7 @@ func Verdict(s *Summary) []Criterion {
 	if len(bad) > 0 {
 		d += "; not allowed: " + strings.Join(bad, "; ")
 	}
-	out = append(out, Criterion{Name: "2. every refusal is 503 with Retry-After (or a 4xx for bad input; 505 for HTTP/9.9 only); no other 5xx; every request answered",
+	out = append(out, Criterion{Name: "2. every refusal is 503 with Retry-After (or a 4xx for bad input; 505 for HTTP/9.9 only); no other 5xx, no 4xx to a well-formed request; every request answered",
 		Pass: len(bad) == 0 && answers > 0, Detail: d})
 
 	// 3. Probe.
