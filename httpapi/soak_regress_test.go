@@ -161,3 +161,35 @@ func TestEgressReadsBounded(t *testing.T) {
 		t.Fatalf("egress read after: %d %s", r.status, r.body)
 	}
 }
+
+// TestBigBodyRefusedBeforeReadingWhenOverloaded: under overload a message
+// body over the pooled size (16 KiB) is answered 503 with Retry-After
+// before it is read (the connection is then closed; the soak's 4 MiB bodies
+// were read and copied whole only to be refused, taking the CPU the shards
+// needed); a small body is still read and decided by Send.
+func TestBigBodyRefusedBeforeReadingWhenOverloaded(t *testing.T) {
+	s, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &overloadedFake{fakeEngine: newFake(), overloaded: fmt.Errorf("%w: shard 0 holds too much", engine.ErrOverloaded)}
+	if err := s.SetEngine(f); err != nil {
+		t.Fatal(err)
+	}
+	ing, _ := testServer(t, s)
+	big := `{"pad":"` + strings.Repeat("x", 64<<10) + `"}`
+	r := do(t, "POST", ing+"/test/counter/a", "application/vnd.test/x", big)
+	if r.status != 503 || r.header.Get("Retry-After") != "1" {
+		t.Fatalf("big body while overloaded: %d %v %s", r.status, r.header, r.body)
+	}
+	if n := f.counts["test/counter/a"]; n != 0 {
+		t.Fatalf("the big body was sent %d times", n)
+	}
+	if r := do(t, "POST", ing+"/test/counter/a", "application/vnd.test/x", `{"small":1}`); r.status != 202 {
+		t.Fatalf("small body while Overloaded reports overload: %d %s (only Send decides for it)", r.status, r.body)
+	}
+	f.set(func(*fakeEngine) { f.overloaded = nil })
+	if r := do(t, "POST", ing+"/test/counter/a", "application/vnd.test/x", big); r.status != 202 {
+		t.Fatalf("big body: %d %s", r.status, r.body)
+	}
+}

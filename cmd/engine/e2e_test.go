@@ -501,7 +501,7 @@ func TestFlags(t *testing.T) {
 	}
 	for _, args := range [][]string{{"--shards", "-1"}, {"--max-body", "0"}, {"--checkpoint-interval", "0s"}, {"stray"}, {"--memory-budget", "lots"},
 		{"--max-conns", "-1"}, {"--max-conns-per-client", "-2"}, {"--max-body", "1MiB", "--max-body-in-flight", "64KiB"}, {"--max-egress-bytes", "0"},
-		{"--max-egress-reads", "0"}, {"--max-queued-bytes", "64KiB"}, {"--mailbox-capacity", "0"}, {"--memory-limit", "lots"}, {"--memory-limit", "1MiB"}} {
+		{"--max-egress-reads", "0"}, {"--max-queued-bytes", "32KiB"}, {"--mailbox-capacity", "0"}, {"--memory-limit", "lots"}, {"--memory-limit", "1MiB"}} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("%v accepted", args)
 		}

@@ -97,8 +97,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if c.maxEgressBytes <= 0 || c.maxEgressBytes > 1<<30 {
 		return nil, fmt.Errorf("--max-egress-bytes %d: must be between 1 byte and 1GiB", c.maxEgressBytes)
 	}
-	if c.maxQueuedBytes < 1<<20 {
-		return nil, fmt.Errorf("--max-queued-bytes %d: must be at least 1MiB", c.maxQueuedBytes)
+	if c.maxQueuedBytes < 64<<10 {
+		return nil, fmt.Errorf("--max-queued-bytes %d: must be at least 64KiB", c.maxQueuedBytes)
 	}
 	if c.mailboxCapacity < 1 {
 		return nil, fmt.Errorf("--mailbox-capacity %d: must be at least 1", c.mailboxCapacity)

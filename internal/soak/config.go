@@ -28,14 +28,14 @@ type Config struct {
 	MaxBody         int64         // --max-body; default 4 MiB
 	MaxBodyInFlight int64         // --max-body-in-flight; 0: the engine's default (16 x MaxBody)
 	MaxEgressBytes  int64         // --max-egress-bytes; default 4 MiB
-	MaxQueuedBytes  int64         // --max-queued-bytes; default 1 MiB
-	MailboxCapacity int           // --mailbox-capacity; default 1024
+	MaxQueuedBytes  int64         // --max-queued-bytes; default 512 KiB
+	MailboxCapacity int           // --mailbox-capacity; default 256
 	ShutdownTimeout time.Duration // --shutdown-timeout; default 30s
 
 	// Load.
 	Workers          int // connections of the location senders; default 512
 	DriversPerWorker int // tracked drivers each sender owns; default 500
-	BatchSize        int // location messages per /batch; default 500
+	BatchSize        int // location messages per /batch; default 100 (a batch must fit in the lanes)
 	RequestConns     int // connections of the ride requests; default 64
 	RequestRate      int // ride requests offered per second; default 200
 	FillRate         int // rides/touch messages per second to fresh passengers; default 8000
@@ -101,13 +101,13 @@ func (c *Config) EnsureDefaults() {
 		c.MaxEgressBytes = 4 << 20
 	}
 	if c.MaxQueuedBytes == 0 {
-		c.MaxQueuedBytes = 1 << 20
+		c.MaxQueuedBytes = 512 << 10
 	}
-	def(&c.MailboxCapacity, 1024)
+	def(&c.MailboxCapacity, 256)
 	defd(&c.ShutdownTimeout, 30*time.Second)
 	def(&c.Workers, 512)
 	def(&c.DriversPerWorker, 500)
-	def(&c.BatchSize, 500)
+	def(&c.BatchSize, 100)
 	def(&c.RequestConns, 64)
 	def(&c.RequestRate, 200)
 	def(&c.FillRate, 8000)
@@ -149,6 +149,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("soak: max-body %d must be at least 1 KiB and at most max-body-in-flight %d", c.MaxBody, c.MaxBodyInFlight)
 	case c.ProbeP99Bound <= 0 || c.ProbeP99Bound > c.ProbeTimeout:
 		return fmt.Errorf("soak: probe p99 bound %v must be positive and at most the probe timeout %v", c.ProbeP99Bound, c.ProbeTimeout)
+	case c.BatchSize < 1 || c.BatchSize > c.MailboxCapacity/2:
+		return fmt.Errorf("soak: batch size %d out of range 1..mailbox-capacity/2 (%d): a batch must fit in the shards' lanes", c.BatchSize, c.MailboxCapacity/2)
 	case c.ProbeFailures < 0:
 		return fmt.Errorf("soak: probe failures allowed must not be negative")
 	}
