@@ -188,7 +188,6 @@ func valueSpec(mv *pb.FromFunction_PersistedValueSpec) (engine.ValueSpec, error)
 	return spec, nil
 }
 
-
 func convertResult(r *pb.FromFunction_InvocationResponse, states []engine.StateValue, out *engine.RemoteResult) error {
 	for i, m := range r.StateMutations {
 		if m == nil {
