@@ -18,11 +18,16 @@ type Config struct {
 	// Calibrate is the length of the closed-loop phase that measures the
 	// sustainable rate. Default 10s.
 	Calibrate time.Duration
+	// WarmUp bounds the phase that fills the state cache before the
+	// calibration (closed loop); it ends early once the cache holds
+	// WarmUpFill of the memory budget. Default 75s; negative: none.
+	WarmUp     time.Duration
+	WarmUpFill float64 // default 0.8
 	// Factor is the offered rate over the sustainable rate. Default 10.
 	Factor float64
 
 	// Engine flags.
-	MemoryBudget    int64         // --memory-budget; default 256 MiB
+	MemoryBudget    int64         // --memory-budget; default 32 MiB (small enough for the warm-up to fill)
 	Shards          int           // --shards; default 2
 	MaxConns        int           // --max-conns; default 1024
 	MaxBody         int64         // --max-body; default 4 MiB
@@ -83,11 +88,15 @@ func (c *Config) EnsureDefaults() {
 	}
 	defd(&c.Duration, 3*time.Minute)
 	defd(&c.Calibrate, 10*time.Second)
+	defd(&c.WarmUp, 75*time.Second)
+	if c.WarmUpFill == 0 {
+		c.WarmUpFill = 0.8
+	}
 	if c.Factor == 0 {
 		c.Factor = 10
 	}
 	if c.MemoryBudget == 0 {
-		c.MemoryBudget = 256 << 20
+		c.MemoryBudget = 32 << 20
 	}
 	def(&c.Shards, 2)
 	def(&c.MaxConns, 1024)
@@ -139,6 +148,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("soak: duration %v out of range 5s..2h", c.Duration)
 	case c.Calibrate < time.Second || c.Calibrate > 5*time.Minute:
 		return fmt.Errorf("soak: calibration %v out of range 1s..5m", c.Calibrate)
+	case c.WarmUp > 10*time.Minute || c.WarmUpFill <= 0 || c.WarmUpFill > 1.5:
+		return fmt.Errorf("soak: warm-up %v (at most 10m) filling %.2f of the budget (0..1.5]", c.WarmUp, c.WarmUpFill)
 	case c.Factor < 1:
 		return fmt.Errorf("soak: factor %v must be at least 1", c.Factor)
 	case c.MaxConns < 64:

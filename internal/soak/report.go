@@ -98,9 +98,9 @@ func WriteReport(w io.Writer, m Meta, s *Summary, cs []Criterion) error {
 func writeMemory(b *strings.Builder, s *Summary) {
 	c := &s.Config
 	p := c.Params()
-	fmt.Fprintf(b, "\n## Memory\n\nBound: RSS <= memory budget + overhead = %s + %s = **%s**. Peak: **%s** (largest 1 s sample %s at %s into the run; VmHWM %s). State cache at the end: %s of %s capacity.\n\n",
+	fmt.Fprintf(b, "\n## Memory\n\nBound: RSS <= memory budget + overhead = %s + %s = **%s**. Peak: **%s** (largest 1 s sample %s at %s into the run; VmHWM %s). State cache (live bytes): %s after the warm-up (%.0f s of closed-loop rides/touch to fresh passengers, up to %.0f %% of the budget or %s), %s at the end of the load (%s allocated).\n\n",
 		MiB(s.Budget), MiB(s.Bound-s.Budget), MiB(s.Bound), MiB(max(s.PeakRSS, s.HWM)), MiB(s.PeakRSS),
-		s.PeakAt.Truncate(time.Second), MiB(s.HWM), MiB(s.CacheBytes), MiB(s.CacheCapacity))
+		s.PeakAt.Truncate(time.Second), MiB(s.HWM), MiB(s.WarmCache), s.WarmSeconds, 100*c.WarmUpFill, c.WarmUp, MiB(s.CacheBytes), MiB(s.CacheCapacity))
 	b.WriteString("The overhead is the memory model of `internal/memmodel` (cmd/engine/README.md, \"Memory\"): each term is a bound the code enforces, for this run's flags:\n\n| term | formula | bytes | where |\n|---|---|---:|---|\n")
 	var heap int64
 	for _, t := range memmodel.Terms(p) {

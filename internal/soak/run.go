@@ -111,6 +111,12 @@ func (r *runner) loadPhase(ctx context.Context) {
 
 	s.DeadLetters = r.l.seedDeadLetters(loadCtx, cfg.DeadLetters)
 	r.say("seeded %d dead letters of %s", s.DeadLetters, MiB(cfg.MaxBody-512))
+	if cfg.WarmUp > 0 {
+		var took time.Duration
+		s.WarmCache, took = r.l.warmUp(loadCtx, r.eng.Admin)
+		s.WarmSeconds = took.Seconds()
+		r.say("warm-up: state cache %s of a %s budget after %.0f s", MiB(s.WarmCache), MiB(cfg.MemoryBudget), s.WarmSeconds)
+	}
 	r.runLoad(loadCtx)
 	stopLoad()
 	probeWG.Wait()

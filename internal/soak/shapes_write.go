@@ -79,15 +79,7 @@ func (l *load) batchShape(ctx context.Context, shape string, rate, n, conns int,
 // fill: rides/touch to fresh passengers, so that the state cache fills to
 // its budget and evicts.
 func (l *load) fill(ctx context.Context) {
-	l.batchShape(ctx, ShapeFill, l.cfg.FillRate, 100, 4, srcFill, func(b []byte) []byte {
-		n := l.fillSeq.Add(1)
-		b = append(b, `{"to":"rides/passenger/f-`...)
-		b = strconv.AppendInt(b, n, 10)
-		b = append(b, `","type":"rides/touch","body":{"cell":"`...)
-		b = strconv.AppendInt(b, n%100, 10)
-		b = append(b, `-1"}}`+"\n"...)
-		return b
-	})
+	l.batchShape(ctx, ShapeFill, l.cfg.FillRate, 100, 4, srcFill, func(b []byte) []byte { return l.touchBatch(b, 1) })
 }
 
 // fanIn: FanInDrivers drivers all reporting the one cell fanInCell (each

@@ -13,6 +13,7 @@ const (
 	ShapeLocation    = "location"     // RS-1 location writes, one message each (tracked drivers)
 	ShapeBatch       = "batch"        // RS-1 location writes in /batch (tracked drivers)
 	ShapeFill        = "fill"         // rides/touch batches to fresh passengers: fill the state cache
+	ShapeWarmUp      = "warm_up"      // the same in closed loop before the calibration, until the cache is nearly full
 	ShapeRequest     = "request"      // ride requests with ?wait= (request-reply)
 	ShapeFanIn       = "fan_in"       // drivers all joining one geocell
 	ShapeBigBody     = "big_body"     // concurrent near---max-body POSTs

@@ -31,8 +31,10 @@ type Summary struct {
 	FloodConns    int64
 	FloodRefused  int64
 	DeadLetters   int
-	EngineExited  string // non-empty: the engine exited during the load (its error)
-	CacheBytes    int64  // state cache bytes at the end of the load (admin status)
+	EngineExited  string  // non-empty: the engine exited during the load (its error)
+	WarmCache     int64   // state cache bytes after the warm-up
+	WarmSeconds   float64 // how long the warm-up took
+	CacheBytes    int64   // state cache bytes at the end of the load (admin status)
 	CacheCapacity int64
 	// EngineMetrics are figures of the engine's /metrics at the end of the
 	// load (name, value).
@@ -116,8 +118,8 @@ func Verdict(s *Summary) []Criterion {
 	peak := max(s.PeakRSS, s.HWM)
 	out = append(out, Criterion{Name: "1. peak RSS within the memory budget plus the documented overhead",
 		Pass: peak > 0 && peak <= s.Bound && s.RSSErrors == 0,
-		Detail: fmt.Sprintf("peak %s (1 s samples %s, VmHWM %s) against %s (budget %s + overhead %s); %d failed samples",
-			MiB(peak), MiB(s.PeakRSS), MiB(s.HWM), MiB(s.Bound), MiB(s.Budget), MiB(s.Bound-s.Budget), s.RSSErrors)})
+		Detail: fmt.Sprintf("peak %s (1 s samples %s, VmHWM %s) against %s (budget %s + overhead %s); %d failed samples; state cache %s after the warm-up, %s at the end",
+			MiB(peak), MiB(s.PeakRSS), MiB(s.HWM), MiB(s.Bound), MiB(s.Budget), MiB(s.Bound-s.Budget), s.RSSErrors, MiB(s.WarmCache), MiB(s.CacheBytes))})
 
 	// 2. Refusals.
 	var bad []string
