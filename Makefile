@@ -4,7 +4,7 @@ export GOFLAGS := -buildvcs=false
 
 # test-ui: installs Chromium (Debian's package) when missing and runs the
 # console's browser test, saving screenshots into results/.
-.PHONY: run build test sim test-ui soak bench bench-micro bench-rs1 bench-peers bench-http bench-kafka lint crash kafka-crash fuzz proto results
+.PHONY: run build test sim test-ui soak bench bench-micro bench-rs1 bench-peers bench-scaling bench-http bench-kafka lint crash kafka-crash fuzz proto results
 
 # run: the standalone server with the ride-sharing (RS-1) functions built in.
 run:
@@ -64,8 +64,15 @@ bench-rs1:
 	$(GO) run ./cmd/loadgen --shards 1,2
 	$(GO) run ./cmd/loadgen --memory-scenario=1000000
 
+# bench-peers: RS-1 in three rows, one invocation: shardfn in-process,
+# shardfn over HTTP (cmd/engine) and Restate over HTTP (results/peers-restate.md).
 bench-peers:
 	scripts/bench-peers.sh
+
+# bench-scaling: durable batched RS-1 location events at 1, 2, 4, 8, 16
+# shards (capped at the cores), with a CPU profile; report and plot in results/.
+bench-scaling:
+	$(GO) run ./cmd/loadgen --scaling --profile --duration 10s --warmup 3s
 
 bench-http:
 	scripts/bench-http.sh

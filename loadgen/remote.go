@@ -201,7 +201,7 @@ func NewRemote(o RemoteOptions) (*Remote, error) {
 func openInproc(o InprocOptions, specs []engine.FunctionSpec) (*Inproc, error) {
 	t := &Inproc{}
 	if !o.Memory && o.Engine.DataDir == "" {
-		dir, err := os.MkdirTemp("", "shardfn-loadgen-remote-")
+		dir, err := os.MkdirTemp("", "shardfn-loadgen-")
 		if err != nil {
 			return nil, fmt.Errorf("loadgen: temporary data directory: %w", err)
 		}

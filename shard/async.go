@@ -44,9 +44,17 @@ func (s *Shard) control(fn func()) {
 // that stops without applying them; it runs the pending controls (on the
 // shard goroutine), so that no control waits for a shard that stopped.
 func (s *Shard) takeDone() []*AsyncCall {
+	calls, _ := s.swapDone(nil)
+	return calls
+}
+
+// swapDone takes the completed calls, leaving buf as the completion queue,
+// and runs the pending controls; it returns the calls and how many
+// controls ran.
+func (s *Shard) swapDone(buf []*AsyncCall) ([]*AsyncCall, int) {
 	s.doneMu.Lock()
 	calls := s.doneCalls
-	s.doneCalls = nil
+	s.doneCalls = buf
 	controls := s.controls
 	s.controls = nil
 	s.doneN.Store(0)
@@ -54,7 +62,7 @@ func (s *Shard) takeDone() []*AsyncCall {
 	for _, fn := range controls {
 		fn()
 	}
-	return calls
+	return calls, len(controls)
 }
 
 // resumeDone runs the pending controls and applies every completed call.
@@ -62,20 +70,13 @@ func (s *Shard) resumeDone() bool {
 	if s.doneN.Load() == 0 {
 		return false
 	}
-	s.doneMu.Lock()
-	s.doneBuf, s.doneCalls = s.doneCalls, s.doneBuf[:0]
-	controls := s.controls
-	s.controls = nil
-	s.doneN.Store(0)
-	s.doneMu.Unlock()
-	for _, fn := range controls {
-		fn()
-	}
+	var controls int
+	s.doneBuf, controls = s.swapDone(s.doneBuf[:0])
 	for i, call := range s.doneBuf {
 		s.resume(call)
 		s.doneBuf[i] = nil
 	}
-	return len(s.doneBuf) > 0 || len(controls) > 0
+	return len(s.doneBuf) > 0 || controls > 0
 }
 
 func (s *Shard) startAsync(inst *instance) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/shardfn/shardfn/internal/format"
@@ -95,6 +96,12 @@ func OpenPebble(dir string, o PebbleOptions) (*Pebble, error) {
 			BackgroundError: func(err error) { p.fail(err) },
 		},
 	}
+	// A Bloom filter per table (10 bits a key, about 1 % false positives)
+	// lets a Get of a key that is absent skip a table without searching its
+	// index and data blocks: the common case of idempotency-key look-ups
+	// (state is read by prefix scans, which filters do not serve). Later
+	// levels inherit L0's policy.
+	opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
 	if o.DisableAutomaticCompactions {
 		opts.L0StopWritesThreshold = 1 << 30
 	}

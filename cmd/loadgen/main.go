@@ -9,6 +9,7 @@
 //
 //	go run ./cmd/loadgen                                  # 10 s closed loop, inproc
 //	go run ./cmd/loadgen --shards 1,2                     # scaling sweep
+//	go run ./cmd/loadgen --scaling                        # durable batched sweep, 1..cores shards
 //	go run ./cmd/loadgen --rate 20000 --duration 30s      # open loop
 //	go run ./cmd/loadgen --target http://127.0.0.1:8080 --admin http://127.0.0.1:8081
 //	go run ./cmd/loadgen --memory-scenario=1000000        # memory per instance
@@ -89,6 +90,9 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if *scalingMode {
+		return scalingScenario(ctx, o)
+	}
 	if o.memory > 0 {
 		return memoryScenario(ctx, o.memory, o.memoryShards, o.out, o.command)
 	}

@@ -185,6 +185,11 @@ func Write(dir string, r Report) (string, error) {
 	if r.Profile != nil {
 		writeProfile(&b, r.Profile)
 	}
+	return writeMarkdown(dir, base, &b)
+}
+
+// writeMarkdown writes b as dir/base.md and returns its path.
+func writeMarkdown(dir, base string, b *strings.Builder) (string, error) {
 	path := filepath.Join(dir, base+".md")
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		return "", fmt.Errorf("report: %w", err)
