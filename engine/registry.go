@@ -203,6 +203,10 @@ func (r *registry) newEntry(sp *FunctionSpec, ns, typ string) *funcEntry {
 		specs = append(specs, toShardSpec(v))
 	}
 	e.ft.SetSpecs(specs)
+	if r.shards > 0 { // a wildcard's type made while serving: its counters exist before it is published
+		e.counts = make([]paddedCounter, r.shards)
+		e.fails = make([]paddedCounter, r.shards)
+	}
 	r.allMu.Lock()
 	e.ft.ID = uint32(len(r.all))
 	r.all = append(r.all, e)
@@ -250,10 +254,6 @@ func (r *registry) lookup(ns, typ string) *funcEntry {
 		return v.(*funcEntry)
 	}
 	e := r.newEntry(sp, ns, typ)
-	if r.shards > 0 {
-		e.counts = make([]paddedCounter, r.shards)
-		e.fails = make([]paddedCounter, r.shards)
-	}
 	r.mergeSavedLocked(e)
 	r.made.Store(k, e)
 	return e
