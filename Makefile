@@ -4,7 +4,7 @@ export GOFLAGS := -buildvcs=false
 
 # test-ui: installs Chromium (Debian's package) when missing and runs the
 # console's browser test, saving screenshots into results/.
-.PHONY: run build test sim test-ui bench bench-micro bench-rs1 bench-peers bench-scaling bench-http bench-kafka lint crash kafka-crash fuzz proto results
+.PHONY: run build test sim test-ui soak bench bench-micro bench-rs1 bench-peers bench-scaling bench-http bench-kafka lint crash kafka-crash fuzz proto results
 
 # run: the standalone server with the ride-sharing (RS-1) functions built in.
 run:
@@ -37,6 +37,20 @@ lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+# soak: cmd/soak against a real cmd/engine child on loopback (minutes;
+# not part of make test): ten times the sustainable rate with every hostile
+# request shape of issue 10, RSS sampled every second, a probe client, then
+# SIGTERM, a restart and a check of every acknowledged write. Writes
+# results/soak.md; exits non-zero when a pass criterion fails.
+# SOAK_DURATION (default 3m) sets the load's length, SOAK_FLAGS adds flags
+# (go run ./cmd/soak -h).
+SOAK_DURATION ?= 3m
+SOAK_FLAGS ?=
+soak:
+	$(GO) build -o bin/ ./cmd/engine
+	SOAK_COMMAND="make soak SOAK_DURATION=$(SOAK_DURATION) SOAK_FLAGS='$(SOAK_FLAGS)'" \
+		$(GO) run ./cmd/soak --engine bin/engine --duration $(SOAK_DURATION) $(SOAK_FLAGS)
 
 # bench: the standard set. Micro-benchmarks go to results/bench-micro.txt,
 # the RS-1 runs write their own reports; results/README.md is regenerated.

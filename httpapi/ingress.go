@@ -85,9 +85,18 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) (route string, code int) {
 // handleMessage serves POST|PUT /{ns}/{type}/{id}[?wait=].
 func (s *Server) handleMessage(ctx *fasthttp.RequestCtx, e Engine) (string, int) {
 	r := s.reqPool.Get().(*IngressRequest)
-	defer s.reqPool.Put(r)
+	defer s.putRequest(r)
 	if e == nil {
 		return s.routeOf(ctx), s.notReady(ctx) // before reading the body
+	}
+	// Under overload a big body is refused before it is read (and copied):
+	// reading megabytes only to refuse them would take the CPU the shards
+	// need to catch up.
+	if oc, ok := e.(overloadChecker); ok && ctx.Request.Header.ContentLength() > pooledBodyBytes {
+		if err := oc.Overloaded(); err != nil {
+			ctx.SetConnectionClose() // the body stays unread
+			return s.routeOf(ctx), s.writeErr(ctx, err)
+		}
 	}
 	body, held, err := s.readBody(ctx, &r.bodyBuf)
 	if err != nil {
@@ -139,10 +148,31 @@ func (s *Server) handleMessage(ctx *fasthttp.RequestCtx, e Engine) (string, int)
 	return route, http.StatusOK
 }
 
+// overloadChecker is implemented by engines that can tell, without
+// reserving anything, that ingress is being refused (engine.Engine).
+type overloadChecker interface{ Overloaded() error }
+
+// putRequest returns r to the pool without the request's body: a pooled
+// request must not keep a big body (up to --max-body) alive after its
+// answer, outside the body budget; only the small-body buffer is reused.
+func (s *Server) putRequest(r *IngressRequest) {
+	*r = IngressRequest{scratch: r.scratch[:0], bodyBuf: r.bodyBuf[:0]}
+	s.reqPool.Put(r)
+}
+
 // handleBatch serves POST /batch.
 func (s *Server) handleBatch(ctx *fasthttp.RequestCtx, e Engine) int {
+	// Under overload a batch is refused before its body is read: parsing
+	// thousands of lines only to refuse them would take the CPU the shards
+	// need to catch up.
+	if oc, ok := e.(overloadChecker); ok {
+		if err := oc.Overloaded(); err != nil {
+			ctx.SetConnectionClose() // the body stays unread
+			return s.writeErr(ctx, err)
+		}
+	}
 	r := s.reqPool.Get().(*IngressRequest)
-	defer s.reqPool.Put(r)
+	defer s.putRequest(r)
 	body, held, err := s.readBody(ctx, &r.bodyBuf)
 	if err != nil {
 		return s.writeErr(ctx, err)
@@ -223,14 +253,57 @@ func (s *Server) handleEgress(ctx *fasthttp.RequestCtx, e Engine, rawName []byte
 	if perr != nil {
 		return s.writeErr(ctx, perr)
 	}
-	recs, err := e.ReadEgress(s.pollCtx, string(nameB), from, max, s.opts.MaxEgressBytes, wait)
+	recs, err := s.readEgress(e, string(nameB), from, max, wait)
+	if errors.Is(err, errEgressBusy) {
+		return s.writeErr(ctx, s.egressBusy())
+	}
+	defer s.egressDone()
 	if err != nil && !(errors.Is(err, context.Canceled) && s.pollCtx.Err() != nil) {
 		return s.writeErr(ctx, err)
 	}
 	ctx.SetStatusCode(http.StatusOK)
 	ctx.SetContentType(contentTypeJSON)
-	ctx.SetBody(appendEgressAnswer(make([]byte, 0, 256), recs, from))
+	// Sized for the answer, and not copied into a pooled buffer, which
+	// would keep its size after the answer.
+	ctx.Response.SetBodyRaw(appendEgressAnswer(make([]byte, 0, egressAnswerSize(recs)), recs, from))
 	return http.StatusOK
+}
+
+// errEgressBusy: every one of the MaxEgressReads slots is taken.
+var errEgressBusy = errors.New("egress reads busy")
+
+// readEgress reads an egress answer's records under one of the
+// MaxEgressReads slots (memory and CPU: a record may be megabytes of JSON
+// to check); unless it returns errEgressBusy, the caller holds the slot
+// and gives it back with egressDone. A long-poll waits for records
+// without a slot and takes one to read them.
+func (s *Server) readEgress(e Engine, name string, from uint64, max int, wait time.Duration) ([]engine.EgressRecord, error) {
+	if !s.egressSlot() {
+		return nil, errEgressBusy
+	}
+	recs, err := e.ReadEgress(s.pollCtx, name, from, max, s.opts.MaxEgressBytes, 0)
+	if err != nil || len(recs) > 0 || wait <= 0 {
+		return recs, err
+	}
+	s.egressDone()
+	recs, err = e.ReadEgress(s.pollCtx, name, from, 1, 1, wait)
+	if !s.egressSlot() {
+		return nil, errEgressBusy
+	}
+	if err == nil && len(recs) > 0 { // something arrived: read it under the slot
+		recs, err = e.ReadEgress(s.pollCtx, name, from, max, s.opts.MaxEgressBytes, 0)
+	}
+	return recs, err
+}
+
+// egressAnswerSize bounds the size of appendEgressAnswer's output for
+// recs (base64 bodies; JSON bodies are no larger).
+func egressAnswerSize(recs []engine.EgressRecord) int {
+	size := 256
+	for _, r := range recs {
+		size += 64 + 2*len(r.Message.Type) + 2*len(r.Source.Namespace) + len(r.Source.Type) + len(r.Source.ID) + (len(r.Message.Value)+2)/3*4
+	}
+	return size
 }
 
 // appendEgressAnswer appends the answer of an egress read from offset
@@ -258,6 +331,24 @@ func appendEgressAnswer(b []byte, recs []engine.EgressRecord, from uint64) []byt
 	b = append(b, `],"next":`...)
 	b = strconv.AppendUint(b, next, 10)
 	return append(b, '}', '\n')
+}
+
+// egressSlot takes one of the MaxEgressReads slots, if one is free.
+func (s *Server) egressSlot() bool {
+	select {
+	case s.egressSlots <- struct{}{}:
+		return true
+	default:
+		s.metrics.egressBusy.Inc()
+		return false
+	}
+}
+
+func (s *Server) egressDone() { <-s.egressSlots }
+
+func (s *Server) egressBusy() *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Retry: true,
+		Msg: "the server is building " + strconv.Itoa(s.opts.MaxEgressReads) + " egress answers, its limit (--max-egress-reads); retry after a second"}
 }
 
 // appendEgressBody appends "body":<JSON> (a built-in type decoded, e.g. a

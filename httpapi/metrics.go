@@ -35,6 +35,7 @@ type metrics struct {
 	connsRefused *prometheus.CounterVec
 	acceptErrors *prometheus.CounterVec
 	bodyHeld     prometheus.GaugeFunc
+	egressBusy   prometheus.Counter
 
 	counters  map[routeCode]prometheus.Counter // read-only after newMetrics
 	observers map[string]prometheus.Observer   // read-only after newMetrics
@@ -58,6 +59,10 @@ func newMetrics(bodyHeld func() float64) *metrics {
 			Name: "shardfn_ingress_body_bytes_held",
 			Help: "Bytes of request bodies held by the ingress now (within --max-body-in-flight).",
 		}, bodyHeld),
+		egressBusy: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shardfn_ingress_egress_busy_total",
+			Help: "Egress reads answered 503 because --max-egress-reads answers were being built.",
+		}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shardfn_ingress_requests_total",
 			Help: "Ingress HTTP requests answered, by status code and route.",
@@ -84,7 +89,7 @@ func newMetrics(bodyHeld func() float64) *metrics {
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.inFlight, m.conns, m.connsRefused, m.acceptErrors, m.bodyHeld} {
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.inFlight, m.conns, m.connsRefused, m.acceptErrors, m.bodyHeld, m.egressBusy} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,6 +58,13 @@ type Options struct {
 	// answer's JSON may be up to a third larger (base64 bodies). Default
 	// 4 MiB.
 	MaxEgressBytes int
+	// MaxEgressReads bounds the egress answers read and built at once (each
+	// holds its records and their JSON, up to about 2.5 x MaxEgressBytes,
+	// or a single larger record); a read beyond it is answered 503 with
+	// Retry-After. A long-poll waits without holding one. Default
+	// GOMAXPROCS (one per core: building an answer of big records is CPU
+	// work).
+	MaxEgressReads int
 	// MaxWait bounds ?wait= of request-reply and of egress long-polls.
 	// Default 60s.
 	MaxWait time.Duration
@@ -129,6 +137,9 @@ func (o *Options) EnsureDefaults() {
 	if o.MaxEgressBytes == 0 {
 		o.MaxEgressBytes = 4 << 20
 	}
+	if o.MaxEgressReads == 0 {
+		o.MaxEgressReads = runtime.GOMAXPROCS(0)
+	}
 	if o.MaxWait == 0 {
 		o.MaxWait = 60 * time.Second
 	}
@@ -172,6 +183,8 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("httpapi: MaxConns %d and MaxConnsPerClient %d must be positive", o.MaxConns, o.MaxConnsPerClient)
 	case o.MaxEgressBytes < 1:
 		return fmt.Errorf("httpapi: MaxEgressBytes %d must be positive", o.MaxEgressBytes)
+	case o.MaxEgressReads < 1:
+		return fmt.Errorf("httpapi: MaxEgressReads %d must be positive", o.MaxEgressReads)
 	case o.MaxWait < 0, o.ReadTimeout < 0, o.WriteTimeout < 0, o.IdleTimeout < 0:
 		return errors.New("httpapi: durations must not be negative")
 	case o.MaxBatchMessages < 1, o.MaxEgressRecords < 1:
@@ -205,8 +218,9 @@ type Server struct {
 	reqPool sync.Pool // *IngressRequest
 	names   interner  // namespaces, function types, message types (intern.go)
 
-	body     bodyBudget  // request body bytes held at once
-	draining atomic.Bool // set when ShutdownIngress starts: /health and /ready answer 503
+	body        bodyBudget    // request body bytes held at once
+	egressSlots chan struct{} // egress answers being built (MaxEgressReads)
+	draining    atomic.Bool   // set when ShutdownIngress starts: /health and /ready answer 503
 }
 
 type engineBox struct{ e Engine }
@@ -224,6 +238,7 @@ func New(opts Options) (*Server, error) {
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.pollCtx, s.cancelPoll = context.WithCancel(s.baseCtx)
 	s.body.max = opts.MaxBodyBytesInFlight
+	s.egressSlots = make(chan struct{}, opts.MaxEgressReads)
 	s.metrics = newMetrics(func() float64 { return float64(s.body.held.Load()) })
 	if err := s.metrics.register(opts.Registry); err != nil {
 		return nil, err

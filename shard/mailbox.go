@@ -2,6 +2,7 @@ package shard
 
 import (
 	"github.com/shardfn/shardfn/internal/format"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -174,6 +175,21 @@ func (m *Mailbox) Unreserve(n int, bytes int64) {
 
 // SharedBytes is the bytes taken or reserved in the shared lane.
 func (m *Mailbox) SharedBytes() int64 { return int64(m.used.Load() >> usedSlotBits) }
+
+// SharedFree is the room left in the shared lane now: free slots and free
+// bytes (math.MaxInt64 without a byte bound). Any goroutine; it reserves
+// nothing, so it is only a hint (Reserve decides).
+func (m *Mailbox) SharedFree() (slots int, bytes int64) {
+	u := m.used.Load()
+	slots = m.laneCap - int(u&usedSlotMask)
+	if m.laneBytes <= 0 {
+		return slots, math.MaxInt64
+	}
+	return slots, m.laneBytes - int64(u>>usedSlotBits)
+}
+
+// SharedBound is the shared lane's byte bound (SetSharedBytes; 0: none).
+func (m *Mailbox) SharedBound() int64 { return m.laneBytes }
 
 // PushReserved copies *e into a slot claimed by Reserve; it cannot fail
 // (the lane has a free slot for every reservation: slots are freed before

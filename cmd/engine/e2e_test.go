@@ -491,7 +491,7 @@ func TestFlags(t *testing.T) {
 	}
 	for _, name := range []string{"data-dir", "ingress-addr", "admin-addr", "shards", "memory-budget", "max-batch-delay",
 		"checkpoint-interval", "max-body", "module", "state-api", "log-level", "max-conns", "max-conns-per-client",
-		"max-body-in-flight", "max-egress-bytes"} {
+		"max-body-in-flight", "max-egress-bytes", "max-egress-reads", "max-queued-bytes", "mailbox-capacity", "memory-limit"} {
 		if !strings.Contains(out.String(), "-"+name) {
 			t.Errorf("-h does not explain --%s", name)
 		}
@@ -500,7 +500,8 @@ func TestFlags(t *testing.T) {
 		t.Errorf("limit defaults: %+v", c)
 	}
 	for _, args := range [][]string{{"--shards", "-1"}, {"--max-body", "0"}, {"--checkpoint-interval", "0s"}, {"stray"}, {"--memory-budget", "lots"},
-		{"--max-conns", "-1"}, {"--max-conns-per-client", "-2"}, {"--max-body", "1MiB", "--max-body-in-flight", "64KiB"}, {"--max-egress-bytes", "0"}} {
+		{"--max-conns", "-1"}, {"--max-conns-per-client", "-2"}, {"--max-body", "1MiB", "--max-body-in-flight", "64KiB"}, {"--max-egress-bytes", "0"},
+		{"--max-egress-reads", "0"}, {"--max-queued-bytes", "32KiB"}, {"--mailbox-capacity", "0"}, {"--memory-limit", "lots"}, {"--memory-limit", "1MiB"}} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("%v accepted", args)
 		}

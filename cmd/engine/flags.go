@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -36,10 +37,14 @@ type config struct {
 	maxConnsPerClient  int
 	maxBodyInFlight    byteSize
 	maxEgressBytes     byteSize
+	maxEgressReads     int
+	maxQueuedBytes     byteSize
+	mailboxCapacity    int
+	memoryLimit        string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
-	c := &config{memoryBudget: 256 << 20, maxBody: 4 << 20, maxEgressBytes: 4 << 20}
+	c := &config{memoryBudget: 256 << 20, maxBody: 4 << 20, maxEgressBytes: 4 << 20, maxQueuedBytes: 64 << 20}
 	fs := flag.NewFlagSet("engine", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -74,6 +79,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.maxConnsPerClient, "max-conns-per-client", 0, fmt.Sprintf("most ingress connections from one client IP address; 0 means a quarter of --max-conns: %d here", per))
 	fs.Var(&c.maxBodyInFlight, "max-body-in-flight", "most bytes of request bodies held at once across all connections (a body that does not fit gets 503 with Retry-After before it is read); 0 means 16 x --max-body")
 	fs.Var(&c.maxEgressBytes, "max-egress-bytes", "most bytes of records in one egress answer (a larger single record still comes alone; next says where to continue)")
+	fs.IntVar(&c.maxEgressReads, "max-egress-reads", runtime.GOMAXPROCS(0), "most egress answers read and built at once (more get 503 with Retry-After); a long-poll waits without holding one; default one per core")
+	fs.Var(&c.maxQueuedBytes, "max-queued-bytes", "most bytes of messages the shards hold (queued, in remote calls, delayed), split evenly between them; past a shard's share its ingress gets 503 with Retry-After. Under overload a message waits up to about this much work before it runs")
+	fs.IntVar(&c.mailboxCapacity, "mailbox-capacity", 16384, "most ingress messages waiting in one shard's lane (more get 503 with Retry-After); with --max-queued-bytes it bounds how long an accepted message waits under overload (about this many messages' work)")
+	fs.StringVar(&c.memoryLimit, "memory-limit", "auto", "soft limit of the Go runtime's memory (debug.SetMemoryLimit): auto derives it from the other limits (see \"Memory\" in cmd/engine/README.md), off (or 0) sets none, or a byte size; GOMEMLIMIT in the environment wins over auto")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -94,6 +103,18 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if c.maxEgressBytes <= 0 || c.maxEgressBytes > 1<<30 {
 		return nil, fmt.Errorf("--max-egress-bytes %d: must be between 1 byte and 1GiB", c.maxEgressBytes)
+	}
+	if c.maxQueuedBytes < 64<<10 {
+		return nil, fmt.Errorf("--max-queued-bytes %d: must be at least 64KiB", c.maxQueuedBytes)
+	}
+	if c.mailboxCapacity < 1 {
+		return nil, fmt.Errorf("--mailbox-capacity %d: must be at least 1", c.mailboxCapacity)
+	}
+	if c.maxEgressReads < 1 {
+		return nil, fmt.Errorf("--max-egress-reads %d: must be at least 1", c.maxEgressReads)
+	}
+	if _, err := c.goMemoryLimit(); err != nil {
+		return nil, err
 	}
 	if c.checkpointInterval <= 0 {
 		return nil, fmt.Errorf("--checkpoint-interval must be positive")

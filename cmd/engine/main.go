@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -30,6 +31,7 @@ import (
 	"github.com/shardfn/shardfn/engine"
 	kafkaexample "github.com/shardfn/shardfn/examples/kafka"
 	"github.com/shardfn/shardfn/httpapi"
+	"github.com/shardfn/shardfn/internal/memmodel"
 	"github.com/shardfn/shardfn/kafka"
 	"github.com/shardfn/shardfn/remote"
 	"github.com/shardfn/shardfn/rides"
@@ -199,6 +201,9 @@ func (d *daemon) loadModule() bool {
 // /health answers while the engine recovers.
 func (d *daemon) listen() bool {
 	c, log := d.c, d.log
+	if memLimit, _ := c.goMemoryLimit(); memLimit > 0 { // validated by parseFlags
+		debug.SetMemoryLimit(memLimit)
+	}
 	var err error
 	d.srv, err = httpapi.New(httpapi.Options{
 		MaxBodyBytes:         int(c.maxBody),
@@ -206,6 +211,7 @@ func (d *daemon) listen() bool {
 		MaxConns:             c.maxConns,
 		MaxConnsPerClient:    c.maxConnsPerClient,
 		MaxEgressBytes:       int(c.maxEgressBytes),
+		MaxEgressReads:       c.maxEgressReads,
 		MaxWait:              c.maxWait,
 		DisableStateAPI:      !c.stateAPI,
 		Logger:               log,
@@ -242,6 +248,8 @@ func (d *daemon) engineOptions() engine.Options {
 		Shards:             c.shards,
 		MemoryBudget:       int64(c.memoryBudget),
 		MaxMessageBytes:    int(c.maxBody),
+		MaxQueuedBytes:     int64(c.maxQueuedBytes),
+		MailboxCapacity:    c.mailboxCapacity,
 		MaxBatchDelay:      c.maxBatchDelay,
 		CheckpointInterval: c.checkpointInterval,
 		AcceptLogLoss:      c.acceptLogLoss,
@@ -266,6 +274,10 @@ func (d *daemon) openEngine(stop <-chan os.Signal) (status int, ok bool) {
 		"max_body", int64(c.maxBody), "module", c.module, "state_api", c.stateAPI, "rides", !c.noRides,
 		"max_conns", srvOpts.MaxConns, "max_conns_per_client", srvOpts.MaxConnsPerClient,
 		"max_body_in_flight", srvOpts.MaxBodyBytesInFlight, "max_egress_bytes", srvOpts.MaxEgressBytes,
+		"max_egress_reads", srvOpts.MaxEgressReads, "max_queued_bytes", opts.MaxQueuedBytes,
+		"mailbox_capacity", opts.MailboxCapacity,
+		"go_memory_limit", debug.SetMemoryLimit(-1),
+		"rss_bound", memmodel.Bound(c.memParams(srvOpts.MaxConns, srvOpts.MaxBodyBytesInFlight)),
 		"file_limit", httpapi.FileLimit(),
 		"function_types", len(d.specs), "go", runtime.Version(), "pid", os.Getpid())
 
