@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -230,22 +231,25 @@ func TestEgressTail(t *testing.T) {
 	if out = mustRun(t, s, "", "egress", "tail", "greetings", "--max", "1"); strings.Count(out, "\n") != 1 {
 		t.Fatalf("tail --max 1: %q", out)
 	}
-	// --follow waits for new records until interrupted.
+	// --follow waits for new records until interrupted: the record sent
+	// after it started is printed, then the interrupt ends it.
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan string)
+	defer cancel()
+	follow := &lineWriter{lines: make(chan struct{}, 16)}
+	done := make(chan int)
 	go func() {
-		_, o, _ := cliRunCtx(ctx, t, s, "", "egress", "tail", "greetings", "--from", "3", "--follow")
-		done <- o
+		var errb bytes.Buffer
+		done <- run(ctx, []string{"egress", "tail", "greetings", "--from", "3", "--follow", "--ingress", s.Ingress, "--admin", s.Admin}, strings.NewReader(""), follow, &errb)
 	}()
-	time.Sleep(100 * time.Millisecond)
 	mustRun(t, s, "", "send", "example/greeter/Dee", engine.TypeString, "Dee")
-	deadline := time.Now().Add(10 * time.Second)
-	for s.Engine.Status().Processed < 4 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	select {
+	case <-follow.lines:
+	case <-time.After(30 * time.Second): // hang guard
+		t.Fatalf("follow printed nothing in 30 s: %q", follow.String())
 	}
-	time.Sleep(300 * time.Millisecond) // the long poll returns the new record
 	cancel()
-	if got := <-done; got != "3\texample/greeter/Dee\tio.statefun.types/string\tDee\n" {
+	<-done
+	if got := follow.String(); got != "3\texample/greeter/Dee\tio.statefun.types/string\tDee\n" {
 		t.Fatalf("follow: %q", got)
 	}
 	wantFail(t, s, 2, "without '/'", "egress", "tail", "a/b")
@@ -317,4 +321,30 @@ func TestStuckText(t *testing.T) {
 			t.Errorf("stuckText(%s) = %q, want %q", raw, got, want)
 		}
 	}
+}
+
+// lineWriter collects output and signals each write that ends a line.
+type lineWriter struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	lines chan struct{}
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n, err := w.buf.Write(p)
+	if bytes.HasSuffix(p, []byte("\n")) {
+		select {
+		case w.lines <- struct{}{}:
+		default:
+		}
+	}
+	return n, err
+}
+
+func (w *lineWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
