@@ -131,7 +131,8 @@ func (e *Engine) Ready() bool { return e.ready.Load() && !e.closed.Load() && e.E
 func (e *Engine) Options() Options { return e.opts }
 
 // quiescent reports whether no message is queued, in flight between
-// shards or waiting for durability anywhere.
+// shards or waiting for durability anywhere, and every record appended is
+// durable.
 func (e *Engine) quiescent() bool {
 	var consumed, produced uint64
 	for _, s := range e.shards {
@@ -143,8 +144,14 @@ func (e *Engine) quiescent() bool {
 	if consumed != produced {
 		return false
 	}
+	durable := e.wal.Durable()
 	for _, s := range e.shards {
 		if s.Unreleased() > 0 || s.Mailbox().Len() > 0 {
+			return false
+		}
+		// What processed messages wrote is durable too, even where no
+		// acknowledgement waits for it (SendAsync, restored messages).
+		if s.LastAppended() > durable {
 			return false
 		}
 	}

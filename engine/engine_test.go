@@ -485,3 +485,35 @@ func TestCloseWakesWaitingRequests(t *testing.T) {
 		t.Fatal("Close left a Request waiting")
 	}
 }
+
+// TestDrainWaitsForDurability: Drain returns only once what the processed
+// messages wrote is durable, so a read right after it sees their effects
+// even when no acknowledgement waited for them (SendAsync, restored
+// messages). It used to return as soon as every message was consumed: with
+// a slow group commit, State then read the state of before.
+func TestDrainWaitsForDurability(t *testing.T) {
+	e := openTest(t, Options{Shards: 1, DataDir: t.TempDir(), MaxBatchDelay: 500 * time.Millisecond})
+	defer e.Close()
+	for range 3 {
+		if err := e.SendAsync(addr("d"), Message{Type: "inc"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.State(ctx, addr("d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range st {
+		if v.Spec.Name == "count" && v.Present {
+			if n, err := DecodeLongWrapper(v.Value); err == nil && n == 3 {
+				return
+			}
+		}
+	}
+	t.Fatalf("state right after Drain: %+v, want count = 3", st)
+}
