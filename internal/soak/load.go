@@ -105,14 +105,7 @@ func (s *locationSender) op() (sent, acked int) {
 		t0 := time.Now()
 		a, kind, err := s.conn.Do(s.head, s.body, t0.Add(requestTimeout), false)
 		t := s.l.tally.Shape(ShapeLocation)
-		if err != nil {
-			t.Failure(kind)
-		} else {
-			t.Answer(a)
-			if a.Status/100 == 2 {
-				t.Acked(time.Since(t0))
-			}
-		}
+		t.Exchange(a, kind, err, t0)
 		o := classify(a, err != nil)
 		d.record(cell, o)
 		if o == outcomeAcked {
@@ -142,14 +135,7 @@ func (s *locationSender) op() (sent, acked int) {
 	t0 := time.Now()
 	a, kind, err := s.conn.Do(s.head, s.body, t0.Add(requestTimeout), false)
 	t := s.l.tally.Shape(ShapeBatch)
-	if err != nil {
-		t.Failure(kind)
-	} else {
-		t.Answer(a)
-		if a.Status/100 == 2 {
-			t.Acked(time.Since(t0))
-		}
-	}
+	t.Exchange(a, kind, err, t0)
 	o := classify(a, err != nil)
 	for i, j := range s.batch {
 		ds[j].record(s.cells[i], o)

@@ -77,14 +77,9 @@ func (l *load) bigBodies(ctx context.Context) {
 				} else {
 					a, kind, err = c.Do(h, body, time.Now().Add(requestTimeout), false)
 				}
-				t := l.tally.Shape(ShapeBigBody)
-				if err != nil {
-					t.Failure(kind)
-				} else {
-					t.Answer(a)
-				}
 				acked := 0
-				if err == nil && a.Status/100 == 2 {
+				t := l.tally.Shape(ShapeBigBody)
+				if t.Exchange(a, kind, err, time.Time{}) {
 					acked = 1
 				}
 				t.Messages(1, acked)

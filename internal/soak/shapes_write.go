@@ -26,14 +26,9 @@ func (l *load) requests(ctx context.Context) {
 		b := rides.AppendCellBody(nil, cell)
 		h := Head(nil, "POST", "/rides/passenger/p-"+strconv.FormatInt(n, 10)+"?wait=5s", "application/vnd."+rides.MsgRequest, len(b))
 		a, kind, err := conns[w].Do(h, b, time.Now().Add(requestTimeout), false)
-		t := l.tally.Shape(ShapeRequest)
-		if err != nil {
-			t.Failure(kind)
-		} else {
-			t.Answer(a)
-		}
 		acked := 0
-		if err == nil && a.Status/100 == 2 {
+		t := l.tally.Shape(ShapeRequest)
+		if t.Exchange(a, kind, err, time.Time{}) {
 			acked = 1
 		}
 		t.Messages(1, acked)

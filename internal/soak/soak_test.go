@@ -2,9 +2,11 @@ package soak
 
 import (
 	"bufio"
+	"errors"
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -300,5 +302,31 @@ func TestTally(t *testing.T) {
 	}
 	if (Counts{AckLatency: make([]int64, latBuckets)}).AckP50() != 0 {
 		t.Fatal("latency without answers")
+	}
+}
+
+// TestExchange: a failure counts its kind, any answer its code, and only a
+// 2xx reports true and (with a start time) its latency.
+func TestExchange(t *testing.T) {
+	var s ShapeTally
+	if s.Exchange(Answer{}, FailOther, errors.New("reset"), time.Now()) {
+		t.Fatal("a failure counted as acknowledged")
+	}
+	if s.Exchange(Answer{Status: 503, RetryAfter: true}, "", nil, time.Now()) {
+		t.Fatal("a 503 counted as acknowledged")
+	}
+	if !s.Exchange(Answer{Status: 202}, "", nil, time.Now()) || !s.Exchange(Answer{Status: 200}, "", nil, time.Time{}) {
+		t.Fatal("a 2xx not counted as acknowledged")
+	}
+	var lat int64
+	for i := range s.ackLatency {
+		lat += s.ackLatency[i].Load()
+	}
+	if s.codes[503].Load() != 1 || s.codes[202].Load() != 1 || s.codes[200].Load() != 1 || lat != 1 {
+		t.Fatalf("codes 503 %d, 202 %d, 200 %d; latencies %d", s.codes[503].Load(), s.codes[202].Load(), s.codes[200].Load(), lat)
+	}
+	v, ok := s.failures.Load(FailOther)
+	if !ok || v.(*atomic.Int64).Load() != 1 {
+		t.Fatal("the failure was not counted")
 	}
 }

@@ -110,6 +110,24 @@ func (s *ShapeTally) Answer(a Answer) {
 	}
 }
 
+// Exchange records the outcome of one request sent at t0: its answer (and,
+// for a 2xx, its latency) or its failure of kind. It reports whether the
+// answer was a 2xx.
+func (s *ShapeTally) Exchange(a Answer, kind string, err error, t0 time.Time) bool {
+	if err != nil {
+		s.Failure(kind)
+		return false
+	}
+	s.Answer(a)
+	if a.Status/100 != 2 {
+		return false
+	}
+	if !t0.IsZero() {
+		s.Acked(time.Since(t0))
+	}
+	return true
+}
+
 // Failure records a request without an answer.
 func (s *ShapeTally) Failure(kind string) {
 	v, _ := s.failures.LoadOrStore(kind, new(atomic.Int64))
