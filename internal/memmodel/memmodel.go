@@ -17,6 +17,7 @@
 package memmodel
 
 import (
+	"cmp"
 	"fmt"
 	"runtime"
 )
@@ -38,36 +39,16 @@ type Params struct {
 
 // Defaults fills zero fields with the engine's defaults.
 func (p *Params) Defaults() {
-	if p.MemoryBudget == 0 {
-		p.MemoryBudget = 256 << 20
-	}
-	if p.MaxQueuedBytes == 0 {
-		p.MaxQueuedBytes = 64 << 20
-	}
-	if p.MaxBodyInFlight == 0 {
-		p.MaxBodyInFlight = 64 << 20
-	}
-	if p.MaxEgressBytes == 0 {
-		p.MaxEgressBytes = 4 << 20
-	}
-	if p.MaxEgressReads == 0 {
-		p.MaxEgressReads = runtime.GOMAXPROCS(0)
-	}
-	if p.MaxConns == 0 {
-		p.MaxConns = 1024
-	}
-	if p.MaxRecordBytes == 0 {
-		p.MaxRecordBytes = 32 << 20
-	}
-	if p.WALBufferBytes == 0 {
-		p.WALBufferBytes = 4 << 20
-	}
-	if p.PebbleCache == 0 {
-		p.PebbleCache = 64 << 20
-	}
-	if p.PebbleMemTable == 0 {
-		p.PebbleMemTable = 64 << 20
-	}
+	p.MemoryBudget = cmp.Or(p.MemoryBudget, 256<<20)
+	p.MaxQueuedBytes = cmp.Or(p.MaxQueuedBytes, 64<<20)
+	p.MaxBodyInFlight = cmp.Or(p.MaxBodyInFlight, 64<<20)
+	p.MaxEgressBytes = cmp.Or(p.MaxEgressBytes, 4<<20)
+	p.MaxEgressReads = cmp.Or(p.MaxEgressReads, runtime.GOMAXPROCS(0))
+	p.MaxConns = cmp.Or(p.MaxConns, 1024)
+	p.MaxRecordBytes = cmp.Or(p.MaxRecordBytes, 32<<20)
+	p.WALBufferBytes = cmp.Or(p.WALBufferBytes, 4<<20)
+	p.PebbleCache = cmp.Or(p.PebbleCache, 64<<20)
+	p.PebbleMemTable = cmp.Or(p.PebbleMemTable, 64<<20)
 }
 
 // Constants of the model.
