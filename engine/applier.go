@@ -46,7 +46,8 @@ type applier struct {
 	work   []chan struct{} // per part but the first: its committer's signal
 	wg     sync.WaitGroup  // the committers of a commit
 	rd     logReader
-	pos    uint64 // every record before pos is applied
+	pos    uint64        // every record before pos is applied
+	cl     *clusterApply // cluster mode, while an epoch is collected (cluster.go)
 
 	pending  map[uint64][2]uint32 // id -> (offset, length) in pendBuf
 	pendBuf  []byte
@@ -296,6 +297,10 @@ func (a *applier) apply(rec []byte) error {
 	kg := format.KeyGroup(h)
 	b := a.batch
 	sb := a.stateBatch(kg)
+	if a.cl != nil { // cluster mode: everything goes to the record's partition
+		b = a.cl.batch(kg)
+		sb = b
+	}
 	for _, id := range r.Consumed {
 		if a.dropPending(id) {
 			continue
@@ -323,7 +328,9 @@ func (a *applier) apply(rec []byte) error {
 	for i := range r.Messages {
 		m := &r.Messages[i]
 		a.msgBuf = format.AppendStoredMessage(a.msgBuf[:0], m.ID, m.FireAt, r.TargetRaw, m.TargetRaw, m.Type, m.Payload, m.ReplyTo, m.Token, m.Trace)
-		if m.FireAt == 0 {
+		if m.FireAt == 0 && a.cl != nil {
+			a.cl.send(m.TargetRaw, m.ID, a.msgBuf)
+		} else if m.FireAt == 0 {
 			a.addPending(m.ID, a.msgBuf)
 		} else {
 			a.timers[m.ID] = struct{}{}
@@ -338,6 +345,10 @@ func (a *applier) apply(rec []byte) error {
 	}
 	for i := range r.Egress {
 		eg := &r.Egress[i]
+		if a.cl != nil {
+			a.cl.egress(eg.Name, r.TargetRaw, eg.Type, eg.Payload)
+			continue
+		}
 		next := a.egress[string(eg.Name)] // no allocation for a known name
 		if next == nil {
 			next = new(uint64)

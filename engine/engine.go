@@ -36,7 +36,8 @@ type Engine struct {
 	ids     *idAllocator
 	metrics *metrics
 	watch   *storageWatch
-	tr      *tracing // nil: tracing off (tracing.go)
+	tr      *tracing      // nil: tracing off (tracing.go)
+	cl      *clusterState // nil: single node (cluster.go)
 
 	requests requestTable
 	keys     keyTable

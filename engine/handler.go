@@ -204,6 +204,10 @@ func (h *shardHandler) Reply(reqID uint64, typ string, payload []byte) {
 		h.e.keepReply(reqID, m)
 	}
 	if !h.e.requests.deliver(reqID, m) {
+		if c := h.e.cl; c != nil {
+			c.link.Reply(reqID, typ, payload) // a request made on another node
+			return
+		}
 		h.e.metrics.repliesDropped.Inc()
 	}
 }

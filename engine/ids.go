@@ -41,6 +41,39 @@ type idAllocator struct {
 	durable atomic.Uint64 // end of the durable reservation
 	mu      sync.Mutex    // serialises reservations
 	st      store.Store
+	// span, in cluster mode, reserves the next span of ids from the
+	// cluster (ClusterLink.ReserveIDs) instead of the store.
+	span func() (lo, hi uint64, err error)
+}
+
+// clusterIDs is the allocator of a cluster engine: spans reserved from
+// the cluster, one now and more when it runs out.
+func clusterIDs(span func() (lo, hi uint64, err error)) (*idAllocator, error) {
+	a := &idAllocator{span: span}
+	if _, err := a.takeSpan(0); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// takeSpan is take for a cluster allocator.
+func (a *idAllocator) takeSpan(n uint64) (uint64, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	lo := a.next.Load()
+	if lo == 0 || lo+n > a.durable.Load() {
+		slo, shi, err := a.span()
+		if err != nil {
+			return 0, fmt.Errorf("engine: reserve message ids: %w", err)
+		}
+		if slo == 0 || shi-slo < max(n, idBlock) || shi > idLimit {
+			return 0, fmt.Errorf("engine: the cluster reserved ids [%d, %d): too few, or out of range", slo, shi)
+		}
+		lo = slo
+		a.durable.Store(shi)
+	}
+	a.next.Store(lo + n)
+	return lo, nil
 }
 
 var _ shard.IDSource = (*idAllocator)(nil)
@@ -105,6 +138,9 @@ func (a *idAllocator) reserve(end uint64) error {
 // take hands out n ids [lo, lo+n), reserving more when they pass the
 // durable reservation.
 func (a *idAllocator) take(n uint64) (uint64, error) {
+	if a.span != nil {
+		return a.takeSpan(n)
+	}
 	lo := a.next.Add(n) - n
 	hi := lo + n
 	if hi <= a.durable.Load() {

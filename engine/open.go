@@ -69,7 +69,11 @@ func Open(opts Options, specs ...FunctionSpec) (*Engine, error) {
 		for _, s := range e.shards {
 			s.Start()
 		}
-		go e.runApplier()
+		if e.cl != nil {
+			go e.runClusterFlusher()
+		} else {
+			go e.runApplier()
+		}
 		go e.runWatchdog()
 	}
 	e.recovery.Duration = time.Since(start)
@@ -108,11 +112,17 @@ func (e *Engine) openStore() error {
 		return dataDirError(e.opts.DataDir, err) // "in use by another process" for a held lock
 	}
 	e.st = ps
+	if e.opts.Cluster != nil {
+		e.openCluster()
+	}
 	return nil
 }
 
 // recover reserves ids, loads the checkpoint, opens the log and replays it.
 func (e *Engine) recover() error {
+	if e.cl != nil {
+		return e.recoverCluster()
+	}
 	ids, err := openIDs(e.st)
 	if err != nil {
 		return err
@@ -170,6 +180,8 @@ func (e *Engine) makeShards() {
 			MaxInstanceBytes: opts.MaxInstanceBytes,
 			Logger:           e.logger,
 			Tracer:           e.shardTracer(i), // nil when tracing is off
+			ExternalSends:    e.cl != nil,
+			Partition:        e.clusterPartition(),
 		})
 		e.overloadErr = append(e.overloadErr, fmt.Errorf("%w: shard %d mailbox is full", ErrOverloaded, i))
 	}
@@ -209,6 +221,9 @@ func (e *Engine) restore() error {
 		m, err := format.DecodeStoredMessage(v)
 		if err != nil {
 			return err
+		}
+		if c := e.cl; c != nil && !c.link.Owns(c.link.Partition(format.KeyGroup(m.Env.Caller.Hash()))) {
+			return nil // a partition another node owns now: its copy here may be stale
 		}
 		e.shardFor(m.Env.Caller).RestoreTimer(m.FireAt, m.Env, m.Token)
 		e.recovery.Timers++

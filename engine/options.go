@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -16,6 +17,10 @@ import (
 // Options configure an Engine. The zero value is usable: EnsureDefaults
 // fills it in. Fields document unit, default and range.
 type Options struct {
+	// Cluster, when set, runs the engine as one node of a cluster (package
+	// cluster; cluster.go): its log is the node's Kafka transactions. Nil:
+	// a single node with its own write-ahead log.
+	Cluster *ClusterLink
 	// DataDir holds the write-ahead log and the Pebble store. Empty means
 	// in-memory: nothing is durable and acknowledgements are immediate
 	// (tests and micro-benchmarks only).
@@ -177,6 +182,14 @@ const segmentOverhead = 64
 
 // Validate checks the options.
 func (o *Options) Validate() error {
+	if o.Cluster != nil {
+		if o.DataDir == "" {
+			return errors.New("engine: cluster mode needs a DataDir (the store that holds the node's partitions)")
+		}
+		if err := o.Cluster.validate(); err != nil {
+			return err
+		}
+	}
 	switch {
 	case o.Shards < 1 || o.Shards > 255:
 		return fmt.Errorf("engine: Shards %d out of range 1..255", o.Shards)

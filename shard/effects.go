@@ -23,6 +23,10 @@ var (
 	// ErrEffectsTooLarge: the effects of one invocation encode to a record
 	// larger than Config.MaxRecordBytes.
 	ErrEffectsTooLarge = errors.New("shard: the invocation's effects exceed the largest record the log takes")
+	// ErrDelayedAcrossPartitions: in cluster mode a delayed message waits
+	// in the sender's partition, so it must target an address of that
+	// partition (the sender itself, typically).
+	ErrDelayedAcrossPartitions = errors.New("shard: cluster mode: a delayed message must target an address in the sender's partition")
 )
 
 // invoke runs one embedded invocation of e and commits its effects, or
@@ -121,11 +125,17 @@ func (s *Shard) routeSends(inv *Invocation) {
 			continue
 		}
 		t := &ps.env.Target
-		if s.cfg.Handler.Lookup(t.Namespace, t.Type) != nil {
+		var cause error
+		switch {
+		case s.cfg.Handler.Lookup(t.Namespace, t.Type) == nil:
+			cause = fmt.Errorf("%w: %s (sent by %s)", ErrUnknownType, t.FunctionType(), inv.self)
+		case ps.fireAt != 0 && s.cfg.ExternalSends &&
+			s.cfg.Partition(format.KeyGroup(t.Hash())) != s.cfg.Partition(format.KeyGroup(inv.selfHash)):
+			cause = fmt.Errorf("%w: %s (sent by %s)", ErrDelayedAcrossPartitions, t, inv.self)
+		default:
 			continue
 		}
 		ps.skip = true
-		cause := fmt.Errorf("%w: %s (sent by %s)", ErrUnknownType, t.FunctionType(), inv.self)
 		s.cfg.Handler.DeadLetter(*t, ps.env.Type, cause)
 		inv.egress = append(inv.egress, egressOut{name: DeadLetterEgress, typ: DeadLetterType,
 			payload: deadLetterJSON(&ps.env, cause, s.cfg.MaxRecordBytes/2)})
@@ -229,6 +239,8 @@ func (s *Shard) apply(inv *Invocation) {
 		case ps.skip || ps.cancel:
 		case ps.fireAt != 0:
 			s.addTimer(ps.fireAt, ps.env, ps.token)
+		case s.cfg.ExternalSends:
+			s.produced.Add(1) // the node produces it from the record
 		default:
 			s.deliver(&ps.env)
 		}

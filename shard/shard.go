@@ -97,6 +97,13 @@ type Config struct {
 	Logger       *slog.Logger
 	// Tracer, when set, records invocation attempts as spans (trace.go).
 	Tracer Tracer
+	// ExternalSends (cluster mode) keeps sent messages in their records
+	// only: the engine's cluster node produces them to the input topic, and
+	// the owner delivers them from there. Delayed messages still fire here,
+	// so Partition must then map a key group to its partition: a delayed
+	// send to another partition than the sender's is dead-lettered.
+	ExternalSends bool
+	Partition     func(kg uint16) int32
 }
 
 // Stats are a shard's counters, readable from any goroutine.

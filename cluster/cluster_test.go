@@ -1,0 +1,252 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/shardfn/shardfn/engine"
+)
+
+var countSpec = engine.ValueSpec{Name: "n", Type: engine.TypeLong}
+
+// counterSpecs: test/counter counts "inc" messages; "fwd" (payload: an id)
+// sends "inc" to that counter; "later" counts itself after 5 ms through a
+// delayed message; "get" replies with the count.
+func counterSpecs() []engine.FunctionSpec {
+	return []engine.FunctionSpec{{
+		Namespace: "test", Type: "counter",
+		States: []engine.ValueSpec{countSpec},
+		Function: engine.FunctionFunc(func(ctx engine.Context, msg engine.Message) error {
+			switch msg.Type {
+			case "inc":
+				n, _, err := ctx.GetInt64(countSpec)
+				if err != nil {
+					return err
+				}
+				return ctx.SetInt64(countSpec, n+1)
+			case "fwd":
+				ctx.Send(engine.Address{Namespace: "test", Type: "counter", ID: string(msg.Value)}, engine.Message{Type: "inc"})
+			case "later":
+				ctx.SendAfter(5*time.Millisecond, ctx.Self(), engine.Message{Type: "inc"}, "")
+			case "get":
+				n, _, err := ctx.GetInt64(countSpec)
+				if err != nil {
+					return err
+				}
+				ctx.Reply(engine.Message{Type: "count", Value: []byte(strconv.FormatInt(n, 10))})
+			}
+			return nil
+		}),
+	}}
+}
+
+type testCluster struct {
+	t       *testing.T
+	kf      *kfake.Cluster
+	name    string
+	parts   int32
+	mu      sync.Mutex
+	nodes   map[string]*Node
+	dirs    map[string]string
+	session time.Duration
+}
+
+func newTestCluster(t *testing.T, parts int32, opts ...kfake.Opt) *testCluster {
+	kf, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(3),
+		kfake.BrokerConfigs(map[string]string{"group.min.session.timeout.ms": "500"})}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kf.Close)
+	return &testCluster{t: t, kf: kf, name: "t", parts: parts, nodes: map[string]*Node{}, dirs: map[string]string{}, session: 2 * time.Second}
+}
+
+func (c *testCluster) start(name string) *Node {
+	c.t.Helper()
+	dir, ok := c.dirs[name]
+	if !ok {
+		dir = c.t.TempDir()
+		c.dirs[name] = dir
+	}
+	lvl := slog.LevelWarn
+	if os.Getenv("CLUSTER_LOG") != "" {
+		lvl = slog.LevelInfo
+	}
+	n, err := Start(Config{
+		Brokers: c.kf.ListenAddrs(), Name: c.name, Node: name,
+		Topics:         TopicOptions{Partitions: c.parts},
+		CommitInterval: 20 * time.Millisecond, SessionTimeout: c.session, TxnTimeout: 8 * time.Second,
+		Engine: engine.Options{DataDir: dir, Shards: 2, MemoryBudget: 8 << 20},
+		Specs:  counterSpecs(),
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})),
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.mu.Lock()
+	c.nodes[name] = n
+	c.mu.Unlock()
+	c.t.Cleanup(func() { _ = n.Close() })
+	return n
+}
+
+func (c *testCluster) stop(name string) {
+	c.mu.Lock()
+	n := c.nodes[name]
+	delete(c.nodes, name)
+	c.mu.Unlock()
+	_ = n.Close()
+}
+
+func (c *testCluster) any(i int) *Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	names := make([]string, 0, len(c.nodes))
+	for k := range c.nodes {
+		names = append(names, k)
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	slices.Sort(names)
+	return c.nodes[names[i%len(names)]]
+}
+
+// settled waits until every partition is owned by exactly one running
+// node's engine.
+func (c *testCluster) settled(timeout time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		c.mu.Lock()
+		owners := make([]int, c.parts)
+		ready := true
+		for _, n := range c.nodes {
+			if !n.Ready() || n.changed.Load() {
+				ready = false
+			}
+			for _, p := range n.Owned() {
+				owners[p]++
+			}
+		}
+		c.mu.Unlock()
+		ok := ready
+		for _, o := range owners {
+			if o != 1 {
+				ok = false
+			}
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("not settled after %v: owners per partition %v", timeout, owners)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func counter(id int) engine.Address {
+	return engine.Address{Namespace: "test", Type: "counter", ID: "c" + strconv.Itoa(id)}
+}
+
+// retry sends through any node until one accepts (a node may be
+// rebalancing).
+func (c *testCluster) send(i int, to engine.Address, msg engine.Message) {
+	c.t.Helper()
+	for try := 0; ; try++ {
+		n := c.any(i + try)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := n.Send(ctx, to, msg)
+		cancel()
+		if err == nil {
+			return
+		}
+		if errors.Is(err, engine.ErrInDoubt) {
+			c.t.Fatalf("send in doubt: %v", err) // loopback kfake: should not happen
+		}
+		if try > 400 {
+			c.t.Fatalf("send: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (c *testCluster) get(to engine.Address) int {
+	c.t.Helper()
+	for try := 0; ; try++ {
+		n := c.any(try)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		m, err := n.Request(ctx, to, engine.Message{Type: "get"})
+		cancel()
+		if err == nil {
+			v, err := strconv.Atoi(string(m.Value))
+			if err != nil {
+				c.t.Fatal(err)
+			}
+			return v
+		}
+		if try > 100 {
+			c.t.Fatalf("get %s: %v", to, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitCounts waits until every counter has its expected count, and fails
+// if one goes past it (applied twice) or never reaches it (lost).
+func (c *testCluster) waitCounts(want map[int]int, timeout time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		bad := ""
+		for id, w := range want {
+			got := c.get(counter(id))
+			if got > w {
+				c.t.Fatalf("counter %d = %d, more than the %d sent: applied twice", id, got, w)
+			}
+			if got != w && bad == "" {
+				bad = fmt.Sprintf("counter %d = %d, want %d", id, got, w)
+			}
+		}
+		if bad == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("counts never reached: %s (lost)", bad)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func TestThreeNodesExactlyOnce(t *testing.T) {
+	c := newTestCluster(t, 16)
+	c.start("a")
+	c.start("b")
+	c.start("c")
+	c.settled(30 * time.Second)
+	want := map[int]int{}
+	for i := range 300 {
+		id := i % 20
+		switch i % 3 {
+		case 0:
+			c.send(i, counter(id), engine.Message{Type: "inc"})
+		case 1: // through another counter, likely on another node
+			c.send(i, counter((id+7)%20), engine.Message{Type: "fwd", Value: []byte("c" + strconv.Itoa(id))})
+		case 2:
+			c.send(i, counter(id), engine.Message{Type: "later"})
+		}
+		want[id]++
+	}
+	c.waitCounts(want, 30*time.Second)
+}

@@ -1,0 +1,217 @@
+package cluster
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/shardfn/shardfn/engine"
+	"github.com/shardfn/shardfn/internal/format"
+)
+
+// Ingress on any node: a message is numbered by this node's engine and
+// produced (idempotent producer, all in-sync replicas) to the input
+// partition of its target; the owner consumes it in a transaction. Send
+// returns once the input topic holds it: from then on it is applied exactly
+// once, by whichever node owns its partition. A request carries this
+// node's request id as its reply-to; the owner produces the reply to the
+// replies topic once its transaction committed, and every node reads that
+// topic for the replies it waits for.
+
+// ErrNotReady: the node has no engine yet (joining, restoring, or
+// reopening after a rebalance). Retry.
+var ErrNotReady = fmt.Errorf("%w: cluster node not ready (joining or rebalancing)", engine.ErrOverloaded)
+
+func (n *Node) engine() (*engine.Engine, error) {
+	if err := n.Err(); err != nil {
+		return nil, err
+	}
+	e := n.eng.Load()
+	if e == nil {
+		return nil, ErrNotReady
+	}
+	return e, nil
+}
+
+// produceMsg numbers and produces one message; replyTo 0 for a send.
+func (n *Node) produceMsg(ctx context.Context, to engine.Address, msg engine.Message, replyTo uint64, id uint64) error {
+	val := storedMessage(id, to, msg, replyTo)
+	r := &kgo.Record{Topic: n.topics.In, Partition: PartitionOfAddress(to, n.parts), Value: val}
+	if err := n.prod.ProduceSync(ctx, r).FirstErr(); err != nil {
+		return fmt.Errorf("%w: produce to the input topic: %v", engine.ErrInDoubt, err)
+	}
+	return nil
+}
+
+// storedMessage is the input record of an ingress message (no caller).
+func storedMessage(id uint64, to engine.Address, msg engine.Message, replyTo uint64) []byte {
+	noCaller := format.AppendAddress(nil, engine.Address{})
+	return format.AppendStoredMessage(nil, id, 0, noCaller, format.AppendAddress(nil, to), []byte(msg.Type), msg.Value, replyTo, nil, nil)
+}
+
+// check validates a message as the engine's ingress would.
+func (n *Node) check(e *engine.Engine, to engine.Address, msg engine.Message) error {
+	return e.ValidateIngress(to, msg)
+}
+
+// Send produces msg for to and returns its id once the input topic holds
+// it. Idempotency keys are not supported in cluster mode yet.
+func (n *Node) Send(ctx context.Context, to engine.Address, msg engine.Message, opts ...engine.SendOption) (uint64, error) {
+	e, err := n.engine()
+	if err != nil {
+		return 0, err
+	}
+	if err := n.check(e, to, msg); err != nil {
+		return 0, err
+	}
+	if len(opts) > 0 {
+		return 0, errors.New("cluster: send options (idempotency keys) are not supported in cluster mode yet")
+	}
+	id, err := e.NewMessageID()
+	if err != nil {
+		return 0, err
+	}
+	return id, n.produceMsg(ctx, to, msg, 0, id)
+}
+
+// SendBatch produces every message (not atomically across partitions: a
+// failure leaves the earlier ones sent; the error says so).
+func (n *Node) SendBatch(ctx context.Context, msgs []engine.Outgoing) error {
+	e, err := n.engine()
+	if err != nil {
+		return err
+	}
+	for i := range msgs {
+		if msgs[i].Key != "" {
+			return errors.New("cluster: idempotency keys are not supported in cluster mode yet")
+		}
+		if err := n.check(e, msgs[i].To, msgs[i].Message); err != nil {
+			return fmt.Errorf("message %d: %w", i, err)
+		}
+	}
+	rs := make([]*kgo.Record, len(msgs))
+	for i := range msgs {
+		id, err := e.NewMessageID()
+		if err != nil {
+			return err
+		}
+		m := &msgs[i]
+		rs[i] = &kgo.Record{Topic: n.topics.In, Partition: PartitionOfAddress(m.To, n.parts),
+			Value: storedMessage(id, m.To, m.Message, 0)}
+	}
+	if err := n.prod.ProduceSync(ctx, rs...).FirstErr(); err != nil {
+		return fmt.Errorf("%w: batch of %d: some messages may be in the input topic: %v", engine.ErrInDoubt, len(msgs), err)
+	}
+	return nil
+}
+
+// Request produces msg with this node as its reply-to and waits for the
+// reply.
+func (n *Node) Request(ctx context.Context, to engine.Address, msg engine.Message, opts ...engine.SendOption) (engine.Message, error) {
+	e, err := n.engine()
+	if err != nil {
+		return engine.Message{}, err
+	}
+	if err := n.check(e, to, msg); err != nil {
+		return engine.Message{}, err
+	}
+	if len(opts) > 0 {
+		return engine.Message{}, errors.New("cluster: request options (idempotency keys) are not supported in cluster mode yet")
+	}
+	id, err := e.NewMessageID()
+	if err != nil {
+		return engine.Message{}, err
+	}
+	ch := make(chan engine.Message, 1)
+	n.reqMu.Lock()
+	n.requests[id] = ch
+	n.reqMu.Unlock()
+	defer func() {
+		n.reqMu.Lock()
+		delete(n.requests, id)
+		n.reqMu.Unlock()
+	}()
+	if err := n.produceMsg(ctx, to, msg, id, id); err != nil {
+		return engine.Message{}, err
+	}
+	select {
+	case m := <-ch:
+		return m, nil
+	case <-ctx.Done():
+		return engine.Message{}, fmt.Errorf("%w: request to %s: %w", engine.ErrInDoubt, to, ctx.Err())
+	case <-n.ctx.Done():
+		return engine.Message{}, engine.ErrClosed
+	}
+}
+
+// sendReply produces the reply to a request made on another node (or on
+// this one: every reply goes through the topic). It runs after the
+// owner's transaction committed; a node that dies between the two loses
+// the reply (the requester times out; the work itself is committed).
+func (n *Node) sendReply(reqID uint64, typ string, payload []byte) {
+	v := binary.AppendUvarint(nil, uint64(len(typ)))
+	v = append(append(v, typ...), payload...)
+	r := &kgo.Record{Topic: n.topics.Replies, Partition: 0, Key: binary.BigEndian.AppendUint64(nil, reqID), Value: v}
+	n.prod.Produce(n.ctx, r, func(r *kgo.Record, err error) {
+		if err != nil && n.ctx.Err() == nil {
+			n.log.Warn("reply lost: produce failed", "request", reqID, "err", err)
+		}
+	})
+}
+
+// readReplies delivers the replies this node waits for.
+func (n *Node) readReplies() {
+	for {
+		fs := n.rep.PollFetches(n.ctx)
+		if n.ctx.Err() != nil {
+			return
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if len(r.Key) != 8 {
+				return
+			}
+			id := binary.BigEndian.Uint64(r.Key)
+			n.reqMu.Lock()
+			ch := n.requests[id]
+			n.reqMu.Unlock()
+			if ch == nil {
+				return
+			}
+			l, k := binary.Uvarint(r.Value)
+			if k <= 0 || uint64(len(r.Value)-k) < l {
+				n.log.Warn("malformed reply record", "offset", r.Offset)
+				return
+			}
+			select {
+			case ch <- engine.Message{Type: string(r.Value[k : k+int(l)]), Value: r.Value[k+int(l):]}:
+			default:
+			}
+		})
+	}
+}
+
+// State reads an instance's state on the node that owns it.
+func (n *Node) State(ctx context.Context, addr engine.Address) ([]engine.StateValue, error) {
+	e, err := n.engine()
+	if err != nil {
+		return nil, err
+	}
+	p := PartitionOfAddress(addr, n.parts)
+	if int(p) >= len(n.adopted) || !n.adopted[p] {
+		return nil, fmt.Errorf("%w: %s is in partition %d, which node %s does not own; ask its owner", ErrNotOwner, addr, p, n.cfg.Node)
+	}
+	return e.State(ctx, addr)
+}
+
+// ErrNotOwner: a read for an address whose partition another node owns.
+var ErrNotOwner = errors.New("cluster: not the owner")
+
+// ReadEgress is not served by a cluster node: egress records are in the
+// cluster's egress topic, read with any Kafka consumer (read_committed).
+func (n *Node) ReadEgress(ctx context.Context, name string, from uint64, max, maxBytes int, wait time.Duration) ([]engine.EgressRecord, error) {
+	return nil, fmt.Errorf("cluster: egress %q is in Kafka topic %s (key = egress name), not served over HTTP in cluster mode", name, n.topics.Egress)
+}
