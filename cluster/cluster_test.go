@@ -8,16 +8,21 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/shardfn/shardfn/engine"
 )
 
-var countSpec = engine.ValueSpec{Name: "n", Type: engine.TypeLong}
+var (
+	countSpec = engine.ValueSpec{Name: "n", Type: engine.TypeLong}
+	pathSpec  = engine.ValueSpec{Name: "paths", Type: "test/paths"}
+)
 
 // counterSpecs: test/counter counts "inc" messages; "fwd" (payload: an id)
 // sends "inc" to that counter; "later" counts itself after 5 ms through a
@@ -25,7 +30,7 @@ var countSpec = engine.ValueSpec{Name: "n", Type: engine.TypeLong}
 func counterSpecs() []engine.FunctionSpec {
 	return []engine.FunctionSpec{{
 		Namespace: "test", Type: "counter",
-		States: []engine.ValueSpec{countSpec},
+		States: []engine.ValueSpec{countSpec, pathSpec},
 		Function: engine.FunctionFunc(func(ctx engine.Context, msg engine.Message) error {
 			switch msg.Type {
 			case "inc":
@@ -33,17 +38,23 @@ func counterSpecs() []engine.FunctionSpec {
 				if err != nil {
 					return err
 				}
-				return ctx.SetInt64(countSpec, n+1)
+				if err := ctx.SetInt64(countSpec, n+1); err != nil {
+					return err
+				}
+				// Which way each increment came: d(irect), f(orwarded), l(ater).
+				paths, _ := ctx.Get(pathSpec)
+				return ctx.Set(pathSpec, append(append([]byte(nil), paths...), msg.Value...))
 			case "fwd":
-				ctx.Send(engine.Address{Namespace: "test", Type: "counter", ID: string(msg.Value)}, engine.Message{Type: "inc"})
+				ctx.Send(engine.Address{Namespace: "test", Type: "counter", ID: string(msg.Value)}, engine.Message{Type: "inc", Value: []byte("f")})
 			case "later":
-				ctx.SendAfter(5*time.Millisecond, ctx.Self(), engine.Message{Type: "inc"}, "")
+				ctx.SendAfter(5*time.Millisecond, ctx.Self(), engine.Message{Type: "inc", Value: []byte("l")}, "")
 			case "get":
 				n, _, err := ctx.GetInt64(countSpec)
 				if err != nil {
 					return err
 				}
-				ctx.Reply(engine.Message{Type: "count", Value: []byte(strconv.FormatInt(n, 10))})
+				paths, _ := ctx.Get(pathSpec)
+				ctx.Reply(engine.Message{Type: "count", Value: []byte(strconv.FormatInt(n, 10) + " " + string(paths))})
 			}
 			return nil
 		}),
@@ -59,6 +70,7 @@ type testCluster struct {
 	nodes   map[string]*Node
 	dirs    map[string]string
 	session time.Duration
+	paths   map[string]string // the last "get": the paths of each increment
 }
 
 func newTestCluster(t *testing.T, parts int32, opts ...kfake.Opt) *testCluster {
@@ -68,7 +80,7 @@ func newTestCluster(t *testing.T, parts int32, opts ...kfake.Opt) *testCluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(kf.Close)
-	return &testCluster{t: t, kf: kf, name: "t", parts: parts, nodes: map[string]*Node{}, dirs: map[string]string{}, session: 2 * time.Second}
+	return &testCluster{t: t, kf: kf, name: "t", parts: parts, nodes: map[string]*Node{}, dirs: map[string]string{}, session: 2 * time.Second, paths: map[string]string{}}
 }
 
 func (c *testCluster) start(name string) *Node {
@@ -79,7 +91,11 @@ func (c *testCluster) start(name string) *Node {
 		c.dirs[name] = dir
 	}
 	lvl := slog.LevelWarn
-	if os.Getenv("CLUSTER_LOG") != "" {
+	switch os.Getenv("CLUSTER_LOG") {
+	case "":
+	case "debug":
+		lvl = slog.LevelDebug
+	default:
 		lvl = slog.LevelInfo
 	}
 	n, err := Start(Config{
@@ -100,11 +116,19 @@ func (c *testCluster) start(name string) *Node {
 	return n
 }
 
-func (c *testCluster) stop(name string) {
+// stop stops a node as a crash or a restart would (it stays in the
+// group); leave takes it out.
+func (c *testCluster) stop(name string, leave bool) {
 	c.mu.Lock()
 	n := c.nodes[name]
 	delete(c.nodes, name)
 	c.mu.Unlock()
+	if leave {
+		if err := n.Leave(); err != nil {
+			c.t.Error(err)
+		}
+		return
+	}
 	_ = n.Close()
 }
 
@@ -190,7 +214,11 @@ func (c *testCluster) get(to engine.Address) int {
 		m, err := n.Request(ctx, to, engine.Message{Type: "get"})
 		cancel()
 		if err == nil {
-			v, err := strconv.Atoi(string(m.Value))
+			f := strings.Fields(string(m.Value))
+			v, err := strconv.Atoi(f[0])
+			if len(f) > 1 {
+				c.paths[to.ID] = f[1]
+			}
 			if err != nil {
 				c.t.Fatal(err)
 			}
@@ -223,7 +251,10 @@ func (c *testCluster) waitCounts(want map[int]int, timeout time.Duration) {
 			return
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("counts never reached: %s (lost)", bad)
+			if os.Getenv("CLUSTER_DUMP") != "" {
+				c.dumpChangelog(bad)
+			}
+			c.t.Fatalf("counts never reached: %s (lost); paths of each counter %v", bad, c.paths)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -240,7 +271,7 @@ func TestThreeNodesExactlyOnce(t *testing.T) {
 		id := i % 20
 		switch i % 3 {
 		case 0:
-			c.send(i, counter(id), engine.Message{Type: "inc"})
+			c.send(i, counter(id), engine.Message{Type: "inc", Value: []byte("d")})
 		case 1: // through another counter, likely on another node
 			c.send(i, counter((id+7)%20), engine.Message{Type: "fwd", Value: []byte("c" + strconv.Itoa(id))})
 		case 2:
@@ -249,4 +280,98 @@ func TestThreeNodesExactlyOnce(t *testing.T) {
 		want[id]++
 	}
 	c.waitCounts(want, 30*time.Second)
+}
+
+// load sends counter messages through any node until stop is closed and
+// returns what each counter must reach.
+func (c *testCluster) load(stop <-chan struct{}, counters int) <-chan map[int]int {
+	out := make(chan map[int]int, 1)
+	go func() {
+		want := map[int]int{}
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				out <- want
+				return
+			default:
+			}
+			id := i % counters
+			switch i % 3 {
+			case 0:
+				c.send(i, counter(id), engine.Message{Type: "inc", Value: []byte("d")})
+			case 1:
+				c.send(i, counter((id+7)%counters), engine.Message{Type: "fwd", Value: []byte("c" + strconv.Itoa(id))})
+			case 2:
+				c.send(i, counter(id), engine.Message{Type: "later"})
+			}
+			want[id]++
+		}
+	}()
+	return out
+}
+
+// TestJoinLeaveRestartUnderLoad: under a steady load, a node joins, one
+// leaves for good, and one is stopped and restarted with its data (static
+// membership: it comes back to its partitions and restores only the
+// changelog it missed). Every message sent is applied exactly once.
+func TestJoinLeaveRestartUnderLoad(t *testing.T) {
+	c := newTestCluster(t, 16)
+	c.start("a")
+	c.start("b")
+	c.settled(30 * time.Second)
+	stop := make(chan struct{})
+	res := c.load(stop, 30)
+	time.Sleep(500 * time.Millisecond)
+	c.start("c") // joins
+	c.settled(30 * time.Second)
+	time.Sleep(300 * time.Millisecond)
+	c.stop("a", true) // leaves
+	c.settled(30 * time.Second)
+	time.Sleep(300 * time.Millisecond)
+	c.stop("b", false) // stops: its partitions wait for it
+	time.Sleep(500 * time.Millisecond)
+	nb := c.start("b")
+	c.settled(30 * time.Second)
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	want := <-res
+	c.waitCounts(want, 30*time.Second)
+	if nb.Stats().Restored.Load() == 0 && len(nb.Owned()) > 0 {
+		t.Log("restarted node restored no changelog record (it missed nothing)")
+	}
+	total := 0
+	for _, w := range want {
+		total += w
+	}
+	t.Logf("%d messages exactly once; node b restored %d changelog records after its restart", total, nb.Stats().Restored.Load())
+}
+
+// dumpChangelog prints the changelog records of the counter named in bad
+// (debugging aid: CLUSTER_DUMP=1).
+func (c *testCluster) dumpChangelog(bad string) {
+	var id int
+	fmt.Sscanf(bad, "counter %d", &id)
+	addr := counter(id)
+	p := PartitionOfAddress(addr, c.parts)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.kf.ListenAddrs()...), kgo.FetchIsolationLevel(kgo.ReadUncommitted()), kgo.KeepControlRecords(),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{TopicNames(c.name).Changelog: {p: kgo.NewOffset().AtStart()}}))
+	if err != nil {
+		c.t.Log(err)
+		return
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		fs := cl.PollFetches(ctx)
+		fs.EachRecord(func(r *kgo.Record) {
+			if r.Attrs.IsControl() {
+				c.t.Logf("@%d control pid=%d epoch=%d key=%x", r.Offset, r.ProducerID, r.ProducerEpoch, r.Key)
+				return
+			}
+			if strings.Contains(string(r.Key), addr.ID+"\x01n") || (strings.Contains(string(r.Key), addr.ID) && strings.HasSuffix(string(r.Key), "n")) {
+				c.t.Logf("@%d pid=%d epoch=%d value=%x", r.Offset, r.ProducerID, r.ProducerEpoch, r.Value[len(r.Value)-8:])
+			}
+		})
+	}
 }

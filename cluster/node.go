@@ -189,6 +189,12 @@ func Start(cfg Config) (*Node, error) {
 		n.prod.Close()
 		return nil, fmt.Errorf("cluster: group session: %w", err)
 	}
+	if err := n.fencePredecessor(); err != nil {
+		n.sess.Close()
+		n.rep.Close()
+		n.prod.Close()
+		return nil, err
+	}
 	go n.readReplies()
 	go n.run()
 	return n, nil
@@ -208,7 +214,7 @@ func (n *Node) assign(ps []int32, add bool) {
 	n.owned.Store(&next)
 	n.changed.Store(true)
 	n.stats.Rebalances.Add(1)
-	n.log.Info("assignment changed", "added", add, "partitions", len(ps), "owned", count(next))
+	n.log.Info("assignment changed", "added", add, "partitions", fmt.Sprint(ps), "owned", count(next))
 }
 
 func count(b []bool) int {
@@ -258,13 +264,38 @@ func (n *Node) fail(err error) {
 	}
 }
 
-// Close leaves the group (the node's partitions move at once) and stops.
+// Close stops the node as a restart would: the open transaction is
+// abandoned (aborted by the broker, or fenced when the node comes back),
+// and the node stays in the group (static membership) so that, back
+// within the session timeout, it keeps its partitions and restores only
+// the changelog it missed. Leave takes a node out for good.
 func (n *Node) Close() error {
 	n.cancel()
 	<-n.done
 	n.sess.Close()
 	n.rep.Close()
 	n.prod.Close()
+	return nil
+}
+
+// Leave takes the node out of the cluster: it stops and removes itself
+// from the group, so its partitions move to the other nodes at once.
+func (n *Node) Leave() error {
+	n.cancel()
+	<-n.done
+	n.sess.Close()
+	n.rep.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	group := "shardfn-" + n.cfg.Name
+	resp, err := n.adm.LeaveGroup(ctx, kadm.LeaveGroup(group).InstanceIDs(n.cfg.Node).Reason("node leaves the cluster"))
+	if err == nil {
+		err = resp.Error()
+	}
+	n.prod.Close()
+	if err != nil {
+		return fmt.Errorf("cluster: leave group %s: %w", group, err)
+	}
 	return nil
 }
 
@@ -388,6 +419,16 @@ func (n *Node) epoch(ep *engine.Epoch, recs []*kgo.Record) error {
 	committed, err := n.sess.End(n.ctx, kgo.TryCommit)
 	if err != nil || !committed {
 		return fmt.Errorf("transaction not committed: %v", err)
+	}
+	if n.log.Enabled(n.ctx, slog.LevelDebug) {
+		lo, hi := map[int32]int64{}, map[int32]int64{}
+		for _, r := range recs {
+			if _, ok := lo[r.Partition]; !ok {
+				lo[r.Partition] = r.Offset
+			}
+			hi[r.Partition] = r.Offset
+		}
+		n.log.Debug("epoch committed", "first", fmt.Sprint(lo), "last", fmt.Sprint(hi), "changelog", fmt.Sprint(ship.positions))
 	}
 	n.stats.Commits.Add(1)
 	n.stats.CommitNanos.Store(int64(time.Since(start)))
@@ -517,6 +558,10 @@ func (n *Node) reopen() error {
 	start := time.Now()
 	n.ready.Store(false)
 	if e := n.eng.Swap(nil); e != nil {
+		// What it appended since the last commit is discarded: delayed
+		// messages fire again from the store, input is read again from
+		// the committed offsets.
+		e.Abort(errors.New("the node's partitions changed"))
 		_ = e.Close()
 	}
 	n.changed.Store(false)
@@ -556,7 +601,7 @@ func (n *Node) reopen() error {
 	if int64(d) > n.stats.MaxPauseNanos.Load() {
 		n.stats.MaxPauseNanos.Store(int64(d))
 	}
-	n.log.Info("engine open over the owned partitions", "owned", count(owned), "pause", d.String())
+	n.log.Info("engine open over the owned partitions", "owned", fmt.Sprint(n.Owned()), "pause", d.String())
 	return nil
 }
 
@@ -592,21 +637,18 @@ func (n *Node) restore(dir string, owned []bool) error {
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Minute)
 	defer cancel()
-	// The last stable offsets: read_committed ends.
-	lso, err := n.adm.ListCommittedOffsets(ctx, n.topics.Changelog)
+	ends, err := n.changelogEnds(ctx, owned)
 	if err != nil {
-		return fmt.Errorf("cluster: changelog end offsets: %w", err)
+		return err
 	}
 	from := map[int32]kgo.Offset{}
-	ends := map[int32]int64{}
-	lso.Each(func(o kadm.ListedOffset) {
-		p := o.Partition
-		if int(p) >= len(owned) || !owned[p] || o.Offset <= pos[p] {
-			return
+	for p, end := range ends {
+		if end <= pos[p] {
+			delete(ends, p)
+			continue
 		}
 		from[p] = kgo.NewOffset().At(pos[p])
-		ends[p] = o.Offset
-	})
+	}
 	if len(from) == 0 {
 		return nil
 	}
@@ -666,5 +708,76 @@ func (n *Node) restore(dir string, owned []bool) error {
 	n.stats.Restored.Add(restored)
 	n.stats.RestoreNanos.Add(int64(time.Since(start)))
 	n.log.Info("restored changelog", "partitions", len(from), "records", restored, "took", time.Since(start).String())
+	return nil
+}
+
+// changelogEnds returns where the restore of each owned partition ends: the
+// changelog's end once no transaction is open on it. A previous owner may
+// still be ending its last transaction (or have died in one): reading only
+// up to the last stable offset then would miss that transaction's
+// changes, committed a moment later together with its input offsets. So
+// the restore waits until the last stable offset reaches the high
+// watermark (every transaction on the partition resolved), at most twice
+// the transaction timeout, after which the broker has aborted a dead
+// owner's transaction.
+func (n *Node) changelogEnds(ctx context.Context, owned []bool) (map[int32]int64, error) {
+	deadline := time.Now().Add(2*n.cfg.TxnTimeout + 5*time.Second)
+	for {
+		lso, err := n.adm.ListCommittedOffsets(ctx, n.topics.Changelog)
+		if err == nil {
+			err = lso.Error()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cluster: changelog stable offsets: %w", err)
+		}
+		hwm, err := n.adm.ListEndOffsets(ctx, n.topics.Changelog)
+		if err == nil {
+			err = hwm.Error()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cluster: changelog end offsets: %w", err)
+		}
+		ends := map[int32]int64{}
+		open := []int32{}
+		lso.Each(func(o kadm.ListedOffset) {
+			p := o.Partition
+			if int(p) >= len(owned) || !owned[p] {
+				return
+			}
+			ends[p] = o.Offset
+			if h, ok := hwm.Lookup(n.topics.Changelog, p); ok && h.Offset > o.Offset {
+				open = append(open, p)
+			}
+		})
+		if len(open) == 0 {
+			return ends, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("cluster: a transaction stays open on changelog partitions %v for more than %v; its producer is alive and not ending it", open, 2*n.cfg.TxnTimeout+5*time.Second)
+		}
+		n.log.Info("waiting for an open transaction on changelog partitions to end before restoring them", "partitions", fmt.Sprint(open))
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// fencePredecessor starts and aborts a transaction at once: registering
+// the transactional id fences this node's previous incarnation and aborts
+// the transaction it left open, instead of leaving its partitions' readers
+// (and this node's own restore) waiting for the transaction timeout.
+func (n *Node) fencePredecessor() error {
+	ctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)
+	defer cancel()
+	if err := n.sess.Begin(); err != nil {
+		return fmt.Errorf("cluster: begin the fencing transaction: %w", err)
+	}
+	r := &kgo.Record{Topic: n.topics.Meta, Partition: 0, Key: []byte("fence"), Value: []byte(n.cfg.Node)}
+	perr := n.sess.ProduceSync(ctx, r).FirstErr()
+	if _, err := n.sess.End(ctx, kgo.TryAbort); err != nil || perr != nil {
+		return fmt.Errorf("cluster: fence the previous incarnation of node %s: %w", n.cfg.Node, errors.Join(perr, err))
+	}
 	return nil
 }
