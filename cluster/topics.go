@@ -199,12 +199,13 @@ func (e *ensurer) run(ctx context.Context) (int32, error) {
 		return 0, err
 	}
 	defer mc.Close()
-	p, off, found, err := e.readRecorded(ctx, mc)
+	p, _, found, err := e.readRecorded(ctx, mc)
 	if err != nil {
 		return 0, err
 	}
 	existing := found
 	if !found {
+		var off int64
 		want, err := e.proposal(details)
 		if err != nil {
 			return 0, err
@@ -218,8 +219,7 @@ func (e *ensurer) run(ctx context.Context) (int32, error) {
 		}
 		// Read on from where the first read stopped: the first partitions
 		// record is at or before ours.
-		p, off, found, err = e.readUntil(ctx, mc, rec.Offset)
-		if err != nil {
+		if p, off, found, err = e.readUntil(ctx, mc, rec.Offset); err != nil {
 			return 0, err
 		}
 		if !found {
