@@ -41,6 +41,7 @@ type config struct {
 	maxQueuedBytes     byteSize
 	mailboxCapacity    int
 	memoryLimit        string
+	cluster            clusterFlags // --cluster and the flags of cluster mode (cluster_flags.go)
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -83,6 +84,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Var(&c.maxQueuedBytes, "max-queued-bytes", "most bytes of messages the shards hold (queued, in remote calls, delayed), split evenly between them; past a shard's share its ingress gets 503 with Retry-After. Under overload a message waits up to about this much work before it runs")
 	fs.IntVar(&c.mailboxCapacity, "mailbox-capacity", 16384, "most ingress messages waiting in one shard's lane (more get 503 with Retry-After); with --max-queued-bytes it bounds how long an accepted message waits under overload (about this many messages' work)")
 	fs.StringVar(&c.memoryLimit, "memory-limit", "auto", "soft limit of the Go runtime's memory (debug.SetMemoryLimit): auto derives it from the other limits (see \"Memory\" in cmd/engine/README.md), off (or 0) sets none, or a byte size; GOMEMLIMIT in the environment wins over auto")
+	c.cluster.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -124,6 +126,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if c.dataDir == "" {
 		return nil, fmt.Errorf("--data-dir must not be empty")
+	}
+	if err := c.cluster.validate(fs); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
