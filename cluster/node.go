@@ -342,7 +342,7 @@ func (n *Node) run() {
 			continue
 		}
 		if err := n.epoch(ep, recs); err != nil && n.ctx.Err() == nil {
-			n.log.Warn("epoch aborted; reopening the engine", "err", err)
+			n.log.Info("epoch aborted; reopening the engine", "err", err)
 			n.stats.Aborts.Add(1)
 			if e := n.eng.Swap(nil); e != nil {
 				e.Abort(err)

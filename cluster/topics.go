@@ -25,6 +25,7 @@ type Topics struct {
 	Changelog string // state ops: P partitions, cleanup.policy=compact
 	Replies   string // replies to requests: 1 partition, delete, retention 1h
 	Meta      string // cluster metadata and id reservations: 1 partition, cleanup.policy=delete, retention.ms=-1
+	Egress    string // egress records of every egress (key = egress name): 1 partition, delete, retention as In
 }
 
 // TopicNames returns the topic names of cluster name: "shardfn.<name>.in",
@@ -32,11 +33,11 @@ type Topics struct {
 // ValidateName.
 func TopicNames(name string) Topics {
 	p := "shardfn." + name
-	return Topics{In: p + ".in", Changelog: p + ".changelog", Replies: p + ".replies", Meta: p + ".meta"}
+	return Topics{In: p + ".in", Changelog: p + ".changelog", Replies: p + ".replies", Meta: p + ".meta", Egress: p + ".egress"}
 }
 
-// All returns the four topic names in creation order (Meta first).
-func (t Topics) All() []string { return []string{t.Meta, t.In, t.Changelog, t.Replies} }
+// All returns the topic names in creation order (Meta first).
+func (t Topics) All() []string { return []string{t.Meta, t.In, t.Changelog, t.Replies, t.Egress} }
 
 const (
 	// DefaultPartitions is P of a cluster created without --partitions.
@@ -246,11 +247,11 @@ func (e *ensurer) run(ctx context.Context) (int32, error) {
 		topic string
 		parts int32
 		cfg   map[string]*string
-	}{{e.t.In, p, e.inConfigs()}, {e.t.Changelog, p, e.changelogConfigs()}, {e.t.Replies, 1, e.repliesConfigs()}} {
+	}{{e.t.In, p, e.inConfigs()}, {e.t.Changelog, p, e.changelogConfigs()}, {e.t.Replies, 1, e.repliesConfigs()}, {e.t.Egress, 1, e.inConfigs()}} {
 		if _, ok := details[c.topic]; ok {
 			continue
 		}
-		if existing && c.topic != e.t.Replies {
+		if existing && c.topic != e.t.Replies && c.topic != e.t.Egress {
 			e.log.Warn("topic of an existing cluster is missing; creating it empty (its records are lost)", "topic", c.topic, "partitions", c.parts)
 		}
 		if err := e.create(ctx, c.topic, c.parts, c.cfg); err != nil {
@@ -490,7 +491,7 @@ func (e *ensurer) repliesConfigs() map[string]*string {
 // topics. Metadata may lag a creation on a real cluster, so a topic that is
 // missing or has no partitions yet is looked up again for a few seconds.
 func (e *ensurer) validate(ctx context.Context, p int32) error {
-	want := map[string]int32{e.t.In: p, e.t.Changelog: p, e.t.Replies: 1, e.t.Meta: 1}
+	want := map[string]int32{e.t.In: p, e.t.Changelog: p, e.t.Replies: 1, e.t.Meta: 1, e.t.Egress: 1}
 	var details map[string]int32
 	for wait := 50 * time.Millisecond; ; wait *= 2 {
 		var err error

@@ -116,7 +116,7 @@ func TestTopicsCreate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Topics{In: "shardfn.rides.in", Changelog: "shardfn.rides.changelog", Replies: "shardfn.rides.replies", Meta: "shardfn.rides.meta"}
+	want := Topics{In: "shardfn.rides.in", Changelog: "shardfn.rides.changelog", Replies: "shardfn.rides.replies", Meta: "shardfn.rides.meta", Egress: "shardfn.rides.egress"}
 	if topics != want || topics != TopicNames("rides") || p != 16 {
 		t.Fatalf("EnsureTopics = %+v, %d; want %+v, 16", topics, p, want)
 	}

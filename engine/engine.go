@@ -105,6 +105,10 @@ func (e *Engine) onDurable() {
 
 func (e *Engine) failStop(err error) {
 	if e.failErr.CompareAndSwap(nil, &err) {
+		if errors.Is(err, ErrAborted) { // cluster mode: the node opens a new engine
+			e.logger.Info("engine discarded after its cluster transaction ended without a commit", "err", err)
+			return
+		}
 		e.logger.Error("engine failed-stop: acknowledging nothing more; restart to recover", "err", err)
 	}
 }
