@@ -76,6 +76,9 @@ func run(args []string, stderr io.Writer) int {
 	if !d.loadFunctions() || !d.listen() {
 		return 1
 	}
+	if c.cluster.enabled {
+		return d.runCluster(stop) // cluster.go
+	}
 	if status, ok := d.openEngine(stop); !ok {
 		return status
 	}

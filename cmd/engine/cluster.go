@@ -1,0 +1,60 @@
+package main
+
+import (
+	"os"
+	"time"
+
+	"github.com/shardfn/shardfn/cluster"
+)
+
+// runCluster is run's second half with --cluster: the node joins the
+// cluster (topics created or validated, partitions assigned, their
+// changelogs restored) and the HTTP server serves it. Kafka ingresses and
+// egresses of a module are refused in cluster mode: they run only on one
+// node for now.
+func (d *daemon) runCluster(stop <-chan os.Signal) int {
+	c, log := d.c, d.log
+	if len(d.kcfg.Ingresses)+len(d.kcfg.Egresses) > 0 {
+		log.Error("the module's Kafka ingresses and egresses are not supported in cluster mode yet; run them on a single node, or send to the cluster over HTTP")
+		shutdownServer(d.srv, log, time.Second)
+		return 1
+	}
+	cc := c.cluster
+	opts := d.engineOptions()
+	log.Info("starting cluster node", "cluster", cc.name, "node", cc.node, "brokers", cc.brokers, "data_dir", opts.DataDir,
+		"shards", opts.Shards, "commit_interval", cc.commitInterval, "session_timeout", cc.sessionTimeout, "txn_timeout", cc.txnTimeout)
+	n, err := cluster.Start(cluster.Config{
+		Brokers: cc.brokers, Name: cc.name, Node: cc.node,
+		Topics: cluster.TopicOptions{Partitions: cc.partitions, ReplicationFactor: cc.replicationFactor,
+			MinInsyncReplicas: cc.minISR, Logger: log},
+		CommitInterval: cc.commitInterval, SessionTimeout: cc.sessionTimeout, TxnTimeout: cc.txnTimeout,
+		Engine: opts, Specs: d.specs, Logger: log,
+	})
+	if err != nil {
+		log.Error("cannot start the cluster node", "err", err)
+		shutdownServer(d.srv, log, time.Second)
+		d.closeRemote()
+		return 1
+	}
+	if err := d.srv.SetEngine(n); err != nil {
+		log.Error("cannot serve the cluster node", "err", err)
+		_ = n.Close()
+		d.closeRemote()
+		return 1
+	}
+	log.Info("cluster node started", "partitions", n.Partitions(), "topics", n.Topics().All(),
+		"ingress", d.ingLn.Addr().String(), "admin", d.admLn.Addr().String())
+	status := 0
+	select {
+	case <-stop:
+	case err := <-d.serveErr:
+		log.Error("listener failed", "err", err)
+		status = 1
+	}
+	d.log.Info("shutting down", "draining_for_at_most", c.shutdownTimeout)
+	_ = n.Close() // stays in the group: back within the session timeout, it keeps its partitions
+	d.closeRemote()
+	shutdownServer(d.srv, log, 2*time.Second)
+	log.Info("shutdown complete", "exit_status", status)
+	return status
+}
