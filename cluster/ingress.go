@@ -208,7 +208,7 @@ func (n *Node) State(ctx context.Context, addr engine.Address) ([]engine.StateVa
 }
 
 // ErrNotOwner: a read for an address whose partition another node owns.
-var ErrNotOwner = errors.New("cluster: not the owner")
+var ErrNotOwner = engine.ErrNotOwner
 
 // ReadEgress is not served by a cluster node: egress records are in the
 // cluster's egress topic, read with any Kafka consumer (read_committed).

@@ -62,6 +62,10 @@ func (c *ClusterLink) validate() error {
 	return nil
 }
 
+// ErrNotOwner: a cluster node asked for an address whose partition another
+// node owns.
+var ErrNotOwner = errors.New("engine: this cluster node does not own the address's partition")
+
 // ErrAborted fails an engine whose cluster transaction aborted: its memory
 // holds effects that never committed.
 var ErrAborted = errors.New("engine: the cluster transaction aborted; this engine's memory is discarded")

@@ -102,6 +102,8 @@ func engineError(err error) (status int, msg string, retry bool) {
 	case errors.Is(err, engine.ErrBadAddress), errors.Is(err, engine.ErrBadMessage),
 		errors.Is(err, engine.ErrStateType), errors.Is(err, engine.ErrUndeclared):
 		return http.StatusBadRequest, err.Error(), false
+	case errors.Is(err, engine.ErrNotOwner):
+		return http.StatusMisdirectedRequest, err.Error() + "; ask the node that owns it (cluster mode)", false
 	case errors.Is(err, engine.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, err.Error() + "; send a smaller message", false
 	case errors.Is(err, engine.ErrOverloaded):
