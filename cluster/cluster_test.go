@@ -10,11 +10,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shardfn/shardfn/engine"
 )
@@ -374,4 +377,69 @@ func (c *testCluster) dumpChangelog(bad string) {
 			}
 		})
 	}
+}
+
+// TestFaultsUnderLoad injects broker faults under load: coordinator errors
+// on the transaction's requests, produce timeouts that the broker applied
+// anyway, swallowed EndTxn and TxnOffsetCommit requests, and a network
+// partition of one node (its heartbeats dropped for longer than the
+// session timeout: the group gives its partitions away while it still
+// runs, and it must not commit anything after). Every message is applied
+// exactly once.
+func TestFaultsUnderLoad(t *testing.T) {
+	c := newTestCluster(t, 16)
+	c.start("a")
+	c.start("b")
+	c.start("c")
+	c.settled(30 * time.Second)
+	stop := make(chan struct{})
+	res := c.load(stop, 30)
+	time.Sleep(300 * time.Millisecond)
+
+	// Coordinator errors and produce timeouts (the broker applies the
+	// produce and answers REQUEST_TIMED_OUT: the client retries it, and the
+	// idempotent producer must not write it twice).
+	c.kf.Fault(
+		kfake.Fault{Keys: []kmsg.Key{kmsg.EndTxn}, Err: kerr.NotCoordinator, Count: 3},
+		kfake.Fault{Keys: []kmsg.Key{kmsg.TxnOffsetCommit}, Err: kerr.CoordinatorLoadInProgress, Count: 3},
+		kfake.Fault{Keys: []kmsg.Key{kmsg.AddPartitionsToTxn}, Err: kerr.ConcurrentTransactions, Count: 2},
+		kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: TopicNames(c.name).Changelog, Err: kerr.RequestTimedOut, Count: 3},
+		kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: TopicNames(c.name).In, Err: kerr.RequestTimedOut, Count: 3},
+	)
+	time.Sleep(time.Second)
+
+	// Swallowed requests: the connection is closed without an answer.
+	for _, k := range []kmsg.Key{kmsg.EndTxn, kmsg.TxnOffsetCommit} {
+		c.kf.ControlKey(int16(k), func(kmsg.Request) (kmsg.Response, error, bool) {
+			return nil, errors.New("swallowed by the test"), true
+		})
+	}
+	time.Sleep(time.Second)
+
+	// A network partition of node b: its heartbeats fail for 2.5 session
+	// timeouts.
+	var cut atomic.Bool
+	cut.Store(true)
+	c.kf.ControlKey(int16(kmsg.Heartbeat), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		if !cut.Load() {
+			return nil, nil, false
+		}
+		c.kf.KeepControl()
+		if hb := r.(*kmsg.HeartbeatRequest); hb.InstanceID != nil && *hb.InstanceID == "b" {
+			return nil, errors.New("b is cut off"), true
+		}
+		return nil, nil, false
+	})
+	time.Sleep(c.session * 5 / 2)
+	cut.Store(false)
+	c.settled(60 * time.Second)
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	want := <-res
+	c.waitCounts(want, 60*time.Second)
+	var aborts uint64
+	for _, name := range []string{"a", "b", "c"} {
+		aborts += c.nodes[name].Stats().Aborts.Load()
+	}
+	t.Logf("exactly once through the faults; %d epochs aborted", aborts)
 }
