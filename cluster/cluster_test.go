@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -74,6 +74,7 @@ type testCluster struct {
 	dirs    map[string]string
 	session time.Duration
 	paths   map[string]string // the last "get": the paths of each increment
+	specs   []engine.FunctionSpec
 }
 
 func newTestCluster(t *testing.T, parts int32, opts ...kfake.Opt) *testCluster {
@@ -101,12 +102,16 @@ func (c *testCluster) start(name string) *Node {
 	default:
 		lvl = slog.LevelInfo
 	}
+	specs := c.specs
+	if specs == nil {
+		specs = counterSpecs()
+	}
 	n, err := Start(Config{
 		Brokers: c.kf.ListenAddrs(), Name: c.name, Node: name,
 		Topics:         TopicOptions{Partitions: c.parts},
 		CommitInterval: 20 * time.Millisecond, SessionTimeout: c.session, TxnTimeout: 8 * time.Second,
 		Engine: engine.Options{DataDir: dir, Shards: 2, MemoryBudget: 8 << 20},
-		Specs:  counterSpecs(),
+		Specs:  specs,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})),
 	})
 	if err != nil {

@@ -1,10 +1,12 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -210,8 +212,111 @@ func (n *Node) State(ctx context.Context, addr engine.Address) ([]engine.StateVa
 // ErrNotOwner: a read for an address whose partition another node owns.
 var ErrNotOwner = engine.ErrNotOwner
 
-// ReadEgress is not served by a cluster node: egress records are in the
-// cluster's egress topic, read with any Kafka consumer (read_committed).
+// ReadEgress reads egress name from the cluster's egress topic
+// (read_committed: records of committed transactions only). Offsets are
+// the topic's: one topic carries every egress, so the offsets of one
+// egress are increasing but not dense (from the first record, ask again
+// from the last offset + 1). wait bounds how long an empty read waits.
 func (n *Node) ReadEgress(ctx context.Context, name string, from uint64, max, maxBytes int, wait time.Duration) ([]engine.EgressRecord, error) {
-	return nil, fmt.Errorf("cluster: egress %q is in Kafka topic %s (key = egress name), not served over HTTP in cluster mode", name, n.topics.Egress)
+	if name == "" {
+		return nil, fmt.Errorf("%w: empty egress name", engine.ErrBadMessage)
+	}
+	max = min(cmp.Or(max, 100), 10000)
+	if from > math.MaxInt64 {
+		return nil, fmt.Errorf("%w: offset %d out of range", engine.ErrBadMessage, from)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	ends, err := n.adm.ListCommittedOffsets(rctx, n.topics.Egress)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cluster: egress end offset: %w", err)
+	}
+	end := int64(0)
+	if o, ok := ends.Lookup(n.topics.Egress, 0); ok {
+		end = o.Offset
+	}
+	deadline := time.Now().Add(wait)
+	for end <= int64(from) { // nothing yet: wait for more, at most wait
+		if !time.Now().Before(deadline) {
+			return nil, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if ends, err = n.adm.ListCommittedOffsets(rctx, n.topics.Egress); err == nil {
+			if o, ok := ends.Lookup(n.topics.Egress, 0); ok {
+				end = o.Offset
+			}
+		}
+	}
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(n.cfg.Brokers...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{n.topics.Egress: {0: kgo.NewOffset().At(int64(from))}}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords()}, n.cfg.ClientOpts...)...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	var out []engine.EgressRecord
+	size := 0
+	for {
+		fs := cl.PollFetches(rctx)
+		if err := rctx.Err(); err != nil {
+			return nil, fmt.Errorf("cluster: read egress %s: %w", name, err)
+		}
+		var ferr error
+		fs.EachError(func(_ string, _ int32, err error) { ferr = err })
+		if ferr != nil {
+			return nil, fmt.Errorf("cluster: read egress %s: %w", name, ferr)
+		}
+		done := false
+		fs.EachRecord(func(r *kgo.Record) {
+			if done || r.Offset >= end {
+				done = true
+				return
+			}
+			if r.Offset+1 >= end {
+				done = true
+			}
+			if r.Attrs.IsControl() || string(r.Key) != name {
+				return
+			}
+			rec, err := decodeEgress(r)
+			if err != nil {
+				n.log.Warn("unreadable egress record", "offset", r.Offset, "err", err)
+				return
+			}
+			if maxBytes > 0 && len(out) > 0 && size+len(rec.Message.Value) > maxBytes {
+				done = true
+				return
+			}
+			size += len(rec.Message.Value)
+			out = append(out, rec)
+			if len(out) >= max {
+				done = true
+			}
+		})
+		if done {
+			return out, nil
+		}
+	}
+}
+
+// decodeEgress is encodeEgress's inverse.
+func decodeEgress(r *kgo.Record) (engine.EgressRecord, error) {
+	src, rest, err := format.DecodeAddressPrefix(r.Value)
+	if err != nil {
+		return engine.EgressRecord{}, err
+	}
+	l, k := binary.Uvarint(rest)
+	if k <= 0 || uint64(len(rest)-k) < l {
+		return engine.EgressRecord{}, fmt.Errorf("%w: egress record type", format.ErrCorrupt)
+	}
+	typ := string(rest[k : k+int(l)])
+	return engine.EgressRecord{Offset: uint64(r.Offset), Source: src,
+		Message: engine.Message{Type: typ, Value: rest[k+int(l):]}}, nil
 }
