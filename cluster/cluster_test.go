@@ -23,8 +23,11 @@ import (
 )
 
 var (
-	countSpec = engine.ValueSpec{Name: "n", Type: engine.TypeLong}
-	pathSpec  = engine.ValueSpec{Name: "paths", Type: "test/paths"}
+	countSpec    = engine.ValueSpec{Name: "n", Type: engine.TypeLong}
+	pathSpec     = engine.ValueSpec{Name: "paths", Type: "test/paths"}
+	sentSpec     = engine.ValueSpec{Name: "sent", Type: engine.TypeLong}
+	disorderSpec = engine.ValueSpec{Name: "disorder", Type: engine.TypeLong}
+	seenSpec     = engine.MapSpec{Name: "seen"}
 )
 
 // counterSpecs: test/counter counts "inc" messages; "fwd" (payload: an id)
@@ -33,7 +36,8 @@ var (
 func counterSpecs() []engine.FunctionSpec {
 	return []engine.FunctionSpec{{
 		Namespace: "test", Type: "counter",
-		States: []engine.ValueSpec{countSpec, pathSpec},
+		States: []engine.ValueSpec{countSpec, pathSpec, sentSpec, disorderSpec},
+		Maps:   []engine.MapSpec{seenSpec},
 		Function: engine.FunctionFunc(func(ctx engine.Context, msg engine.Message) error {
 			switch msg.Type {
 			case "inc":
@@ -44,11 +48,35 @@ func counterSpecs() []engine.FunctionSpec {
 				if err := ctx.SetInt64(countSpec, n+1); err != nil {
 					return err
 				}
+				path, from, seq := parseInc(msg.Value)
+				if from != "" { // per-sender order: each sender's sequence only grows
+					last, _, err := ctx.MapGet(seenSpec, from)
+					if err != nil {
+						return err
+					}
+					if l, _ := strconv.ParseInt(string(last), 10, 64); seq <= l {
+						d, _, _ := ctx.GetInt64(disorderSpec)
+						if err := ctx.SetInt64(disorderSpec, d+1); err != nil {
+							return err
+						}
+					}
+					if err := ctx.MapSet(seenSpec, from, strconv.AppendInt(nil, seq, 10)); err != nil {
+						return err
+					}
+				}
 				// Which way each increment came: d(irect), f(orwarded), l(ater).
 				paths, _ := ctx.Get(pathSpec)
-				return ctx.Set(pathSpec, append(append([]byte(nil), paths...), msg.Value...))
+				return ctx.Set(pathSpec, append(append([]byte(nil), paths...), path...))
 			case "fwd":
-				ctx.Send(engine.Address{Namespace: "test", Type: "counter", ID: string(msg.Value)}, engine.Message{Type: "inc", Value: []byte("f")})
+				sent, _, err := ctx.GetInt64(sentSpec)
+				if err != nil {
+					return err
+				}
+				if err := ctx.SetInt64(sentSpec, sent+1); err != nil {
+					return err
+				}
+				v := fmt.Appendf(nil, "f:%s:%d", ctx.Self().ID, sent+1)
+				ctx.Send(engine.Address{Namespace: "test", Type: "counter", ID: string(msg.Value)}, engine.Message{Type: "inc", Value: v})
 			case "later":
 				ctx.SendAfter(5*time.Millisecond, ctx.Self(), engine.Message{Type: "inc", Value: []byte("l")}, "")
 			case "get":
@@ -56,12 +84,26 @@ func counterSpecs() []engine.FunctionSpec {
 				if err != nil {
 					return err
 				}
+				d, _, err := ctx.GetInt64(disorderSpec)
+				if err != nil {
+					return err
+				}
 				paths, _ := ctx.Get(pathSpec)
-				ctx.Reply(engine.Message{Type: "count", Value: []byte(strconv.FormatInt(n, 10) + " " + string(paths))})
+				ctx.Reply(engine.Message{Type: "count", Value: fmt.Appendf(nil, "%d %d %s", n, d, paths)})
 			}
 			return nil
 		}),
 	}}
+}
+
+// parseInc splits an "inc" payload: "d", "l", or "f:<sender>:<seq>".
+func parseInc(v []byte) (path, from string, seq int64) {
+	parts := strings.Split(string(v), ":")
+	if len(parts) == 3 {
+		seq, _ = strconv.ParseInt(parts[2], 10, 64)
+		return parts[0], parts[1], seq
+	}
+	return string(v), "", 0
 }
 
 type testCluster struct {
@@ -224,8 +266,11 @@ func (c *testCluster) get(to engine.Address) int {
 		if err == nil {
 			f := strings.Fields(string(m.Value))
 			v, err := strconv.Atoi(f[0])
-			if len(f) > 1 {
-				c.paths[to.ID] = f[1]
+			if d, _ := strconv.Atoi(f[1]); d != 0 {
+				c.t.Fatalf("%s received %d messages out of their sender's order", to, d)
+			}
+			if len(f) > 2 {
+				c.paths[to.ID] = f[2]
 			}
 			if err != nil {
 				c.t.Fatal(err)
@@ -447,4 +492,33 @@ func TestFaultsUnderLoad(t *testing.T) {
 		aborts += c.nodes[name].Stats().Aborts.Load()
 	}
 	t.Logf("exactly once through the faults; %d epochs aborted", aborts)
+}
+
+// TestScaleOutOneToThree: one node takes the load alone, then two more
+// join. A partition becomes active on its new node only once its
+// changelog is restored to the end (the engine opens after the restore);
+// the longest processing pause of each node is reported.
+func TestScaleOutOneToThree(t *testing.T) {
+	c := newTestCluster(t, 16)
+	c.start("a")
+	c.settled(30 * time.Second)
+	stop := make(chan struct{})
+	res := c.load(stop, 60)
+	time.Sleep(1500 * time.Millisecond)
+	start := time.Now()
+	c.start("b")
+	c.start("c")
+	c.settled(60 * time.Second)
+	settle := time.Since(start)
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	want := <-res
+	c.waitCounts(want, 30*time.Second)
+	for _, name := range []string{"a", "b", "c"} {
+		st := c.nodes[name].Stats()
+		t.Logf("node %s: %d partitions, longest pause %v, %d changelog records restored in %v",
+			name, len(c.nodes[name].Owned()), time.Duration(st.MaxPauseNanos.Load()).Round(time.Millisecond),
+			st.Restored.Load(), time.Duration(st.RestoreNanos.Load()).Round(time.Millisecond))
+	}
+	t.Logf("1 -> 3 nodes settled in %v under load", settle.Round(time.Millisecond))
 }

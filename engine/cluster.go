@@ -428,7 +428,10 @@ func (e *Engine) runClusterFlusher() {
 		case <-watch.C:
 			e.checkStorage()
 		case <-e.apStop:
-			if e.Err() == nil {
+			// An engine discarded after an abort flushes too: the store
+			// holds committed epochs only, and a flush spares the next
+			// engine a restore of what is already here.
+			if p := e.failErr.Load(); p == nil || errors.Is(*p, ErrAborted) {
 				if err := e.st.Flush(); err != nil {
 					e.failStop(err)
 				}
