@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -40,19 +39,38 @@ func (n *Node) engine() (*engine.Engine, error) {
 }
 
 // produceMsg numbers and produces one message; replyTo 0 for a send.
-func (n *Node) produceMsg(ctx context.Context, to engine.Address, msg engine.Message, replyTo uint64, id uint64) error {
-	val := storedMessage(id, to, msg, replyTo)
-	r := &kgo.Record{Topic: n.topics.In, Partition: PartitionOfAddress(to, n.parts), Value: val}
+func (n *Node) produceMsg(ctx context.Context, to engine.Address, msg engine.Message, replyTo, id uint64, key string) error {
+	r := n.inRecord(id, to, msg, replyTo, key)
 	if err := n.prod.ProduceSync(ctx, r).FirstErr(); err != nil {
 		return fmt.Errorf("%w: produce to the input topic: %v", engine.ErrInDoubt, err)
 	}
 	return nil
 }
 
-// storedMessage is the input record of an ingress message (no caller).
-func storedMessage(id uint64, to engine.Address, msg engine.Message, replyTo uint64) []byte {
+// keyHeader carries an ingress message's idempotency key in its input
+// record.
+const keyHeader = "idempotency-key"
+
+// inRecord is the input record of an ingress message (no caller): the
+// stored message encoding, and the idempotency key in a header.
+func (n *Node) inRecord(id uint64, to engine.Address, msg engine.Message, replyTo uint64, key string) *kgo.Record {
 	noCaller := format.AppendAddress(nil, engine.Address{})
-	return format.AppendStoredMessage(nil, id, 0, noCaller, format.AppendAddress(nil, to), []byte(msg.Type), msg.Value, replyTo, nil, nil)
+	r := &kgo.Record{Topic: n.topics.In, Partition: PartitionOfAddress(to, n.parts),
+		Value: format.AppendStoredMessage(nil, id, 0, noCaller, format.AppendAddress(nil, to), []byte(msg.Type), msg.Value, replyTo, nil, nil)}
+	if key != "" {
+		r.Headers = []kgo.RecordHeader{{Key: keyHeader, Value: []byte(key)}}
+	}
+	return r
+}
+
+// recordKey is the idempotency key of an input record, if any.
+func recordKey(r *kgo.Record) string {
+	for _, h := range r.Headers {
+		if h.Key == keyHeader {
+			return string(h.Value)
+		}
+	}
+	return ""
 }
 
 // check validates a message as the engine's ingress would.
@@ -61,7 +79,9 @@ func (n *Node) check(e *engine.Engine, to engine.Address, msg engine.Message) er
 }
 
 // Send produces msg for to and returns its id once the input topic holds
-// it. Idempotency keys are not supported in cluster mode yet.
+// it. With an IdempotencyKey, the owner applies the key's first message to
+// the address and drops the others (the keys are in the changelog, so a
+// retry through any node, after any move of the partition, is dropped).
 func (n *Node) Send(ctx context.Context, to engine.Address, msg engine.Message, opts ...engine.SendOption) (uint64, error) {
 	e, err := n.engine()
 	if err != nil {
@@ -70,14 +90,11 @@ func (n *Node) Send(ctx context.Context, to engine.Address, msg engine.Message, 
 	if err := n.check(e, to, msg); err != nil {
 		return 0, err
 	}
-	if len(opts) > 0 {
-		return 0, errors.New("cluster: send options (idempotency keys) are not supported in cluster mode yet")
-	}
 	id, err := e.NewMessageID()
 	if err != nil {
 		return 0, err
 	}
-	return id, n.produceMsg(ctx, to, msg, 0, id)
+	return id, n.produceMsg(ctx, to, msg, 0, id, engine.KeyOf(opts...))
 }
 
 // SendBatch produces every message (not atomically across partitions: a
@@ -88,9 +105,6 @@ func (n *Node) SendBatch(ctx context.Context, msgs []engine.Outgoing) error {
 		return err
 	}
 	for i := range msgs {
-		if msgs[i].Key != "" {
-			return errors.New("cluster: idempotency keys are not supported in cluster mode yet")
-		}
 		if err := n.check(e, msgs[i].To, msgs[i].Message); err != nil {
 			return fmt.Errorf("message %d: %w", i, err)
 		}
@@ -102,8 +116,7 @@ func (n *Node) SendBatch(ctx context.Context, msgs []engine.Outgoing) error {
 			return err
 		}
 		m := &msgs[i]
-		rs[i] = &kgo.Record{Topic: n.topics.In, Partition: PartitionOfAddress(m.To, n.parts),
-			Value: storedMessage(id, m.To, m.Message, 0)}
+		rs[i] = n.inRecord(id, m.To, m.Message, 0, m.Key)
 	}
 	if err := n.prod.ProduceSync(ctx, rs...).FirstErr(); err != nil {
 		return fmt.Errorf("%w: batch of %d: some messages may be in the input topic: %v", engine.ErrInDoubt, len(msgs), err)
@@ -121,9 +134,7 @@ func (n *Node) Request(ctx context.Context, to engine.Address, msg engine.Messag
 	if err := n.check(e, to, msg); err != nil {
 		return engine.Message{}, err
 	}
-	if len(opts) > 0 {
-		return engine.Message{}, errors.New("cluster: request options (idempotency keys) are not supported in cluster mode yet")
-	}
+	key := engine.KeyOf(opts...)
 	id, err := e.NewMessageID()
 	if err != nil {
 		return engine.Message{}, err
@@ -137,7 +148,11 @@ func (n *Node) Request(ctx context.Context, to engine.Address, msg engine.Messag
 		delete(n.requests, id)
 		n.reqMu.Unlock()
 	}()
-	if err := n.produceMsg(ctx, to, msg, id, id); err != nil {
+	replyTo := id
+	if key != "" {
+		replyTo |= format.ReplyKeep // kept with the key: a retry is answered with it
+	}
+	if err := n.produceMsg(ctx, to, msg, replyTo, id, key); err != nil {
 		return engine.Message{}, err
 	}
 	select {

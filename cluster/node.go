@@ -378,13 +378,19 @@ func (n *Node) epoch(ep *engine.Epoch, recs []*kgo.Record) error {
 				i++
 				continue
 			}
-			if err := e.Deliver(m); err != nil {
+			key := recordKey(recs[i])
+			d, first, err := e.Deliver(m, key)
+			if err != nil {
 				if errors.Is(err, engine.ErrOverloaded) {
 					break
 				}
 				return n.endAbort(fmt.Errorf("deliver: %w", err))
 			}
-			pending[m.Env.ID] = struct{}{}
+			if d == engine.Delivered {
+				pending[m.Env.ID] = struct{}{}
+			} else if m.Env.ReplyTo != 0 {
+				ship.replyAgain = append(ship.replyAgain, [2]uint64{first, m.Env.ReplyTo})
+			}
 			i++
 		}
 		if err := e.CollectEpoch(ep); err != nil {
@@ -438,6 +444,11 @@ func (n *Node) epoch(ep *engine.Epoch, recs []*kgo.Record) error {
 	if err := e.CommitEpoch(ep, ship.positions); err != nil {
 		return err
 	}
+	for _, ids := range ship.replyAgain { // retried idempotent requests
+		if m, ok, err := e.KeptReply(ids[0]); err == nil && ok {
+			n.sendReply(ids[1]&^format.ReplyKeep, m.Type, m.Value)
+		}
+	}
 	ship.reset(ep)
 	return nil
 }
@@ -454,6 +465,7 @@ type shipper struct {
 	mu                           sync.Mutex
 	positions                    map[int32]int64 // changelog partition -> next offset
 	firstErr                     error
+	replyAgain                   [][2]uint64 // (first request id, retry's reply-to) of duplicate requests
 }
 
 // Changelog record: key = class byte + store key ('k' point operations,
@@ -544,6 +556,7 @@ func (s *shipper) reset(ep *engine.Epoch) {
 	ep.Reset()
 	s.consumed, s.changes, s.sends, s.eg = 0, 0, 0, 0
 	clear(s.positions)
+	s.replyAgain = s.replyAgain[:0]
 }
 
 // encodeEgress is an egress record's value: source address, type, payload.

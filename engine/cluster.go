@@ -348,23 +348,67 @@ func (e *Engine) CommitEpoch(ep *Epoch, positions map[int32]int64) error {
 // not wait for them. The node opens a new engine over the store.
 func (e *Engine) Abort(cause error) { e.failStop(fmt.Errorf("%w: %v", ErrAborted, cause)) }
 
+// Delivery is what Deliver did with a message.
+type Delivery uint8
+
+// Outcomes of Deliver.
+const (
+	// Delivered: the message is queued; a record will consume it.
+	Delivered Delivery = iota
+	// Duplicate: a message with the same idempotency key to the same
+	// address was consumed already or is in flight; this one is dropped.
+	// DuplicateOf says which.
+	Duplicate
+)
+
 // Deliver hands the engine a message consumed from the cluster's input
-// topic: numbered already, delivered once. ErrOverloaded: try again later.
-func (e *Engine) Deliver(m format.StoredMessage) error {
+// topic: numbered already, delivered once. With an idempotency key, a
+// message whose key this address consumed already (the keys are in the
+// partition's changelog) is dropped as a Duplicate; the id of the first
+// is returned. ErrOverloaded: try again later.
+func (e *Engine) Deliver(m format.StoredMessage, key string) (Delivery, uint64, error) {
 	if e.cl == nil {
-		return errors.New("engine: Deliver outside cluster mode")
+		return 0, 0, errors.New("engine: Deliver outside cluster mode")
 	}
 	if err := e.enter(); err != nil {
-		return err
+		return 0, 0, err
 	}
 	defer e.inflight.Done()
 	if !e.cl.link.Owns(e.cl.link.Partition(format.KeyGroup(m.Env.Target.Hash()))) {
-		return fmt.Errorf("engine: a message for %s, whose partition this node does not own", m.Env.Target)
+		return 0, 0, fmt.Errorf("%w: a message for %s", ErrNotOwner, m.Env.Target)
 	}
 	env := m.Env
 	env.Ack = nil
-	return e.push(&env)
+	if key == "" {
+		return Delivered, env.ID, e.push(&env)
+	}
+	if err := checkKey(key); err != nil {
+		return 0, 0, err
+	}
+	ident := keyIdentity(env.Target, key)
+	out, ent, id, err := e.admitKey(ident, func() (uint64, error) { return env.ID, nil })
+	if err != nil {
+		return 0, 0, err
+	}
+	if out != keyNew {
+		return Duplicate, id, nil
+	}
+	ack := format.NewAck(1)
+	ack.OnDone(func(err error) { e.settleKey(ident, ent, err) })
+	env.Ack, env.Key = ack, key
+	if err := e.push(&env); err != nil {
+		e.settleKey(ident, ent, err)
+		return 0, 0, err
+	}
+	return Delivered, env.ID, nil
 }
+
+// KeptReply returns the reply kept for idempotent request id (cluster
+// nodes answer a retried request with it).
+func (e *Engine) KeptReply(id uint64) (Message, bool, error) { return e.keptReply(id) }
+
+// KeyOf returns the idempotency key among opts ("" without one).
+func KeyOf(opts ...SendOption) string { return sendOpts(opts).key }
 
 // ValidateIngress checks an ingress message as Send would (cluster nodes
 // validate before producing it).
