@@ -4,7 +4,19 @@ export GOFLAGS := -buildvcs=false
 
 # test-ui: installs Chromium (Debian's package) when missing and runs the
 # console's browser test, saving screenshots into results/.
-.PHONY: run build test sim test-ui soak bench bench-micro bench-rs1 bench-peers bench-scaling bench-http bench-kafka lint crash kafka-crash fuzz proto results
+.PHONY: kfake cluster cluster-crash run build test sim test-ui soak bench bench-micro bench-rs1 bench-peers bench-scaling bench-http bench-kafka lint crash kafka-crash fuzz proto results
+
+# kfake: a development Kafka-protocol broker (franz-go's kfake, in memory,
+# three brokers on 127.0.0.1:9092-9094), for cluster mode and the Kafka
+# example. Not Kafka: figures measured on it say "on kfake".
+kfake:
+	$(GO) run ./cmd/kfake
+
+# cluster: three cluster-mode nodes on this machine against the broker of
+# `make kfake` (or SHARDFN_BROKERS): ingress 127.0.0.1:8081-8083, admin
+# 127.0.0.1:9191-9193, data in data-cluster/. See README "Cluster mode".
+cluster:
+	scripts/cluster.sh
 
 # run: the standalone server with the ride-sharing (RS-1) functions built in.
 run:

@@ -79,6 +79,11 @@ func counterSpecs() []engine.FunctionSpec {
 				ctx.Send(engine.Address{Namespace: "test", Type: "counter", ID: string(msg.Value)}, engine.Message{Type: "inc", Value: v})
 			case "later":
 				ctx.SendAfter(5*time.Millisecond, ctx.Self(), engine.Message{Type: "inc", Value: []byte("l")}, "")
+			case "fwd-later": // payload "<delay ms> <target id>": forward after the delay
+				var ms int
+				var to string
+				fmt.Sscanf(string(msg.Value), "%d %s", &ms, &to)
+				ctx.SendAfter(time.Duration(ms)*time.Millisecond, ctx.Self(), engine.Message{Type: "fwd", Value: []byte(to)}, "")
 			case "get":
 				n, _, err := ctx.GetInt64(countSpec)
 				if err != nil {
@@ -206,7 +211,10 @@ func (c *testCluster) settled(timeout time.Duration) {
 		owners := make([]int, c.parts)
 		ready := true
 		for _, n := range c.nodes {
-			if !n.Ready() || n.changed.Load() {
+			// Every node serves some partition: a node that joined has
+			// been given its share (cooperative rebalancing takes two
+			// rounds).
+			if !n.Ready() || n.changed.Load() || len(n.Owned()) == 0 {
 				ready = false
 			}
 			for _, p := range n.Owned() {
@@ -589,4 +597,102 @@ func requestOn(ctx context.Context, n *Node, to engine.Address, msg engine.Messa
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestZombieDelayedMessagesFenced: node b is cut off from the group (its
+// heartbeats are answered "all is well" without reaching the group, so b
+// does not know) while delayed messages of its partitions
+// are pending. The group gives b's partitions to the others, which restore
+// the delayed messages and fire them. b, which does not know it was
+// dropped, fires them too, with no input polled in those epochs; its
+// transactions must be refused (fenceCheck), or their sends would be
+// applied twice.
+func TestZombieDelayedMessagesFenced(t *testing.T) {
+	c := newTestCluster(t, 8)
+	c.start("a")
+	b := c.start("b")
+	c.start("c")
+	c.settled(30 * time.Second)
+	// Counters whose partition b owns get delayed forwards to counters
+	// 100..: one increment each is expected.
+	owned := map[int32]bool{}
+	for _, p := range b.Owned() {
+		owned[p] = true
+	}
+	want := map[int]int{}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n := 0
+	for i := 0; n < 10 && i < 1000; i++ {
+		if !owned[PartitionOfAddress(counter(i), c.parts)] {
+			continue
+		}
+		target := 100 + n
+		if _, err := sendOn(ctx, b, counter(i), engine.Message{Type: "fwd-later", Value: fmt.Appendf(nil, "%d c%d", 3000, target)}); err != nil {
+			t.Fatal(err)
+		}
+		want[target] = 1
+		n++
+	}
+	if n < 10 {
+		t.Fatalf("node b owns partitions %v: found only %d counters there", b.Owned(), n)
+	}
+	time.Sleep(300 * time.Millisecond) // the delayed messages are committed
+	var cut atomic.Bool
+	cut.Store(true)
+	isB := func(id *string) bool { return id != nil && *id == "b" }
+	for _, k := range []kmsg.Key{kmsg.Heartbeat, kmsg.JoinGroup, kmsg.SyncGroup, kmsg.LeaveGroup} {
+		c.kf.ControlKey(int16(k), func(r kmsg.Request) (kmsg.Response, error, bool) {
+			if !cut.Load() {
+				return nil, nil, false
+			}
+			c.kf.KeepControl()
+			var id *string
+			switch r := r.(type) {
+			case *kmsg.HeartbeatRequest:
+				id = r.InstanceID
+			case *kmsg.JoinGroupRequest:
+				id = r.InstanceID
+			case *kmsg.SyncGroupRequest:
+				id = r.InstanceID
+			case *kmsg.LeaveGroupRequest:
+				for _, m := range r.Members {
+					if isB(m.InstanceID) {
+						id = m.InstanceID
+					}
+				}
+			}
+			if !isB(id) {
+				return nil, nil, false
+			}
+			if hb, ok := r.(*kmsg.HeartbeatRequest); ok {
+				// b hears that all is well; the broker never hears from b.
+				resp := hb.ResponseKind().(*kmsg.HeartbeatResponse)
+				return resp, nil, true
+			}
+			return nil, errors.New("b is cut off"), true
+		})
+	}
+	// Wait until the group went on without b.
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	_, err := c.kf.WaitGroupInfo(wctx, "shardfn-"+c.name, func(g *kfake.GroupInfo) bool {
+		if len(g.Members) != 2 {
+			return false
+		}
+		for _, m := range g.Members {
+			if isB(m.InstanceID) {
+				return false
+			}
+		}
+		return true
+	})
+	wcancel()
+	if err != nil {
+		t.Fatalf("the group did not drop b: %v", err)
+	}
+	time.Sleep(4 * time.Second) // the delayed messages fire, on b and on their new owners
+	cut.Store(false)
+	c.settled(60 * time.Second)
+	c.waitCounts(want, 30*time.Second)
+	t.Logf("b aborted %d epochs; every delayed forward applied once", b.Stats().Aborts.Load())
 }

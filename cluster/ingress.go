@@ -218,7 +218,10 @@ func (n *Node) State(ctx context.Context, addr engine.Address) ([]engine.StateVa
 		return nil, err
 	}
 	p := PartitionOfAddress(addr, n.parts)
-	if int(p) >= len(n.adopted) || !n.adopted[p] {
+	if n.changed.Load() { // a rebalance: this engine's view may be stale
+		return nil, ErrNotReady
+	}
+	if owned, adopted := *n.owned.Load(), *n.adopted.Load(); int(p) >= len(adopted) || !adopted[p] || !owned[p] {
 		return nil, fmt.Errorf("%w: %s is in partition %d, which node %s does not own; ask its owner", ErrNotOwner, addr, p, n.cfg.Node)
 	}
 	return e.State(ctx, addr)

@@ -8,13 +8,17 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shardfn/shardfn/engine"
 	"github.com/shardfn/shardfn/internal/format"
@@ -102,7 +106,7 @@ type Node struct {
 
 	owned   atomic.Pointer[[]bool] // the group's assignment, by partition
 	changed atomic.Bool            // the assignment changed since the engine opened
-	adopted []bool                 // the partitions the current engine was opened with
+	adopted atomic.Pointer[[]bool] // the partitions the current engine was opened with
 	eng     atomic.Pointer[engine.Engine]
 	wake    chan struct{}
 
@@ -110,6 +114,7 @@ type Node struct {
 	requests map[uint64]chan engine.Message
 
 	stats Stats
+	inID  atomic.Pointer[[16]byte] // the input topic's id (fenceCheck)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -155,7 +160,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	none := make([]bool, n.parts)
 	n.owned.Store(&none)
-	n.adopted = none
+	n.adopted.Store(&none)
 	ends, err := n.adm.ListEndOffsets(ctx, n.topics.Replies)
 	if err != nil {
 		n.prod.Close()
@@ -217,7 +222,29 @@ func (n *Node) assign(ps []int32, add bool) {
 	n.owned.Store(&next)
 	n.changed.Store(true)
 	n.stats.Rebalances.Add(1)
-	n.log.Info("assignment changed", "added", add, "partitions", fmt.Sprint(ps), "owned", count(next))
+	n.log.Info("assignment changed", "added", add, "partitions", ranges(ps), "owned", count(next))
+}
+
+// ranges writes partitions compactly: "0-3,7,9-12".
+func ranges(ps []int32) string {
+	ps = slices.Clone(ps)
+	slices.Sort(ps)
+	var b []byte
+	for i := 0; i < len(ps); {
+		j := i
+		for j+1 < len(ps) && ps[j+1] == ps[j]+1 {
+			j++
+		}
+		if len(b) > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, int64(ps[i]), 10)
+		if j > i {
+			b = append(append(b, '-'), strconv.AppendInt(nil, int64(ps[j]), 10)...)
+		}
+		i = j + 1
+	}
+	return string(b)
 }
 
 func count(b []bool) int {
@@ -233,7 +260,7 @@ func count(b []bool) int {
 // Owned returns the partitions this node's engine serves now.
 func (n *Node) Owned() []int32 {
 	var out []int32
-	for p, ok := range n.adopted {
+	for p, ok := range *n.adopted.Load() {
 		if ok {
 			out = append(out, int32(p))
 		}
@@ -425,7 +452,19 @@ func (n *Node) epoch(ep *engine.Epoch, recs []*kgo.Record) error {
 	if err := ship.err(); err != nil {
 		return n.endAbort(err)
 	}
-	committed, err := n.sess.End(n.ctx, kgo.TryCommit)
+	if len(recs) == 0 {
+		// Nothing polled: the session commits no offsets, so the broker
+		// would not check this node's group generation. A node that was
+		// dropped from the group without knowing it (its heartbeats lost)
+		// could then commit the effects of delayed messages of partitions
+		// another node owns now. Check membership inside the transaction.
+		if err := n.fenceCheck(); err != nil {
+			return n.endAbort(fmt.Errorf("fence check: %w", err))
+		}
+	}
+	ectx, ecancel := context.WithTimeout(n.ctx, n.cfg.TxnTimeout)
+	committed, err := n.sess.End(ectx, kgo.TryCommit)
+	ecancel()
 	if err != nil || !committed {
 		return fmt.Errorf("transaction not committed: %v", err)
 	}
@@ -608,7 +647,7 @@ func (n *Node) reopen() error {
 		n.changed.Store(true)
 		return fmt.Errorf("cluster: open engine: %w", err)
 	}
-	n.adopted = owned
+	n.adopted.Store(&owned)
 	n.eng.Store(e)
 	n.ready.Store(true)
 	n.stats.Restarts.Add(1)
@@ -617,7 +656,7 @@ func (n *Node) reopen() error {
 	if int64(d) > n.stats.MaxPauseNanos.Load() {
 		n.stats.MaxPauseNanos.Store(int64(d))
 	}
-	n.log.Info("engine open over the owned partitions", "owned", fmt.Sprint(n.Owned()), "pause", d.String())
+	n.log.Info("engine open over the owned partitions", "owned", ranges(n.Owned()), "pause", d.String())
 	return nil
 }
 
@@ -867,4 +906,87 @@ func (n *Node) sampleLag() {
 		}
 		n.stats.InputLag.Store(lag)
 	}
+}
+
+// inTopicID is the input topic's id (cached).
+func (n *Node) inTopicID(ctx context.Context) ([16]byte, error) {
+	if id := n.inID.Load(); id != nil {
+		return *id, nil
+	}
+	td, err := n.adm.ListTopics(ctx, n.topics.In)
+	if err != nil {
+		return [16]byte{}, err
+	}
+	d, ok := td[n.topics.In]
+	if !ok || d.Err != nil {
+		return [16]byte{}, fmt.Errorf("topic %s: %v", n.topics.In, d.Err)
+	}
+	id := [16]byte(d.ID)
+	n.inID.Store(&id)
+	return id, nil
+}
+
+// fenceCheck adds to the open transaction a commit of an input partition's
+// committed offset (unchanged), with this node's group generation and
+// member id, so that the broker refuses the transaction if the node is no
+// longer the group member it thinks it is (KIP-447's check, which the
+// session makes only when it commits offsets of polled records).
+func (n *Node) fenceCheck() error {
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.TxnTimeout/2)
+	defer cancel()
+	cl := n.sess.Client()
+	member, gen := cl.GroupMetadata()
+	if member == "" || gen < 0 {
+		return errors.New("not a group member")
+	}
+	p, off := int32(-1), int64(0)
+	if c := cl.CommittedOffsets()[n.topics.In]; len(c) > 0 {
+		for q, o := range c {
+			p, off = q, o.Offset
+			break
+		}
+	} else if owned := n.Owned(); len(owned) > 0 {
+		p = owned[0] // nothing committed yet: offset 0 is where it starts
+	} else {
+		return errors.New("no partition to check membership with")
+	}
+	pid, epoch, err := cl.ProducerID(ctx)
+	if err != nil {
+		return err
+	}
+	txnID := "shardfn-" + n.cfg.Name + "-" + n.cfg.Node
+	group := "shardfn-" + n.cfg.Name
+	add := kmsg.NewPtrAddOffsetsToTxnRequest()
+	add.TransactionalID, add.ProducerID, add.ProducerEpoch, add.Group = txnID, pid, epoch, group
+	aresp, err := add.RequestWith(ctx, cl)
+	if err != nil {
+		return err
+	}
+	if err := kerr.ErrorForCode(aresp.ErrorCode); err != nil {
+		return err
+	}
+	req := kmsg.NewPtrTxnOffsetCommitRequest()
+	req.TransactionalID, req.Group, req.ProducerID, req.ProducerEpoch = txnID, group, pid, epoch
+	req.Generation, req.MemberID, req.InstanceID = gen, member, &n.cfg.Node
+	rt := kmsg.NewTxnOffsetCommitRequestTopic()
+	rt.Topic = n.topics.In // v0-5
+	if rt.TopicID, err = n.inTopicID(ctx); err != nil { // v6+
+		return err
+	}
+	rp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
+	rp.Partition, rp.Offset, rp.LeaderEpoch = p, off, -1
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return err
+	}
+	for _, t := range resp.Topics {
+		for _, q := range t.Partitions {
+			if err := kerr.ErrorForCode(q.ErrorCode); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
