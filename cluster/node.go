@@ -969,7 +969,7 @@ func (n *Node) fenceCheck() error {
 	req.TransactionalID, req.Group, req.ProducerID, req.ProducerEpoch = txnID, group, pid, epoch
 	req.Generation, req.MemberID, req.InstanceID = gen, member, &n.cfg.Node
 	rt := kmsg.NewTxnOffsetCommitRequestTopic()
-	rt.Topic = n.topics.In // v0-5
+	rt.Topic = n.topics.In                              // v0-5
 	if rt.TopicID, err = n.inTopicID(ctx); err != nil { // v6+
 		return err
 	}
