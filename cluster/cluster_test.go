@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -122,6 +123,7 @@ type testCluster struct {
 	session time.Duration
 	paths   map[string]string // the last "get": the paths of each increment
 	specs   []engine.FunctionSpec
+	commit  time.Duration // commit interval (default 20 ms)
 }
 
 func newTestCluster(t *testing.T, parts int32, opts ...kfake.Opt) *testCluster {
@@ -156,7 +158,7 @@ func (c *testCluster) start(name string) *Node {
 	n, err := Start(Config{
 		Brokers: c.kf.ListenAddrs(), Name: c.name, Node: name,
 		Topics:         TopicOptions{Partitions: c.parts},
-		CommitInterval: 20 * time.Millisecond, SessionTimeout: c.session, TxnTimeout: 8 * time.Second,
+		CommitInterval: cmp.Or(c.commit, 20*time.Millisecond), SessionTimeout: c.session, TxnTimeout: 8 * time.Second,
 		Engine: engine.Options{DataDir: dir, Shards: 2, MemoryBudget: 8 << 20},
 		Specs:  specs,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})),
@@ -302,6 +304,9 @@ func (c *testCluster) waitCounts(want map[int]int, timeout time.Duration) {
 		for id, w := range want {
 			got := c.get(counter(id))
 			if got > w {
+				if os.Getenv("CLUSTER_DUMP") != "" {
+					c.dumpChangelog(fmt.Sprintf("counter %d", id))
+				}
 				c.t.Fatalf("counter %d = %d, more than the %d sent: applied twice", id, got, w)
 			}
 			if got != w && bad == "" {

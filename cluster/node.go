@@ -104,17 +104,26 @@ type Node struct {
 	sess *kgo.GroupTransactSession
 	rep  *kgo.Client // reads the replies topic
 
-	owned   atomic.Pointer[[]bool] // the group's assignment, by partition
-	changed atomic.Bool            // the assignment changed since the engine opened
-	adopted atomic.Pointer[[]bool] // the partitions the current engine was opened with
-	eng     atomic.Pointer[engine.Engine]
-	wake    chan struct{}
+	owned    atomic.Pointer[[]bool] // the group's assignment, by partition
+	assignMu sync.Mutex             // serialises assign
+	changed  atomic.Bool            // the assignment changed since the engine opened
+	adopted  atomic.Pointer[[]bool] // the partitions the current engine was opened with
+	eng      atomic.Pointer[engine.Engine]
+	wake     chan struct{}
 
 	reqMu    sync.Mutex
 	requests map[uint64]chan engine.Message
 
 	stats Stats
 	inID  atomic.Pointer[[16]byte] // the input topic's id (fenceCheck)
+
+	// The group membership the current engine was opened under (the loop
+	// goroutine's): every commit is made under it, so a node that was
+	// dropped and rejoined (a new generation, possibly with the same
+	// partitions) cannot commit with an engine that missed what another
+	// node did meanwhile.
+	member string
+	gen    int32
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -211,6 +220,8 @@ func Start(cfg Config) (*Node, error) {
 // assign records an assignment change (a group callback: it must not
 // block on the node's loop, which may be ending a transaction).
 func (n *Node) assign(ps []int32, add bool) {
+	n.assignMu.Lock() // callbacks may run on different goroutines
+	defer n.assignMu.Unlock()
 	old := *n.owned.Load()
 	next := make([]bool, len(old))
 	copy(next, old)
@@ -340,6 +351,9 @@ func (n *Node) run() {
 	}()
 	var ep *engine.Epoch
 	for n.ctx.Err() == nil {
+		if m, g := n.sess.Client().GroupMetadata(); m != n.member || g != n.gen {
+			n.changed.Store(true) // a rebalance, or a rejoin after the node was dropped
+		}
 		if n.eng.Load() == nil || n.changed.Load() {
 			ep = &engine.Epoch{} // its recording batches belong to one engine's store
 			if err := n.reopen(); err != nil {
@@ -463,6 +477,10 @@ func (n *Node) epoch(ep *engine.Epoch, recs []*kgo.Record) error {
 		}
 	}
 	ectx, ecancel := context.WithTimeout(n.ctx, n.cfg.TxnTimeout)
+	ectx = kgo.PreTxnCommitFnContext(ectx, func(req *kmsg.TxnOffsetCommitRequest) error {
+		req.MemberID, req.Generation = n.member, n.gen // the engine's membership, not the client's latest
+		return nil
+	})
 	committed, err := n.sess.End(ectx, kgo.TryCommit)
 	ecancel()
 	if err != nil || !committed {
@@ -620,6 +638,7 @@ func (n *Node) reopen() error {
 		_ = e.Close()
 	}
 	n.changed.Store(false)
+	n.member, n.gen = n.sess.Client().GroupMetadata()
 	owned := *n.owned.Load()
 	dir := n.cfg.Engine.DataDir
 	if err := n.restore(filepath.Join(dir, "store"), owned); err != nil {
@@ -935,7 +954,10 @@ func (n *Node) fenceCheck() error {
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.TxnTimeout/2)
 	defer cancel()
 	cl := n.sess.Client()
-	member, gen := cl.GroupMetadata()
+	member, gen := n.member, n.gen
+	if m, g := cl.GroupMetadata(); m != member || g != gen {
+		return fmt.Errorf("the group generation moved from %d to %d", gen, g)
+	}
 	if member == "" || gen < 0 {
 		return errors.New("not a group member")
 	}
