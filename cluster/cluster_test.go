@@ -117,6 +117,7 @@ type testCluster struct {
 	session time.Duration
 	paths   map[string]string // the last "get": the paths of each increment
 	specs   []engine.FunctionSpec
+	config  func(*Config) // adjusts a node's configuration before it starts (forward_test.go)
 }
 
 func newTestCluster(t *testing.T, parts int32, opts ...kfake.Opt) *testCluster {
@@ -148,14 +149,18 @@ func (c *testCluster) start(name string) *Node {
 	if specs == nil {
 		specs = counterSpecs()
 	}
-	n, err := Start(Config{
+	cfg := Config{
 		Brokers: c.kf.ListenAddrs(), Name: c.name, Node: name,
 		Topics:         TopicOptions{Partitions: c.parts},
 		CommitInterval: 20 * time.Millisecond, SessionTimeout: c.session, TxnTimeout: 8 * time.Second,
 		Engine: engine.Options{DataDir: dir, Shards: 2, MemoryBudget: 8 << 20},
 		Specs:  specs,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})),
-	})
+	}
+	if c.config != nil {
+		c.config(&cfg)
+	}
+	n, err := Start(cfg)
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -203,7 +203,7 @@ func (n *Node) State(ctx context.Context, addr engine.Address) ([]engine.StateVa
 		return nil, err
 	}
 	p := PartitionOfAddress(addr, n.parts)
-	if int(p) >= len(n.adopted) || !n.adopted[p] {
+	if a := *n.adopted.Load(); int(p) >= len(a) || !a[p] {
 		return nil, fmt.Errorf("%w: %s is in partition %d, which node %s does not own; ask its owner", ErrNotOwner, addr, p, n.cfg.Node)
 	}
 	return e.State(ctx, addr)

@@ -52,6 +52,10 @@ type Config struct {
 	Logger *slog.Logger
 	// ClientOpts are added to every Kafka client the node makes (tests).
 	ClientOpts []kgo.Opt
+	// AdminURL is the base URL of this node's admin listener as the other
+	// nodes reach it (http://10.0.0.5:9090): they forward GET /state/...
+	// for this node's partitions there (forward.go). Empty: they cannot.
+	AdminURL string
 }
 
 func (c *Config) defaults() error {
@@ -102,7 +106,7 @@ type Node struct {
 
 	owned   atomic.Pointer[[]bool] // the group's assignment, by partition
 	changed atomic.Bool            // the assignment changed since the engine opened
-	adopted []bool                 // the partitions the current engine was opened with
+	adopted atomic.Pointer[[]bool] // the partitions the current engine was opened with (read by HTTP goroutines)
 	eng     atomic.Pointer[engine.Engine]
 	wake    chan struct{}
 
@@ -110,6 +114,7 @@ type Node struct {
 	requests map[uint64]chan engine.Message
 
 	stats Stats
+	fwd   forwarder // state reads forwarded to the owner (forward.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -153,9 +158,13 @@ func Start(cfg Config) (*Node, error) {
 		n.prod.Close()
 		return nil, err
 	}
+	if err := n.advertise(ctx); err != nil { // forward.go
+		n.prod.Close()
+		return nil, err
+	}
 	none := make([]bool, n.parts)
 	n.owned.Store(&none)
-	n.adopted = none
+	n.adopted.Store(&none)
 	ends, err := n.adm.ListEndOffsets(ctx, n.topics.Replies)
 	if err != nil {
 		n.prod.Close()
@@ -233,7 +242,7 @@ func count(b []bool) int {
 // Owned returns the partitions this node's engine serves now.
 func (n *Node) Owned() []int32 {
 	var out []int32
-	for p, ok := range n.adopted {
+	for p, ok := range *n.adopted.Load() {
 		if ok {
 			out = append(out, int32(p))
 		}
@@ -595,7 +604,7 @@ func (n *Node) reopen() error {
 		n.changed.Store(true)
 		return fmt.Errorf("cluster: open engine: %w", err)
 	}
-	n.adopted = owned
+	n.adopted.Store(&owned)
 	n.eng.Store(e)
 	n.ready.Store(true)
 	n.stats.Restarts.Add(1)
