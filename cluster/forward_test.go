@@ -94,6 +94,15 @@ func TestForwardedHeaderAgrees(t *testing.T) {
 // address is answered 421 there, never forwarded again, even when the two
 // nodes' views of the owner point at each other.
 func TestForwardStateAnyNode(t *testing.T) {
+	c, urls := startServedCluster(t)
+	owner, byOwner, want := countersOnEveryNode(t, c)
+	checkReadsOnEveryNode(t, urls, owner, want)
+	checkNoForwardingLoop(t, c, urls, byOwner["c"][0])
+}
+
+// startServedCluster starts nodes a, b and c, each serving its admin API
+// at an advertised URL, and d, which advertises none.
+func startServedCluster(t *testing.T) (*testCluster, map[string]string) {
 	c := newTestCluster(t, 16)
 	served := []string{"a", "b", "c"}
 	lns, urls := map[string]net.Listener{}, map[string]string{}
@@ -112,11 +121,13 @@ func TestForwardStateAnyNode(t *testing.T) {
 		}
 	}
 	c.settled(30 * time.Second)
+	return c, urls
+}
 
-	// Counters with their owner; enough that every node owns some.
-	owner := map[int]string{}
-	byOwner := map[string][]int{}
-	want := map[int]int{}
+// countersOnEveryNode picks counters until every node owns some, sends
+// each 1 to 3 increments through any node and waits for the counts.
+func countersOnEveryNode(t *testing.T, c *testCluster) (owner map[int]string, byOwner map[string][]int, want map[int]int) {
+	owner, byOwner, want = map[int]string{}, map[string][]int{}, map[int]int{}
 	for id := 0; id < 200 && len(byOwner) < 4; id++ {
 		p := PartitionOfAddress(counter(id), c.parts)
 		for name, n := range c.nodes {
@@ -136,7 +147,14 @@ func TestForwardStateAnyNode(t *testing.T) {
 		want[id] = id%3 + 1
 	}
 	c.waitCounts(want, 30*time.Second)
+	return owner, byOwner, want
+}
 
+// checkReadsOnEveryNode: each counter reads the same on a, b and c as on
+// its owner; one of d's is a 421 naming d; a forwarded read reaching a
+// non-owner is 421 there.
+func checkReadsOnEveryNode(t *testing.T, urls map[string]string, owner map[int]string, want map[int]int) {
+	served := []string{"a", "b", "c"}
 	for id, o := range owner {
 		addr := counter(id)
 		if o == "d" {
@@ -167,12 +185,13 @@ func TestForwardStateAnyNode(t *testing.T) {
 			}
 		}
 	}
+}
 
-	// Views that point at each other: a believes b owns the partition, b
-	// believes a does, and c owns it. The read on a goes to b, which answers
-	// 421 instead of sending it back to a; a then asks the group again and
-	// reaches c.
-	id := byOwner["c"][0]
+// checkNoForwardingLoop: views that point at each other. a believes b owns
+// counter id's partition, b believes a does, and c owns it. The read on a
+// goes to b, which answers 421 instead of sending it back to a; a then
+// asks the group again and reaches c.
+func checkNoForwardingLoop(t *testing.T, c *testCluster, urls map[string]string, id int) {
 	p := PartitionOfAddress(counter(id), c.parts)
 	_, local := getState(t, urls["c"], counter(id), true)
 	for n, o := range map[string]string{"a": "b", "b": "a"} {
