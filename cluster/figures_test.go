@@ -32,11 +32,7 @@ func TestClusterFigures(t *testing.T) {
 	cfg := loadgen.Config{Duration: dur, Warmup: 2 * time.Second, Concurrency: 64, Drivers: 2000, Passengers: 10000, Grid: 30,
 		RequestShare: 0.1, FinishDelay: 500 * time.Millisecond, RequestTimeout: 20 * time.Second, DrainTimeout: 60 * time.Second}
 	commitInterval := 20 * time.Millisecond
-	type row struct {
-		name string
-		r    *loadgen.Result
-	}
-	var rows []row
+	var rows []figureRow
 	run := func(name string, tg loadgen.Target) {
 		t.Helper()
 		r, err := loadgen.Run(context.Background(), tg, cfg)
@@ -44,7 +40,7 @@ func TestClusterFigures(t *testing.T) {
 			t.Fatalf("%s: %v", name, err)
 		}
 		t.Logf("%s: %.0f events/s, request p50 %.1f ms p99 %.1f ms, %s", name, r.EventsPerS, r.Request.P50Ms, r.Request.P99Ms, r.InvariantsText)
-		rows = append(rows, row{name, r})
+		rows = append(rows, figureRow{name, r})
 	}
 
 	// Single node: the same engine with its own WAL.
@@ -76,11 +72,24 @@ func TestClusterFigures(t *testing.T) {
 			st := d.Stats()
 			recs, secs := st.Restored.Load(), time.Duration(st.RestoreNanos.Load()).Seconds()
 			t.Logf("restore: %d changelog records in %.2f s; a fresh node serving after %v", recs, secs, took)
-			rows = append(rows, row{name: fmt.Sprintf("restore: %d records in %.2f s (%.0f records/s on kfake); the fresh node served its partitions %.2f s after it started",
+			rows = append(rows, figureRow{name: fmt.Sprintf("restore: %d records in %.2f s (%.0f records/s on kfake); the fresh node served its partitions %.2f s after it started",
 				recs, secs, float64(recs)/max(secs, 1e-9), took.Seconds())})
 		}
 	}
 
+	if err := os.WriteFile(out, []byte(figuresReport(cfg, rows, commitInterval)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// figureRow is one measured system (r nil: a line of text).
+type figureRow struct {
+	name string
+	r    *loadgen.Result
+}
+
+// figuresReport renders results/cluster.md.
+func figuresReport(cfg loadgen.Config, rows []figureRow, commitInterval time.Duration) string {
 	m := report.Machine("")
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Cluster mode: RS-1 on kfake\n\n")
@@ -117,7 +126,5 @@ func TestClusterFigures(t *testing.T) {
 - On one 2-core machine, the broker, every node and the load generator compete for the same cores: three nodes cannot be faster than one here. Scaling with nodes, replication (acks from in-sync replicas), the latency of transaction markers and real disk behaviour can only be measured on a Kafka cluster on several machines. There, run kfake's place with a real cluster and, on each machine, ` + "`engine --cluster --brokers <kafka> --cluster-name rs1 --node <host>`" + `, then ` + "`go run ./cmd/loadgen --target http://<any node>:8080 ...`" + ` (state reads go to the owner: point loadgen's state checks at a node that forwards them, or run the checks from the in-process target in this test).
 - Takeover after a SIGKILL is measured by the multi-process test (` + "`make cluster-crash`" + `); see its report below when present.
 `)
-	if err := os.WriteFile(out, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	return b.String()
 }

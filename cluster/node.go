@@ -2,27 +2,20 @@ package cluster
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shardfn/shardfn/engine"
-	"github.com/shardfn/shardfn/internal/format"
-	"github.com/shardfn/shardfn/store"
 )
 
 // Config configures one node.
@@ -56,6 +49,10 @@ type Config struct {
 	Logger *slog.Logger
 	// ClientOpts are added to every Kafka client the node makes (tests).
 	ClientOpts []kgo.Opt
+	// AdminURL is the base URL of this node's admin listener as the other
+	// nodes reach it (http://10.0.0.5:9090): they forward GET /state/...
+	// for this node's partitions there (forward.go). Empty: they cannot.
+	AdminURL string
 }
 
 func (c *Config) defaults() error {
@@ -124,6 +121,7 @@ type Node struct {
 	// node did meanwhile.
 	member string
 	gen    int32
+	fwd    forwarder // state reads forwarded to the owner (forward.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -164,6 +162,10 @@ func Start(cfg Config) (*Node, error) {
 	defer cancel()
 	n.topics, n.parts, err = EnsureTopics(ctx, n.prod, cfg.Name, cfg.Topics)
 	if err != nil {
+		n.prod.Close()
+		return nil, err
+	}
+	if err := n.advertise(ctx); err != nil { // forward.go
 		n.prod.Close()
 		return nil, err
 	}
@@ -291,18 +293,14 @@ func (n *Node) Stats() *Stats { return &n.stats }
 // Ready reports whether the node runs an engine over its partitions.
 func (n *Node) Ready() bool { return n.ready.Load() && n.Err() == nil }
 
-// Err is why the node stopped, if it did.
+// Err is why the node cannot serve now: the last failure to open an
+// engine over its partitions (a storage error, a changelog that cannot be
+// read), until an open succeeds; the node keeps retrying meanwhile.
 func (n *Node) Err() error {
 	if p := n.err.Load(); p != nil {
 		return *p
 	}
 	return nil
-}
-
-func (n *Node) fail(err error) {
-	if n.err.CompareAndSwap(nil, &err) {
-		n.log.Error("cluster node stopped", "err", err)
-	}
 }
 
 // Close stops the node as a restart would: the open transaction is
@@ -361,9 +359,11 @@ func (n *Node) run() {
 					return
 				}
 				n.log.Error("cannot open the engine; retrying", "err", err)
+				n.err.Store(&err)
 				time.Sleep(time.Second)
 				continue
 			}
+			n.err.Store(nil)
 		}
 		pctx, cancel := context.WithTimeout(n.ctx, n.cfg.CommitInterval)
 		fs := n.sess.PollRecords(pctx, n.cfg.MaxPollRecords)
@@ -394,621 +394,4 @@ func (n *Node) run() {
 			}
 		}
 	}
-}
-
-// epoch runs one transaction: deliver recs, wait for them to be consumed,
-// ship what the engine appended, commit, then apply.
-func (n *Node) epoch(ep *engine.Epoch, recs []*kgo.Record) error {
-	e := n.eng.Load()
-	ep.Reset() // an aborted epoch leaves its effects in ep
-	if err := n.sess.Begin(); err != nil {
-		return fmt.Errorf("begin transaction: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.TxnTimeout/2)
-	defer cancel()
-	ship := &shipper{n: n, positions: map[int32]int64{}}
-	pending := make(map[uint64]struct{}, len(recs))
-	i := 0
-	for {
-		for i < len(recs) {
-			m, err := format.DecodeStoredMessage(recs[i].Value)
-			if err != nil {
-				// A record no node can read: skipped (its offset commits),
-				// reported. Only a foreign producer writes such records.
-				n.log.Error("input record is not a message; skipped", "partition", recs[i].Partition, "offset", recs[i].Offset, "err", err)
-				i++
-				continue
-			}
-			key := recordKey(recs[i])
-			d, first, err := e.Deliver(m, key)
-			if err != nil {
-				if errors.Is(err, engine.ErrOverloaded) {
-					break
-				}
-				return n.endAbort(fmt.Errorf("deliver: %w", err))
-			}
-			if d == engine.Delivered {
-				pending[m.Env.ID] = struct{}{}
-			} else if m.Env.ReplyTo != 0 {
-				ship.replyAgain = append(ship.replyAgain, [2]uint64{first, m.Env.ReplyTo})
-			}
-			i++
-		}
-		if err := e.CollectEpoch(ep); err != nil {
-			return n.endAbort(err)
-		}
-		for _, id := range ep.Consumed[ship.consumed:] {
-			delete(pending, id)
-		}
-		ship.consumed = len(ep.Consumed)
-		ship.produce(ep)
-		if i == len(recs) && len(pending) == 0 {
-			break
-		}
-		select {
-		case <-n.wake:
-		case <-time.After(time.Millisecond):
-		case <-ctx.Done():
-			return n.endAbort(fmt.Errorf("%d input messages not consumed within %v", len(pending), n.cfg.TxnTimeout/2))
-		}
-		if err := e.Err(); err != nil {
-			return n.endAbort(err)
-		}
-	}
-	if ep.Records == 0 && len(recs) == 0 {
-		_, err := n.sess.End(n.ctx, kgo.TryAbort) // nothing to commit
-		return err
-	}
-	start := time.Now()
-	if err := n.sess.Client().Flush(n.ctx); err != nil {
-		return n.endAbort(fmt.Errorf("flush: %w", err))
-	}
-	if err := ship.err(); err != nil {
-		return n.endAbort(err)
-	}
-	if len(recs) == 0 {
-		// Nothing polled: the session commits no offsets, so the broker
-		// would not check this node's group generation. A node that was
-		// dropped from the group without knowing it (its heartbeats lost)
-		// could then commit the effects of delayed messages of partitions
-		// another node owns now. Check membership inside the transaction.
-		if err := n.fenceCheck(); err != nil {
-			return n.endAbort(fmt.Errorf("fence check: %w", err))
-		}
-	}
-	ectx, ecancel := context.WithTimeout(n.ctx, n.cfg.TxnTimeout)
-	ectx = kgo.PreTxnCommitFnContext(ectx, func(req *kmsg.TxnOffsetCommitRequest) error {
-		req.MemberID, req.Generation = n.member, n.gen // the engine's membership, not the client's latest
-		return nil
-	})
-	committed, err := n.sess.End(ectx, kgo.TryCommit)
-	ecancel()
-	if err != nil || !committed {
-		return fmt.Errorf("transaction not committed: %v", err)
-	}
-	if n.log.Enabled(n.ctx, slog.LevelDebug) {
-		lo, hi := map[int32]int64{}, map[int32]int64{}
-		for _, r := range recs {
-			if _, ok := lo[r.Partition]; !ok {
-				lo[r.Partition] = r.Offset
-			}
-			hi[r.Partition] = r.Offset
-		}
-		n.log.Debug("epoch committed", "first", fmt.Sprint(lo), "last", fmt.Sprint(hi), "changelog", fmt.Sprint(ship.positions))
-	}
-	n.stats.Commits.Add(1)
-	n.stats.CommitNanos.Store(int64(time.Since(start)))
-	if err := e.CommitEpoch(ep, ship.positions); err != nil {
-		return err
-	}
-	for _, ids := range ship.replyAgain { // retried idempotent requests
-		if m, ok, err := e.KeptReply(ids[0]); err == nil && ok {
-			n.sendReply(ids[1]&^format.ReplyKeep, m.Type, m.Value)
-		}
-	}
-	ship.reset(ep)
-	return nil
-}
-
-func (n *Node) endAbort(cause error) error {
-	_, _ = n.sess.End(n.ctx, kgo.TryAbort)
-	return cause
-}
-
-// shipper produces an epoch's records into the open transaction.
-type shipper struct {
-	n                            *Node
-	consumed, changes, sends, eg int
-	mu                           sync.Mutex
-	positions                    map[int32]int64 // changelog partition -> next offset
-	firstErr                     error
-	replyAgain                   [][2]uint64 // (first request id, retry's reply-to) of duplicate requests
-}
-
-// Changelog record: key = class byte + store key ('k' point operations,
-// 'r' a range deletion, keyed by its start so that compaction keeps the
-// last of each); value = nil (a deletion: a tombstone), 's' + value (a
-// set), or 'r' + end key (a range deletion).
-func changeRecord(topic string, ch *engine.Change) *kgo.Record {
-	r := &kgo.Record{Topic: topic, Partition: ch.Partition}
-	switch ch.Kind {
-	case store.ChangeSet:
-		r.Key = append([]byte{'k'}, ch.Key...)
-		r.Value = append([]byte{'s'}, ch.Value...)
-	case store.ChangeDelete:
-		r.Key = append([]byte{'k'}, ch.Key...)
-	case store.ChangeDeleteRange:
-		r.Key = append([]byte{'r'}, ch.Key...)
-		r.Value = append([]byte{'r'}, ch.Value...)
-	}
-	return r
-}
-
-// decodeChange is changeRecord's inverse.
-func decodeChange(r *kgo.Record) (store.ChangeKind, []byte, []byte, error) {
-	if len(r.Key) == 0 {
-		return 0, nil, nil, fmt.Errorf("%w: changelog record without a key at %s/%d@%d", store.ErrCorrupt, r.Topic, r.Partition, r.Offset)
-	}
-	switch {
-	case r.Key[0] == 'k' && r.Value == nil:
-		return store.ChangeDelete, r.Key[1:], nil, nil
-	case r.Key[0] == 'k' && len(r.Value) > 0 && r.Value[0] == 's':
-		return store.ChangeSet, r.Key[1:], r.Value[1:], nil
-	case r.Key[0] == 'r' && len(r.Value) > 0 && r.Value[0] == 'r':
-		return store.ChangeDeleteRange, r.Key[1:], r.Value[1:], nil
-	}
-	return 0, nil, nil, fmt.Errorf("%w: changelog record of unknown shape at %s/%d@%d", store.ErrCorrupt, r.Topic, r.Partition, r.Offset)
-}
-
-func (s *shipper) produce(ep *engine.Epoch) {
-	n := s.n
-	t := n.topics
-	for ; s.changes < len(ep.Changes); s.changes++ {
-		n.sess.Produce(n.ctx, changeRecord(t.Changelog, &ep.Changes[s.changes]), s.changelogDone)
-	}
-	for ; s.sends < len(ep.Sends); s.sends++ {
-		m := &ep.Sends[s.sends]
-		n.sess.Produce(n.ctx, &kgo.Record{Topic: t.In, Partition: m.Partition, Value: append([]byte(nil), m.Msg...)}, s.done)
-	}
-	for ; s.eg < len(ep.Egress); s.eg++ {
-		g := &ep.Egress[s.eg]
-		n.sess.Produce(n.ctx, &kgo.Record{Topic: t.Egress, Key: []byte(g.Name), Value: encodeEgress(g),
-			Headers: []kgo.RecordHeader{{Key: "egress", Value: []byte(g.Name)}}}, s.done)
-	}
-}
-
-func (s *shipper) changelogDone(r *kgo.Record, err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err != nil {
-		if s.firstErr == nil {
-			s.firstErr = fmt.Errorf("produce to %s/%d: %w", r.Topic, r.Partition, err)
-		}
-		return
-	}
-	if r.Offset+1 > s.positions[r.Partition] {
-		s.positions[r.Partition] = r.Offset + 1
-	}
-}
-
-func (s *shipper) done(r *kgo.Record, err error) {
-	if err == nil {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.firstErr == nil {
-		s.firstErr = fmt.Errorf("produce to %s/%d: %w", r.Topic, r.Partition, err)
-	}
-}
-
-func (s *shipper) err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.firstErr
-}
-
-// reset readies s and ep for the next epoch.
-func (s *shipper) reset(ep *engine.Epoch) {
-	ep.Reset()
-	s.consumed, s.changes, s.sends, s.eg = 0, 0, 0, 0
-	clear(s.positions)
-	s.replyAgain = s.replyAgain[:0]
-}
-
-// encodeEgress is an egress record's value: source address, type, payload.
-func encodeEgress(g *engine.ClusterEgress) []byte {
-	b := format.AppendAddress(nil, g.Source)
-	b = binary.AppendUvarint(b, uint64(len(g.Type)))
-	b = append(b, g.Type...)
-	return append(b, g.Payload...)
-}
-
-// reopen (re)starts the engine over the partitions the group assigned:
-// close the old one (nothing uncommitted is in the store), restore the
-// changelog of every partition newly owned, open a new engine.
-func (n *Node) reopen() error {
-	start := time.Now()
-	n.ready.Store(false)
-	if e := n.eng.Swap(nil); e != nil {
-		// What it appended since the last commit is discarded: delayed
-		// messages fire again from the store, input is read again from
-		// the committed offsets.
-		e.Abort(errors.New("the node's partitions changed"))
-		_ = e.Close()
-	}
-	n.changed.Store(false)
-	n.member, n.gen = n.sess.Client().GroupMetadata()
-	owned := *n.owned.Load()
-	dir := n.cfg.Engine.DataDir
-	if err := n.restore(filepath.Join(dir, "store"), owned); err != nil {
-		n.changed.Store(true)
-		return err
-	}
-	opts := n.cfg.Engine
-	if opts.Logger == nil {
-		opts.Logger = n.log
-	}
-	opts.Cluster = &engine.ClusterLink{
-		Partition:  func(kg uint16) int32 { return PartitionOf(kg, n.parts) },
-		Owns:       func(p int32) bool { return int(p) < len(owned) && owned[p] },
-		ReserveIDs: n.reserveIDs,
-		Reply:      n.sendReply,
-		Appended: func(uint64) {
-			select {
-			case n.wake <- struct{}{}:
-			default:
-			}
-		},
-	}
-	e, err := engine.Open(opts, n.cfg.Specs...)
-	if err != nil {
-		n.changed.Store(true)
-		return fmt.Errorf("cluster: open engine: %w", err)
-	}
-	n.adopted.Store(&owned)
-	n.eng.Store(e)
-	n.ready.Store(true)
-	n.stats.Restarts.Add(1)
-	d := time.Since(start)
-	n.stats.LastPauseNanos.Store(int64(d))
-	if int64(d) > n.stats.MaxPauseNanos.Load() {
-		n.stats.MaxPauseNanos.Store(int64(d))
-	}
-	n.log.Info("engine open over the owned partitions", "owned", ranges(n.Owned()), "pause", d.String())
-	return nil
-}
-
-// reserveIDs reserves a span of message ids: the offset of a record this
-// node appends to the meta topic is unique in the cluster forever, so
-// span o is [(o+1) << 32, (o+2) << 32).
-func (n *Node) reserveIDs() (uint64, uint64, error) {
-	ctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)
-	defer cancel()
-	r := &kgo.Record{Topic: n.topics.Meta, Partition: 0, Key: []byte("ids"), Value: []byte(n.cfg.Node)}
-	if err := n.prod.ProduceSync(ctx, r).FirstErr(); err != nil {
-		return 0, 0, err
-	}
-	o := uint64(r.Offset)
-	if o >= 1<<30 {
-		return 0, 0, errors.New("cluster: the meta topic's offsets passed 2^30: message ids are exhausted")
-	}
-	return (o + 1) << 32, (o + 2) << 32, nil
-}
-
-// restore brings the store's copy of every owned partition up to the end
-// of its changelog (read committed), from the position the store holds.
-func (n *Node) restore(dir string, owned []bool) error {
-	start := time.Now()
-	st, err := store.OpenPebble(dir, store.PebbleOptions{Logger: n.log})
-	if err != nil {
-		return fmt.Errorf("cluster: open store for restore: %w", err)
-	}
-	defer st.Close()
-	pos, err := engine.ClusterPositions(st, n.parts)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Minute)
-	defer cancel()
-	ends, err := n.changelogEnds(ctx, owned)
-	if err != nil {
-		return err
-	}
-	from := map[int32]kgo.Offset{}
-	for p, end := range ends {
-		if end <= pos[p] {
-			delete(ends, p)
-			continue
-		}
-		from[p] = kgo.NewOffset().At(pos[p])
-	}
-	if len(from) == 0 {
-		return nil
-	}
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(n.cfg.Brokers...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{n.topics.Changelog: from}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords()}, n.cfg.ClientOpts...)...)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	b := st.NewBatch()
-	var restored uint64
-	for len(ends) > 0 {
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("cluster: restore did not reach the changelog's end: %w", err)
-		}
-		var ferr error
-		fs.EachError(func(t string, p int32, err error) { ferr = fmt.Errorf("cluster: restore %s/%d: %w", t, p, err) })
-		if ferr != nil {
-			return ferr
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			end, ok := ends[r.Partition]
-			if !ok || r.Offset >= end || ferr != nil {
-				return
-			}
-			if !r.Attrs.IsControl() {
-				kind, k, v, err := decodeChange(r)
-				if err == nil {
-					err = store.ApplyChange(b, kind, k, v)
-				}
-				if err != nil {
-					ferr = err
-					return
-				}
-				restored++
-			}
-			if r.Offset+1 >= end {
-				b.Set(engine.ChangelogPositionKey(r.Partition), engine.ChangelogPositionValue(end))
-				delete(ends, r.Partition)
-			}
-		})
-		if ferr != nil {
-			return ferr
-		}
-		if b.Len() > 4096 || len(ends) == 0 {
-			if err := b.Commit(); err != nil {
-				return err
-			}
-			b.Reset()
-		}
-	}
-	if err := st.Flush(); err != nil {
-		return err
-	}
-	n.stats.Restored.Add(restored)
-	n.stats.RestoreNanos.Add(int64(time.Since(start)))
-	n.log.Info("restored changelog", "partitions", len(from), "records", restored, "took", time.Since(start).String())
-	return nil
-}
-
-// changelogEnds returns where the restore of each owned partition ends: the
-// changelog's end once no transaction is open on it. A previous owner may
-// still be ending its last transaction (or have died in one): reading only
-// up to the last stable offset then would miss that transaction's
-// changes, committed a moment later together with its input offsets. So
-// the restore waits until the last stable offset reaches the high
-// watermark (every transaction on the partition resolved), at most twice
-// the transaction timeout, after which the broker has aborted a dead
-// owner's transaction.
-func (n *Node) changelogEnds(ctx context.Context, owned []bool) (map[int32]int64, error) {
-	deadline := time.Now().Add(2*n.cfg.TxnTimeout + 5*time.Second)
-	for {
-		lso, err := n.adm.ListCommittedOffsets(ctx, n.topics.Changelog)
-		if err == nil {
-			err = lso.Error()
-		}
-		if err != nil {
-			return nil, fmt.Errorf("cluster: changelog stable offsets: %w", err)
-		}
-		hwm, err := n.adm.ListEndOffsets(ctx, n.topics.Changelog)
-		if err == nil {
-			err = hwm.Error()
-		}
-		if err != nil {
-			return nil, fmt.Errorf("cluster: changelog end offsets: %w", err)
-		}
-		ends := map[int32]int64{}
-		open := []int32{}
-		lso.Each(func(o kadm.ListedOffset) {
-			p := o.Partition
-			if int(p) >= len(owned) || !owned[p] {
-				return
-			}
-			ends[p] = o.Offset
-			if h, ok := hwm.Lookup(n.topics.Changelog, p); ok && h.Offset > o.Offset {
-				open = append(open, p)
-			}
-		})
-		if len(open) == 0 {
-			return ends, nil
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("cluster: a transaction stays open on changelog partitions %v for more than %v; its producer is alive and not ending it", open, 2*n.cfg.TxnTimeout+5*time.Second)
-		}
-		n.log.Info("waiting for an open transaction on changelog partitions to end before restoring them", "partitions", fmt.Sprint(open))
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// fencePredecessor starts and aborts a transaction at once: registering
-// the transactional id fences this node's previous incarnation and aborts
-// the transaction it left open, instead of leaving its partitions' readers
-// (and this node's own restore) waiting for the transaction timeout.
-func (n *Node) fencePredecessor() error {
-	ctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)
-	defer cancel()
-	if err := n.sess.Begin(); err != nil {
-		return fmt.Errorf("cluster: begin the fencing transaction: %w", err)
-	}
-	r := &kgo.Record{Topic: n.topics.Meta, Partition: 0, Key: []byte("fence"), Value: []byte(n.cfg.Node)}
-	perr := n.sess.ProduceSync(ctx, r).FirstErr()
-	if _, err := n.sess.End(ctx, kgo.TryAbort); err != nil || perr != nil {
-		return fmt.Errorf("cluster: fence the previous incarnation of node %s: %w", n.cfg.Node, errors.Join(perr, err))
-	}
-	return nil
-}
-
-// Collectors are the node's Prometheus metrics (the HTTP server registers
-// them with SetEngine).
-func (n *Node) Collectors() []prometheus.Collector {
-	labels := prometheus.Labels{"node": n.cfg.Node, "cluster": n.cfg.Name}
-	gauge := func(name, help string, f func() float64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shardfn_cluster_" + name, Help: help, ConstLabels: labels}, f)
-	}
-	counter := func(name, help string, f func() float64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shardfn_cluster_" + name, Help: help, ConstLabels: labels}, f)
-	}
-	st := &n.stats
-	return []prometheus.Collector{
-		gauge("partitions_active", "Partitions this node's engine serves.", func() float64 { return float64(len(n.Owned())) }),
-		gauge("partitions", "P, the cluster's partition count.", func() float64 { return float64(n.parts) }),
-		gauge("ready", "1 while the node runs an engine over its partitions.", func() float64 {
-			if n.Ready() {
-				return 1
-			}
-			return 0
-		}),
-		counter("commits_total", "Transactions committed.", func() float64 { return float64(st.Commits.Load()) }),
-		counter("aborts_total", "Epochs aborted (rebalances, fencing, errors).", func() float64 { return float64(st.Aborts.Load()) }),
-		counter("rebalances_total", "Assignment changes seen.", func() float64 { return float64(st.Rebalances.Load()) }),
-		counter("engine_restarts_total", "Engines opened over a new assignment.", func() float64 { return float64(st.Restarts.Load()) }),
-		gauge("commit_seconds", "Duration of the last commit (flush, offsets, end of transaction).", func() float64 {
-			return time.Duration(st.CommitNanos.Load()).Seconds()
-		}),
-		gauge("last_pause_seconds", "How long the last engine restart (restore included) held processing.", func() float64 {
-			return time.Duration(st.LastPauseNanos.Load()).Seconds()
-		}),
-		counter("restored_records_total", "Changelog records restored into the store.", func() float64 { return float64(st.Restored.Load()) }),
-		counter("restore_seconds_total", "Time spent restoring changelogs.", func() float64 { return time.Duration(st.RestoreNanos.Load()).Seconds() }),
-		gauge("input_lag_records", "Input records of this node's partitions not yet committed (sampled).", func() float64 { return float64(st.InputLag.Load()) }),
-	}
-}
-
-// sampleLag refreshes Stats.InputLag every few seconds: the last stable
-// offset of each owned input partition minus the group's committed offset.
-func (n *Node) sampleLag() {
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
-	group := "shardfn-" + n.cfg.Name
-	for {
-		select {
-		case <-n.ctx.Done():
-			return
-		case <-t.C:
-		}
-		ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
-		ends, err1 := n.adm.ListCommittedOffsets(ctx, n.topics.In)
-		offs, err2 := n.adm.FetchOffsets(ctx, group)
-		cancel()
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		var lag int64
-		for _, p := range n.Owned() {
-			end, ok := ends.Lookup(n.topics.In, p)
-			if !ok {
-				continue
-			}
-			at := int64(0)
-			if o, ok := offs.Lookup(n.topics.In, p); ok && o.At >= 0 {
-				at = o.At
-			}
-			lag += max(end.Offset-at, 0)
-		}
-		n.stats.InputLag.Store(lag)
-	}
-}
-
-// inTopicID is the input topic's id (cached).
-func (n *Node) inTopicID(ctx context.Context) ([16]byte, error) {
-	if id := n.inID.Load(); id != nil {
-		return *id, nil
-	}
-	td, err := n.adm.ListTopics(ctx, n.topics.In)
-	if err != nil {
-		return [16]byte{}, err
-	}
-	d, ok := td[n.topics.In]
-	if !ok || d.Err != nil {
-		return [16]byte{}, fmt.Errorf("topic %s: %v", n.topics.In, d.Err)
-	}
-	id := [16]byte(d.ID)
-	n.inID.Store(&id)
-	return id, nil
-}
-
-// fenceCheck adds to the open transaction a commit of an input partition's
-// committed offset (unchanged), with this node's group generation and
-// member id, so that the broker refuses the transaction if the node is no
-// longer the group member it thinks it is (KIP-447's check, which the
-// session makes only when it commits offsets of polled records).
-func (n *Node) fenceCheck() error {
-	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.TxnTimeout/2)
-	defer cancel()
-	cl := n.sess.Client()
-	member, gen := n.member, n.gen
-	if m, g := cl.GroupMetadata(); m != member || g != gen {
-		return fmt.Errorf("the group generation moved from %d to %d", gen, g)
-	}
-	if member == "" || gen < 0 {
-		return errors.New("not a group member")
-	}
-	p, off := int32(-1), int64(0)
-	if c := cl.CommittedOffsets()[n.topics.In]; len(c) > 0 {
-		for q, o := range c {
-			p, off = q, o.Offset
-			break
-		}
-	} else if owned := n.Owned(); len(owned) > 0 {
-		p = owned[0] // nothing committed yet: offset 0 is where it starts
-	} else {
-		return errors.New("no partition to check membership with")
-	}
-	pid, epoch, err := cl.ProducerID(ctx)
-	if err != nil {
-		return err
-	}
-	txnID := "shardfn-" + n.cfg.Name + "-" + n.cfg.Node
-	group := "shardfn-" + n.cfg.Name
-	add := kmsg.NewPtrAddOffsetsToTxnRequest()
-	add.TransactionalID, add.ProducerID, add.ProducerEpoch, add.Group = txnID, pid, epoch, group
-	aresp, err := add.RequestWith(ctx, cl)
-	if err != nil {
-		return err
-	}
-	if err := kerr.ErrorForCode(aresp.ErrorCode); err != nil {
-		return err
-	}
-	req := kmsg.NewPtrTxnOffsetCommitRequest()
-	req.TransactionalID, req.Group, req.ProducerID, req.ProducerEpoch = txnID, group, pid, epoch
-	req.Generation, req.MemberID, req.InstanceID = gen, member, &n.cfg.Node
-	rt := kmsg.NewTxnOffsetCommitRequestTopic()
-	rt.Topic = n.topics.In                              // v0-5
-	if rt.TopicID, err = n.inTopicID(ctx); err != nil { // v6+
-		return err
-	}
-	rp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
-	rp.Partition, rp.Offset, rp.LeaderEpoch = p, off, -1
-	rt.Partitions = append(rt.Partitions, rp)
-	req.Topics = append(req.Topics, rt)
-	resp, err := req.RequestWith(ctx, cl)
-	if err != nil {
-		return err
-	}
-	for _, t := range resp.Topics {
-		for _, q := range t.Partitions {
-			if err := kerr.ErrorForCode(q.ErrorCode); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }

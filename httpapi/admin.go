@@ -189,6 +189,9 @@ func (s *Server) state(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if f, ok := e.(StateForwarder); ok && forwardState(w, r, f, addr) { // cluster mode: the owner answers (forward.go)
+		return
+	}
 	vals, err := e.State(r.Context(), addr)
 	if errors.Is(err, engine.ErrUnknownType) {
 		writeJSONError(w, http.StatusNotFound, "no function type "+addr.Namespace+"/"+addr.Type+" is registered, so "+addr.String()+" has no state", false)

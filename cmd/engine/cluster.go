@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"os"
 	"time"
 
@@ -29,6 +30,7 @@ func (d *daemon) runCluster(stop <-chan os.Signal) int {
 			MinInsyncReplicas: cc.minISR, Logger: log},
 		CommitInterval: cc.commitInterval, SessionTimeout: cc.sessionTimeout, TxnTimeout: cc.txnTimeout,
 		Engine: opts, Specs: d.specs, Logger: log,
+		AdminURL: adminURL(cc.advertiseAdmin, d.admLn.Addr()),
 	})
 	if err != nil {
 		log.Error("cannot start the cluster node", "err", err)
@@ -43,7 +45,7 @@ func (d *daemon) runCluster(stop <-chan os.Signal) int {
 		return 1
 	}
 	log.Info("cluster node started", "partitions", n.Partitions(), "topics", n.Topics().All(),
-		"ingress", d.ingLn.Addr().String(), "admin", d.admLn.Addr().String())
+		"ingress", d.ingLn.Addr().String(), "admin", d.admLn.Addr().String(), "advertised_admin", adminURL(cc.advertiseAdmin, d.admLn.Addr()))
 	status := 0
 	select {
 	case <-stop:
@@ -57,4 +59,24 @@ func (d *daemon) runCluster(stop <-chan os.Signal) int {
 	shutdownServer(d.srv, log, 2*time.Second)
 	log.Info("shutdown complete", "exit_status", status)
 	return status
+}
+
+// adminURL is the admin URL a node advertises to the others (they forward
+// GET /state/... for its partitions there): --advertise-admin, or
+// http://<the admin listener's address>, with the host name in place of an
+// unspecified address (0.0.0.0, ::).
+func adminURL(advertise string, ln net.Addr) string {
+	if advertise != "" {
+		return advertise
+	}
+	host, port, err := net.SplitHostPort(ln.String())
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		if h, err := os.Hostname(); err == nil && h != "" {
+			host = h
+		}
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }

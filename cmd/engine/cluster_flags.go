@@ -29,6 +29,7 @@ type clusterFlags struct {
 	commitInterval    time.Duration
 	sessionTimeout    time.Duration
 	txnTimeout        time.Duration
+	advertiseAdmin    string // base URL of the admin listener for the other nodes; "" = from the listener's address
 
 	// Raw values, checked and converted by validate.
 	brokersRaw string
@@ -38,7 +39,7 @@ type clusterFlags struct {
 
 // clusterFlagNames are the flags that mean something only with --cluster.
 var clusterFlagNames = []string{"brokers", "cluster-name", "node", "partitions", "replication-factor",
-	"min-insync-replicas", "commit-interval", "session-timeout", "txn-timeout"}
+	"min-insync-replicas", "commit-interval", "session-timeout", "txn-timeout", "advertise-admin"}
 
 func (cf *clusterFlags) register(fs *flag.FlagSet) {
 	host, _ := os.Hostname()
@@ -51,6 +52,7 @@ func (cf *clusterFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&cf.minISR, "min-insync-replicas", 0, "min.insync.replicas of the topics a node creates; 0 uses the broker's default (2 with replication factor 3 is usual)")
 	fs.DurationVar(&cf.commitInterval, "commit-interval", 50*time.Millisecond, "cluster mode: length of one Kafka transaction (input offsets, state, sends, replies commit together), 1ms to 10s; shorter answers sooner, longer costs less")
 	fs.DurationVar(&cf.sessionTimeout, "session-timeout", 6*time.Second, "cluster mode: how long the group waits for a silent node before moving its partitions")
+	fs.StringVar(&cf.advertiseAdmin, "advertise-admin", "", "cluster mode: base URL of this node's admin listener as the other nodes reach it (e.g. http://10.0.0.5:9090), where they forward GET /state/... for its partitions; default http://<--admin-addr>, with the host name for an unspecified address")
 	fs.DurationVar(&cf.txnTimeout, "txn-timeout", 10*time.Second, "cluster mode: Kafka transaction timeout, after which a dead node's open transaction is aborted (readers wait for it until then); must exceed --commit-interval")
 }
 
@@ -112,6 +114,9 @@ func (cf *clusterFlags) validate(fs *flag.FlagSet) error {
 	}
 	if cf.sessionTimeout <= 0 || cf.sessionTimeout > 30*time.Minute {
 		return fmt.Errorf("--session-timeout %v: pass a positive duration of at most 30m (default 6s; the broker's group.min.session.timeout.ms and group.max.session.timeout.ms bound it too)", cf.sessionTimeout)
+	}
+	if err := cluster.ValidateAdminURL(cf.advertiseAdmin); err != nil {
+		return fmt.Errorf("--advertise-admin: %w", err)
 	}
 	if cf.txnTimeout <= cf.commitInterval || cf.txnTimeout > 15*time.Minute {
 		return fmt.Errorf("--txn-timeout %v: pass a duration longer than --commit-interval %v and at most 15m (default 10s; the broker's transaction.max.timeout.ms bounds it too)", cf.txnTimeout, cf.commitInterval)

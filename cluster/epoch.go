@@ -1,0 +1,253 @@
+package cluster
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shardfn/shardfn/engine"
+	"github.com/shardfn/shardfn/internal/format"
+	"github.com/shardfn/shardfn/store"
+)
+
+// epoch runs one transaction: deliver recs, wait for them to be consumed,
+// ship what the engine appended, commit, then apply.
+func (n *Node) epoch(ep *engine.Epoch, recs []*kgo.Record) error {
+	e := n.eng.Load()
+	ep.Reset() // an aborted epoch leaves its effects in ep
+	if err := n.sess.Begin(); err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.TxnTimeout/2)
+	defer cancel()
+	ship := &shipper{n: n, positions: map[int32]int64{}}
+	pending := make(map[uint64]struct{}, len(recs))
+	i := 0
+	for {
+		var err error
+		if i, err = n.deliver(e, recs, i, pending, ship); err != nil {
+			return n.endAbort(err)
+		}
+		if err := e.CollectEpoch(ep); err != nil {
+			return n.endAbort(err)
+		}
+		for _, id := range ep.Consumed[ship.consumed:] {
+			delete(pending, id)
+		}
+		ship.consumed = len(ep.Consumed)
+		ship.produce(ep)
+		if i == len(recs) && len(pending) == 0 {
+			break
+		}
+		select {
+		case <-n.wake:
+		case <-time.After(time.Millisecond):
+		case <-ctx.Done():
+			return n.endAbort(fmt.Errorf("%d input messages not consumed within %v", len(pending), n.cfg.TxnTimeout/2))
+		}
+		if err := e.Err(); err != nil {
+			return n.endAbort(err)
+		}
+	}
+	if ep.Records == 0 && len(recs) == 0 {
+		_, err := n.sess.End(n.ctx, kgo.TryAbort) // nothing to commit
+		return err
+	}
+	start := time.Now()
+	if err := n.sess.Client().Flush(n.ctx); err != nil {
+		return n.endAbort(fmt.Errorf("flush: %w", err))
+	}
+	if err := ship.err(); err != nil {
+		return n.endAbort(err)
+	}
+	if len(recs) == 0 {
+		// Nothing polled: the session commits no offsets, so the broker
+		// would not check this node's group generation. A node that was
+		// dropped from the group without knowing it (its heartbeats lost)
+		// could then commit the effects of delayed messages of partitions
+		// another node owns now. Check membership inside the transaction.
+		if err := n.fenceCheck(); err != nil {
+			return n.endAbort(fmt.Errorf("fence check: %w", err))
+		}
+	}
+	ectx, ecancel := context.WithTimeout(n.ctx, n.cfg.TxnTimeout)
+	ectx = kgo.PreTxnCommitFnContext(ectx, func(req *kmsg.TxnOffsetCommitRequest) error {
+		req.MemberID, req.Generation = n.member, n.gen // the engine's membership, not the client's latest
+		return nil
+	})
+	committed, err := n.sess.End(ectx, kgo.TryCommit)
+	ecancel()
+	if err != nil || !committed {
+		return fmt.Errorf("transaction not committed: %v", err)
+	}
+	if n.log.Enabled(n.ctx, slog.LevelDebug) {
+		lo, hi := map[int32]int64{}, map[int32]int64{}
+		for _, r := range recs {
+			if _, ok := lo[r.Partition]; !ok {
+				lo[r.Partition] = r.Offset
+			}
+			hi[r.Partition] = r.Offset
+		}
+		n.log.Debug("epoch committed", "first", fmt.Sprint(lo), "last", fmt.Sprint(hi), "changelog", fmt.Sprint(ship.positions))
+	}
+	n.stats.Commits.Add(1)
+	n.stats.CommitNanos.Store(int64(time.Since(start)))
+	if err := e.CommitEpoch(ep, ship.positions); err != nil {
+		return err
+	}
+	for _, ids := range ship.replyAgain { // retried idempotent requests
+		if m, ok, err := e.KeptReply(ids[0]); err == nil && ok {
+			n.sendReply(ids[1]&^format.ReplyKeep, m.Type, m.Value)
+		}
+	}
+	ship.reset(ep)
+	return nil
+}
+
+// deliver hands recs[i:] to the engine until it is overloaded and returns
+// how far it got; pending gains the ids of the messages delivered.
+func (n *Node) deliver(e *engine.Engine, recs []*kgo.Record, i int, pending map[uint64]struct{}, ship *shipper) (int, error) {
+	for ; i < len(recs); i++ {
+		m, err := format.DecodeStoredMessage(recs[i].Value)
+		if err != nil {
+			// A record no node can read: skipped (its offset commits),
+			// reported. Only a foreign producer writes such records.
+			n.log.Error("input record is not a message; skipped", "partition", recs[i].Partition, "offset", recs[i].Offset, "err", err)
+			continue
+		}
+		d, first, err := e.Deliver(m, recordKey(recs[i]))
+		if errors.Is(err, engine.ErrOverloaded) {
+			return i, nil
+		}
+		if err != nil {
+			return i, fmt.Errorf("deliver: %w", err)
+		}
+		if d == engine.Delivered {
+			pending[m.Env.ID] = struct{}{}
+		} else if m.Env.ReplyTo != 0 {
+			ship.replyAgain = append(ship.replyAgain, [2]uint64{first, m.Env.ReplyTo})
+		}
+	}
+	return i, nil
+}
+
+func (n *Node) endAbort(cause error) error {
+	_, _ = n.sess.End(n.ctx, kgo.TryAbort)
+	return cause
+}
+
+// shipper produces an epoch's records into the open transaction.
+type shipper struct {
+	n                            *Node
+	consumed, changes, sends, eg int
+	mu                           sync.Mutex
+	positions                    map[int32]int64 // changelog partition -> next offset
+	firstErr                     error
+	replyAgain                   [][2]uint64 // (first request id, retry's reply-to) of duplicate requests
+}
+
+// Changelog record: key = class byte + store key ('k' point operations,
+// 'r' a range deletion, keyed by its start so that compaction keeps the
+// last of each); value = nil (a deletion: a tombstone), 's' + value (a
+// set), or 'r' + end key (a range deletion).
+func changeRecord(topic string, ch *engine.Change) *kgo.Record {
+	r := &kgo.Record{Topic: topic, Partition: ch.Partition}
+	switch ch.Kind {
+	case store.ChangeSet:
+		r.Key = append([]byte{'k'}, ch.Key...)
+		r.Value = append([]byte{'s'}, ch.Value...)
+	case store.ChangeDelete:
+		r.Key = append([]byte{'k'}, ch.Key...)
+	case store.ChangeDeleteRange:
+		r.Key = append([]byte{'r'}, ch.Key...)
+		r.Value = append([]byte{'r'}, ch.Value...)
+	}
+	return r
+}
+
+// decodeChange is changeRecord's inverse.
+func decodeChange(r *kgo.Record) (store.ChangeKind, []byte, []byte, error) {
+	if len(r.Key) == 0 {
+		return 0, nil, nil, fmt.Errorf("%w: changelog record without a key at %s/%d@%d", store.ErrCorrupt, r.Topic, r.Partition, r.Offset)
+	}
+	switch {
+	case r.Key[0] == 'k' && r.Value == nil:
+		return store.ChangeDelete, r.Key[1:], nil, nil
+	case r.Key[0] == 'k' && len(r.Value) > 0 && r.Value[0] == 's':
+		return store.ChangeSet, r.Key[1:], r.Value[1:], nil
+	case r.Key[0] == 'r' && len(r.Value) > 0 && r.Value[0] == 'r':
+		return store.ChangeDeleteRange, r.Key[1:], r.Value[1:], nil
+	}
+	return 0, nil, nil, fmt.Errorf("%w: changelog record of unknown shape at %s/%d@%d", store.ErrCorrupt, r.Topic, r.Partition, r.Offset)
+}
+
+func (s *shipper) produce(ep *engine.Epoch) {
+	n := s.n
+	t := n.topics
+	for ; s.changes < len(ep.Changes); s.changes++ {
+		n.sess.Produce(n.ctx, changeRecord(t.Changelog, &ep.Changes[s.changes]), s.changelogDone)
+	}
+	for ; s.sends < len(ep.Sends); s.sends++ {
+		m := &ep.Sends[s.sends]
+		n.sess.Produce(n.ctx, &kgo.Record{Topic: t.In, Partition: m.Partition, Value: append([]byte(nil), m.Msg...)}, s.done)
+	}
+	for ; s.eg < len(ep.Egress); s.eg++ {
+		g := &ep.Egress[s.eg]
+		n.sess.Produce(n.ctx, &kgo.Record{Topic: t.Egress, Key: []byte(g.Name), Value: encodeEgress(g),
+			Headers: []kgo.RecordHeader{{Key: "egress", Value: []byte(g.Name)}}}, s.done)
+	}
+}
+
+func (s *shipper) changelogDone(r *kgo.Record, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		if s.firstErr == nil {
+			s.firstErr = fmt.Errorf("produce to %s/%d: %w", r.Topic, r.Partition, err)
+		}
+		return
+	}
+	if r.Offset+1 > s.positions[r.Partition] {
+		s.positions[r.Partition] = r.Offset + 1
+	}
+}
+
+func (s *shipper) done(r *kgo.Record, err error) {
+	if err == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.firstErr == nil {
+		s.firstErr = fmt.Errorf("produce to %s/%d: %w", r.Topic, r.Partition, err)
+	}
+}
+
+func (s *shipper) err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.firstErr
+}
+
+// reset readies s and ep for the next epoch.
+func (s *shipper) reset(ep *engine.Epoch) {
+	ep.Reset()
+	s.consumed, s.changes, s.sends, s.eg = 0, 0, 0, 0
+	clear(s.positions)
+	s.replyAgain = s.replyAgain[:0]
+}
+
+// encodeEgress is an egress record's value: source address, type, payload.
+func encodeEgress(g *engine.ClusterEgress) []byte {
+	b := format.AppendAddress(nil, g.Source)
+	b = binary.AppendUvarint(b, uint64(len(g.Type)))
+	b = append(b, g.Type...)
+	return append(b, g.Payload...)
+}

@@ -1,0 +1,133 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// reserveIDs reserves a span of message ids: the offset of a record this
+// node appends to the meta topic is unique in the cluster forever, so
+// span o is [(o+1) << 32, (o+2) << 32).
+func (n *Node) reserveIDs() (uint64, uint64, error) {
+	ctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)
+	defer cancel()
+	r := &kgo.Record{Topic: n.topics.Meta, Partition: 0, Key: []byte("ids"), Value: []byte(n.cfg.Node)}
+	if err := n.prod.ProduceSync(ctx, r).FirstErr(); err != nil {
+		return 0, 0, err
+	}
+	o := uint64(r.Offset)
+	if o >= 1<<30 {
+		return 0, 0, errors.New("cluster: the meta topic's offsets passed 2^30: message ids are exhausted")
+	}
+	return (o + 1) << 32, (o + 2) << 32, nil
+}
+
+// fencePredecessor starts and aborts a transaction at once: registering
+// the transactional id fences this node's previous incarnation and aborts
+// the transaction it left open, instead of leaving its partitions' readers
+// (and this node's own restore) waiting for the transaction timeout.
+func (n *Node) fencePredecessor() error {
+	ctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)
+	defer cancel()
+	if err := n.sess.Begin(); err != nil {
+		return fmt.Errorf("cluster: begin the fencing transaction: %w", err)
+	}
+	r := &kgo.Record{Topic: n.topics.Meta, Partition: 0, Key: []byte("fence"), Value: []byte(n.cfg.Node)}
+	perr := n.sess.ProduceSync(ctx, r).FirstErr()
+	if _, err := n.sess.End(ctx, kgo.TryAbort); err != nil || perr != nil {
+		return fmt.Errorf("cluster: fence the previous incarnation of node %s: %w", n.cfg.Node, errors.Join(perr, err))
+	}
+	return nil
+}
+
+// inTopicID is the input topic's id (cached).
+func (n *Node) inTopicID(ctx context.Context) ([16]byte, error) {
+	if id := n.inID.Load(); id != nil {
+		return *id, nil
+	}
+	td, err := n.adm.ListTopics(ctx, n.topics.In)
+	if err != nil {
+		return [16]byte{}, err
+	}
+	d, ok := td[n.topics.In]
+	if !ok || d.Err != nil {
+		return [16]byte{}, fmt.Errorf("topic %s: %v", n.topics.In, d.Err)
+	}
+	id := [16]byte(d.ID)
+	n.inID.Store(&id)
+	return id, nil
+}
+
+// fenceCheck adds to the open transaction a commit of an input partition's
+// committed offset (unchanged), with this node's group generation and
+// member id, so that the broker refuses the transaction if the node is no
+// longer the group member it thinks it is (KIP-447's check, which the
+// session makes only when it commits offsets of polled records).
+func (n *Node) fenceCheck() error {
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.TxnTimeout/2)
+	defer cancel()
+	cl := n.sess.Client()
+	member, gen := n.member, n.gen
+	if m, g := cl.GroupMetadata(); m != member || g != gen {
+		return fmt.Errorf("the group generation moved from %d to %d", gen, g)
+	}
+	if member == "" || gen < 0 {
+		return errors.New("not a group member")
+	}
+	p, off := int32(-1), int64(0)
+	if c := cl.CommittedOffsets()[n.topics.In]; len(c) > 0 {
+		for q, o := range c {
+			p, off = q, o.Offset
+			break
+		}
+	} else if owned := n.Owned(); len(owned) > 0 {
+		p = owned[0] // nothing committed yet: offset 0 is where it starts
+	} else {
+		return errors.New("no partition to check membership with")
+	}
+	pid, epoch, err := cl.ProducerID(ctx)
+	if err != nil {
+		return err
+	}
+	txnID := "shardfn-" + n.cfg.Name + "-" + n.cfg.Node
+	group := "shardfn-" + n.cfg.Name
+	add := kmsg.NewPtrAddOffsetsToTxnRequest()
+	add.TransactionalID, add.ProducerID, add.ProducerEpoch, add.Group = txnID, pid, epoch, group
+	aresp, err := add.RequestWith(ctx, cl)
+	if err != nil {
+		return err
+	}
+	if err := kerr.ErrorForCode(aresp.ErrorCode); err != nil {
+		return err
+	}
+	req := kmsg.NewPtrTxnOffsetCommitRequest()
+	req.TransactionalID, req.Group, req.ProducerID, req.ProducerEpoch = txnID, group, pid, epoch
+	req.Generation, req.MemberID, req.InstanceID = gen, member, &n.cfg.Node
+	rt := kmsg.NewTxnOffsetCommitRequestTopic()
+	rt.Topic = n.topics.In                              // v0-5
+	if rt.TopicID, err = n.inTopicID(ctx); err != nil { // v6+
+		return err
+	}
+	rp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
+	rp.Partition, rp.Offset, rp.LeaderEpoch = p, off, -1
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return err
+	}
+	for _, t := range resp.Topics {
+		for _, q := range t.Partitions {
+			if err := kerr.ErrorForCode(q.ErrorCode); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
