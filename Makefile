@@ -4,7 +4,7 @@ export GOFLAGS := -buildvcs=false
 
 # test-ui: installs Chromium (Debian's package) when missing and runs the
 # console's browser test, saving screenshots into results/.
-.PHONY: kfake cluster cluster-crash run build test sim test-ui soak bench bench-micro bench-rs1 bench-peers bench-scaling bench-http bench-kafka lint crash kafka-crash fuzz proto results
+.PHONY: kfake cluster cluster-crash bench-cluster run build test sim test-ui soak bench bench-micro bench-rs1 bench-peers bench-scaling bench-http bench-kafka lint crash kafka-crash fuzz proto results
 
 # kfake: a development Kafka-protocol broker (franz-go's kfake, in memory,
 # three brokers on 127.0.0.1:9092-9094), for cluster mode and the Kafka
@@ -17,6 +17,11 @@ kfake:
 # 127.0.0.1:9191-9193, data in data-cluster/. See README "Cluster mode".
 cluster:
 	scripts/cluster.sh
+
+# bench-cluster: RS-1 on a single node and on 1 and 3 cluster nodes over an
+# in-process kfake, in one run, and a restore; writes results/cluster.md.
+bench-cluster:
+	CLUSTER_FIGURES=$(CURDIR)/results/cluster.md $(GO) test -count=1 -run TestClusterFigures -timeout 30m -v ./cluster/
 
 # run: the standalone server with the ride-sharing (RS-1) functions built in.
 run:
