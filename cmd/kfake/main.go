@@ -56,7 +56,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ports := fs.String("ports", "9092,9093,9094", "listen ports on 127.0.0.1, one broker each; 0 picks a free port")
 	topics := fs.String("topics", "events,counts", "topics to create, comma separated; name:partitions sets the partition count (default 3)")
 	partitions := fs.Int("partitions", 3, "partitions of topics created without a count, and of topics created on first use")
-	dataDir := fs.String("data-dir", "", "keep the cluster's data in this directory across restarts (default: in memory)")
+	dataDir := fs.String("data-dir", "", "keep the cluster's data in this directory across restarts (default: in memory); it survives a kill of the process (SIGKILL): transactions open then are aborted at the restart")
+	syncWrites := fs.Bool("sync-writes", false, "with --data-dir, fsync every write (survives a power loss, not only a killed process; slower)")
+	minSession := fs.Duration("min-session-timeout", 0, "lowest group session timeout a member may ask for (the broker's group.min.session.timeout.ms; 0 keeps kfake's 6s)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: kfake [flags]              run the development brokers\n       kfake produce TOPIC KEY VALUE  write one record\n       kfake consume TOPIC            print records (read_committed)\n\nkfake is a test cluster (franz-go's kfake), not Kafka.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -95,6 +97,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *dataDir != "" {
 		opts = append(opts, kfake.DataDir(*dataDir))
+		if *syncWrites {
+			opts = append(opts, kfake.SyncWrites())
+		}
+	} else if *syncWrites {
+		fmt.Fprintln(stderr, "kfake: --sync-writes needs --data-dir")
+		return 2
+	}
+	if *minSession < 0 || *minSession > 0 && *minSession < time.Millisecond {
+		fmt.Fprintf(stderr, "kfake: --min-session-timeout %v: want a positive duration of at least 1ms (e.g. 500ms), or 0\n", *minSession)
+		return 2
+	}
+	if *minSession > 0 {
+		opts = append(opts, kfake.BrokerConfigs(map[string]string{"group.min.session.timeout.ms": strconv.FormatInt(minSession.Milliseconds(), 10)}))
 	}
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
