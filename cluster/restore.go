@@ -9,6 +9,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shardfn/shardfn/engine"
 	"github.com/shardfn/shardfn/store"
@@ -88,73 +89,45 @@ func (n *Node) restore(dir string, owned []bool) error {
 	if err != nil {
 		return err
 	}
-	from := map[int32]kgo.Offset{}
+	cl := n.sess.Client()
+	var restored uint64
+	parts := 0
+	b := st.NewBatch()
 	for p, end := range ends {
 		if end <= pos[p] {
-			delete(ends, p)
 			continue
 		}
-		from[p] = kgo.NewOffset().At(pos[p])
-	}
-	if len(from) == 0 {
-		return nil
-	}
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(n.cfg.Brokers...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{n.topics.Changelog: from}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords()}, n.cfg.ClientOpts...)...)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	b := st.NewBatch()
-	var restored uint64
-	for len(ends) > 0 {
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("cluster: restore did not reach the changelog's end: %w", err)
-		}
-		var ferr error
-		fs.EachError(func(t string, p int32, err error) { ferr = fmt.Errorf("cluster: restore %s/%d: %w", t, p, err) })
-		if ferr != nil {
-			return ferr
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			end, ok := ends[r.Partition]
-			if !ok || r.Offset >= end || ferr != nil {
-				return
+		parts++
+		err := n.readChangelog(ctx, cl, p, pos[p], end, func(r *kgo.Record) error {
+			kind, k, v, err := decodeChange(r)
+			if err == nil {
+				err = store.ApplyChange(b, kind, k, v)
 			}
-			if !r.Attrs.IsControl() {
-				kind, k, v, err := decodeChange(r)
-				if err == nil {
-					err = store.ApplyChange(b, kind, k, v)
-				}
-				if err != nil {
-					ferr = err
-					return
-				}
-				restored++
+			restored++
+			if err == nil && b.Len() > 4096 {
+				err = b.Commit()
+				b.Reset()
 			}
-			if r.Offset+1 >= end {
-				b.Set(engine.ChangelogPositionKey(r.Partition), engine.ChangelogPositionValue(end))
-				delete(ends, r.Partition)
-			}
+			return err
 		})
-		if ferr != nil {
-			return ferr
+		if err != nil {
+			return err
 		}
-		if b.Len() > 4096 || len(ends) == 0 {
-			if err := b.Commit(); err != nil {
-				return err
-			}
-			b.Reset()
+		b.Set(engine.ChangelogPositionKey(p), engine.ChangelogPositionValue(end))
+		if err := b.Commit(); err != nil {
+			return err
 		}
+		b.Reset()
+	}
+	if parts == 0 {
+		return nil
 	}
 	if err := st.Flush(); err != nil {
 		return err
 	}
 	n.stats.Restored.Add(restored)
 	n.stats.RestoreNanos.Add(int64(time.Since(start)))
-	n.log.Info("restored changelog", "partitions", len(from), "records", restored, "took", time.Since(start).String())
+	n.log.Info("restored changelog", "partitions", parts, "records", restored, "took", time.Since(start).String())
 	return nil
 }
 
@@ -209,4 +182,77 @@ func (n *Node) changelogEnds(ctx context.Context, owned []bool) (map[int32]int64
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// readChangelog calls fn with every committed record of changelog
+// partition p in [from, end), in order. It fetches with raw read_committed
+// fetch requests and follows the fetch position itself: a transaction
+// aborted without a marker (a broker restarted from its files with a
+// transaction open) is skipped by the fetch position, where a consumer that
+// only sees records could not tell that it had reached end.
+func (n *Node) readChangelog(ctx context.Context, cl *kgo.Client, p int32, from, end int64, fn func(*kgo.Record) error) error {
+	topic := n.topics.Changelog
+	for off := from; off < end; {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("cluster: restore of %s/%d stopped at offset %d of %d: %w", topic, p, off, end, err)
+		}
+		td, err := n.adm.ListTopics(ctx, topic)
+		if err != nil {
+			return fmt.Errorf("cluster: restore: metadata of %s: %w", topic, err)
+		}
+		d := td[topic]
+		pd, ok := d.Partitions[p]
+		if d.Err != nil || !ok || pd.Leader < 0 {
+			time.Sleep(100 * time.Millisecond) // no leader yet
+			continue
+		}
+		req := kmsg.NewPtrFetchRequest()
+		req.ReplicaID, req.MaxWaitMillis, req.MinBytes, req.MaxBytes = -1, 200, 1, 32<<20
+		req.IsolationLevel = 1 // read_committed
+		rt := kmsg.NewFetchRequestTopic()
+		rt.Topic, rt.TopicID = topic, d.ID
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes = p, off, 16<<20
+		rp.CurrentLeaderEpoch, rp.LogStartOffset = -1, -1
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		resp, err := req.RequestWith(ctx, cl.Broker(int(pd.Leader)))
+		if err != nil {
+			n.log.Warn("restore fetch failed; retrying", "partition", p, "offset", off, "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		next := off
+		for i := range resp.Topics {
+			for j := range resp.Topics[i].Partitions {
+				rp := &resp.Topics[i].Partitions[j]
+				if rp.Partition != p {
+					continue
+				}
+				fp, o := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{KeepControlRecords: true, Offset: off,
+					IsolationLevel: kgo.ReadCommitted(), Topic: topic, Partition: p}, rp, kgo.DefaultDecompressor(), nil)
+				if fp.Err != nil {
+					n.log.Warn("restore fetch failed; retrying", "partition", p, "offset", off, "err", fp.Err)
+					continue
+				}
+				for _, r := range fp.Records {
+					if r.Offset >= end {
+						break
+					}
+					if r.Attrs.IsControl() {
+						continue
+					}
+					if err := fn(r); err != nil {
+						return err
+					}
+				}
+				next = max(next, o)
+			}
+		}
+		if next == off {
+			time.Sleep(20 * time.Millisecond) // nothing yet: the broker answered before its wait
+		}
+		off = next
+	}
+	return nil
 }
