@@ -149,8 +149,9 @@ func (c *ccClient) waitReady(limit time.Duration) (time.Duration, error) {
 	}
 }
 
-// count reads id's count from its owner: the one admin listener that
-// answers 200 (the others answer 421, or 503 while not ready).
+// count reads id's count on every node's admin listener (the owner answers
+// from its engine, the others forward the read to it; 421 or 503 while a
+// rebalance is in progress): every 200 must agree.
 func (c *ccClient) count(id string) (int64, string, error) {
 	var got []string
 	var val int64
@@ -176,12 +177,17 @@ func (c *ccClient) count(id string) (int64, string, error) {
 		if err := json.Unmarshal(b, &st); err != nil {
 			return 0, "", fmt.Errorf("state of %s on %s: %v: %s", id, n.name, err, b)
 		}
-		if owner != "" {
-			return 0, "", fmt.Errorf("%s: two nodes answer as its owner: %s", id, strings.Join(got, ", "))
+		var v int64
+		if p := st.State["count"].Value; p != nil {
+			v = *p
 		}
-		owner = n.name
-		if v := st.State["count"].Value; v != nil {
-			val = *v
+		// Every node answers: the owner from its engine, the others by
+		// forwarding to it. They must agree.
+		if owner != "" && v != val {
+			return 0, "", fmt.Errorf("%s: nodes disagree on its count: %s has %d, %s has %d (%s)", id, owner, val, n.name, v, strings.Join(got, ", "))
+		}
+		if owner == "" {
+			owner, val = n.name, v
 		}
 	}
 	if owner == "" {
