@@ -14,6 +14,7 @@ import (
 
 	"github.com/shardfn/shardfn/engine"
 	"github.com/shardfn/shardfn/internal/format"
+	"github.com/shardfn/shardfn/kafka"
 	"github.com/shardfn/shardfn/store"
 )
 
@@ -28,6 +29,11 @@ func (n *Node) epoch(ep *engine.Epoch, recs []*kgo.Record) error {
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.TxnTimeout/2)
 	defer cancel()
 	ship := &shipper{n: n, positions: map[int32]int64{}}
+	polled := len(recs)
+	recs, err := n.routeModuleIngress(e, recs, ship)
+	if err != nil {
+		return n.endAbort(err)
+	}
 	pending := make(map[uint64]struct{}, len(recs))
 	i := 0
 	for {
@@ -56,7 +62,7 @@ func (n *Node) epoch(ep *engine.Epoch, recs []*kgo.Record) error {
 			return n.endAbort(err)
 		}
 	}
-	if ep.Records == 0 && len(recs) == 0 {
+	if ep.Records == 0 && polled == 0 {
 		_, err := n.sess.End(n.ctx, kgo.TryAbort) // nothing to commit
 		return err
 	}
@@ -67,7 +73,7 @@ func (n *Node) epoch(ep *engine.Epoch, recs []*kgo.Record) error {
 	if err := ship.err(); err != nil {
 		return n.endAbort(err)
 	}
-	if len(recs) == 0 {
+	if polled == 0 {
 		// Nothing polled: the session commits no offsets, so the broker
 		// would not check this node's group generation. A node that was
 		// dropped from the group without knowing it (its heartbeats lost)
@@ -200,6 +206,21 @@ func (s *shipper) produce(ep *engine.Epoch) {
 	}
 	for ; s.eg < len(ep.Egress); s.eg++ {
 		g := &ep.Egress[s.eg]
+		if eg, ok := n.egress[g.Name]; ok {
+			if r, err := kafka.DecodeRecord(g.Payload); err == nil {
+				kr := &kgo.Record{Topic: r.Topic, Value: append([]byte(nil), r.Value...)}
+				if r.Key != "" {
+					kr.Key = []byte(r.Key)
+				}
+				for _, h := range r.Headers {
+					kr.Headers = append(kr.Headers, kgo.RecordHeader{Key: h.Key, Value: append([]byte(nil), h.Value...)})
+				}
+				n.sess.Produce(n.ctx, kr, s.done)
+				continue
+			} else {
+				n.log.Error("Kafka egress record cannot be decoded; kept in the cluster's egress topic", "egress", eg.ID, "err", err)
+			}
+		}
 		n.sess.Produce(n.ctx, &kgo.Record{Topic: t.Egress, Key: []byte(g.Name), Value: encodeEgress(g),
 			Headers: []kgo.RecordHeader{{Key: "egress", Value: []byte(g.Name)}}}, s.done)
 	}
@@ -250,4 +271,34 @@ func encodeEgress(g *engine.ClusterEgress) []byte {
 	b = binary.AppendUvarint(b, uint64(len(g.Type)))
 	b = append(b, g.Type...)
 	return append(b, g.Payload...)
+}
+
+// routeModuleIngress turns the polled records of the module's Kafka
+// ingress topics into messages produced to the input topic inside the
+// open transaction (their offsets commit with them), and returns the
+// input topic's records.
+func (n *Node) routeModuleIngress(e *engine.Engine, recs []*kgo.Record, ship *shipper) ([]*kgo.Record, error) {
+	if len(n.routers) == 0 {
+		return recs, nil
+	}
+	in := recs[:0:0]
+	var outs []engine.Outgoing
+	for _, r := range recs {
+		router, ok := n.routers[r.Topic]
+		if !ok {
+			in = append(in, r)
+			continue
+		}
+		outs = router.Route(outs[:0], r)
+		for i := range outs {
+			id, err := e.NewMessageID()
+			if err != nil {
+				return nil, err
+			}
+			// The transaction makes the routing exactly once: no
+			// idempotency key is needed (keys do not expire here).
+			n.sess.Produce(n.ctx, n.inRecord(id, outs[i].To, outs[i].Message, 0, ""), ship.done)
+		}
+	}
+	return in, nil
 }

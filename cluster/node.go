@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/shardfn/shardfn/engine"
+	"github.com/shardfn/shardfn/kafka"
 )
 
 // Config configures one node.
@@ -49,6 +51,16 @@ type Config struct {
 	Logger *slog.Logger
 	// ClientOpts are added to every Kafka client the node makes (tests).
 	ClientOpts []kgo.Opt
+	// KafkaIngress and KafkaEgress are the module's Kafka ingresses and
+	// egresses (module.yaml). They must name the cluster's own brokers:
+	// the node reads the ingress topics in its transactions (their offsets
+	// commit with the messages they became) and writes egress records to
+	// their topics in the same transactions (exactly once, whatever the
+	// egress's semantic says). An ingress's consumer group and startup
+	// position do not apply: the cluster's group reads from the earliest
+	// offset the first time.
+	KafkaIngress []kafka.IngressSpec
+	KafkaEgress  []kafka.EgressSpec
 	// AdminURL is the base URL of this node's admin listener as the other
 	// nodes reach it (http://10.0.0.5:9090): they forward GET /state/...
 	// for this node's partitions there (forward.go). Empty: they cannot.
@@ -84,7 +96,25 @@ func (c *Config) defaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	for _, in := range c.KafkaIngress {
+		if !sameBrokers(in.Brokers, c.Brokers) {
+			return fmt.Errorf("cluster: Kafka ingress %s reads brokers %v; in cluster mode a module's Kafka ingress must read the cluster's own brokers (%v)", in.ID, in.Brokers, c.Brokers)
+		}
+	}
+	for _, eg := range c.KafkaEgress {
+		if !sameBrokers(eg.Brokers, c.Brokers) {
+			return fmt.Errorf("cluster: Kafka egress %s writes brokers %v; in cluster mode a module's Kafka egress must write the cluster's own brokers (%v)", eg.ID, eg.Brokers, c.Brokers)
+		}
+	}
 	return nil
+}
+
+// sameBrokers reports whether two broker lists name the same set.
+func sameBrokers(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(slices.Compact(a), slices.Compact(b))
 }
 
 // Node is one member of a cluster: it owns the partitions the group gives
@@ -112,7 +142,10 @@ type Node struct {
 	requests map[uint64]chan engine.Message
 
 	stats Stats
-	inID  atomic.Pointer[[16]byte] // the input topic's id (fenceCheck)
+
+	routers map[string]*kafka.Router    // ingress topic -> its ingress's router
+	egress  map[string]kafka.EgressSpec // egress log name -> the Kafka egress
+	inID    atomic.Pointer[[16]byte]    // the input topic's id (fenceCheck)
 
 	// The group membership the current engine was opened under (the loop
 	// goroutine's): every commit is made under it, so a node that was
@@ -169,6 +202,7 @@ func Start(cfg Config) (*Node, error) {
 		n.prod.Close()
 		return nil, err
 	}
+	n.moduleKafka()
 	none := make([]bool, n.parts)
 	n.owned.Store(&none)
 	n.adopted.Store(&none)
@@ -188,7 +222,8 @@ func Start(cfg Config) (*Node, error) {
 		kgo.TransactionalID("shardfn-"+cfg.Name+"-"+cfg.Node),
 		kgo.TransactionTimeout(cfg.TxnTimeout),
 		kgo.ConsumerGroup("shardfn-"+cfg.Name),
-		kgo.ConsumeTopics(n.topics.In),
+		kgo.ConsumeTopics(append([]string{n.topics.In}, slices.Sorted(maps.Keys(n.routers))...)...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.InstanceID(cfg.Node),
 		kgo.SessionTimeout(cfg.SessionTimeout),
 		kgo.RebalanceTimeout(cfg.SessionTimeout*2),
@@ -393,5 +428,31 @@ func (n *Node) run() {
 				_ = e.Close()
 			}
 		}
+	}
+}
+
+// moduleKafka sets up the routers of the module's Kafka ingresses and the
+// names of its Kafka egresses.
+func (n *Node) moduleKafka() {
+	known := func(ft kafka.FunctionType) bool {
+		for _, sp := range n.cfg.Specs {
+			if sp.Namespace == ft.Namespace && (sp.Type == ft.Type || sp.Type == "*") {
+				return true
+			}
+		}
+		return false
+	}
+	opts := n.cfg.Engine
+	opts.EnsureDefaults()
+	n.routers = map[string]*kafka.Router{}
+	for _, spec := range n.cfg.KafkaIngress {
+		r := kafka.NewRouter(spec, known, opts.MaxMessageBytes, nil, n.log)
+		for _, t := range r.Topics() {
+			n.routers[t] = r
+		}
+	}
+	n.egress = map[string]kafka.EgressSpec{}
+	for _, eg := range n.cfg.KafkaEgress {
+		n.egress[kafka.EgressLog(eg.ID)] = eg
 	}
 }

@@ -15,11 +15,6 @@ import (
 // node for now.
 func (d *daemon) runCluster(stop <-chan os.Signal) int {
 	c, log := d.c, d.log
-	if len(d.kcfg.Ingresses)+len(d.kcfg.Egresses) > 0 {
-		log.Error("the module's Kafka ingresses and egresses are not supported in cluster mode yet; run them on a single node, or send to the cluster over HTTP")
-		shutdownServer(d.srv, log, time.Second)
-		return 1
-	}
 	cc := c.cluster
 	opts := d.engineOptions()
 	log.Info("starting cluster node", "cluster", cc.name, "node", cc.node, "brokers", cc.brokers, "data_dir", opts.DataDir,
@@ -30,6 +25,7 @@ func (d *daemon) runCluster(stop <-chan os.Signal) int {
 			MinInsyncReplicas: cc.minISR, Logger: log},
 		CommitInterval: cc.commitInterval, SessionTimeout: cc.sessionTimeout, TxnTimeout: cc.txnTimeout,
 		Engine: opts, Specs: d.specs, Logger: log,
+		KafkaIngress: d.kcfg.Ingresses, KafkaEgress: d.kcfg.Egresses,
 		AdminURL: adminURL(cc.advertiseAdmin, d.admLn.Addr()),
 	})
 	if err != nil {
