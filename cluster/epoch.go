@@ -62,6 +62,8 @@ func (n *Node) epoch(ep *engine.Epoch, recs []*kgo.Record) error {
 			return n.endAbort(err)
 		}
 	}
+	consumed := n.inputPositions(ep, recs)
+	ship.produce(ep)
 	if ep.Records == 0 && polled == 0 {
 		_, err := n.sess.End(n.ctx, kgo.TryAbort) // nothing to commit
 		return err
@@ -108,6 +110,9 @@ func (n *Node) epoch(ep *engine.Epoch, recs []*kgo.Record) error {
 	if err := e.CommitEpoch(ep, ship.positions); err != nil {
 		return err
 	}
+	for p, off := range consumed {
+		n.inPos[p] = off
+	}
 	for _, ids := range ship.replyAgain { // retried idempotent requests
 		if m, ok, err := e.KeptReply(ids[0]); err == nil && ok {
 			n.sendReply(ids[1]&^format.ReplyKeep, m.Type, m.Value)
@@ -121,6 +126,13 @@ func (n *Node) epoch(ep *engine.Epoch, recs []*kgo.Record) error {
 // how far it got; pending gains the ids of the messages delivered.
 func (n *Node) deliver(e *engine.Engine, recs []*kgo.Record, i int, pending map[uint64]struct{}, ship *shipper) (int, error) {
 	for ; i < len(recs); i++ {
+		if p := recs[i].Partition; int(p) < len(n.inPos) && recs[i].Offset < n.inPos[p] {
+			// The state already holds this record's effects (its input
+			// position is past it): the group's offset went back.
+			n.stats.Replayed.Add(1)
+			n.log.Warn("input record below the partition's applied position: skipped", "partition", p, "offset", recs[i].Offset, "applied_to", n.inPos[p])
+			continue
+		}
 		m, err := format.DecodeStoredMessage(recs[i].Value)
 		if err != nil {
 			// A record no node can read: skipped (its offset commits),
@@ -302,3 +314,27 @@ func (n *Node) routeModuleIngress(e *engine.Engine, recs []*kgo.Record, ship *sh
 	}
 	return in, nil
 }
+
+// inputPositions adds to ep, for each input partition recs came from, the
+// next offset to consume, as a store operation of that partition: the
+// position travels with the state in the changelog, so the owner of a
+// partition knows which input its state has applied, whatever the group's
+// committed offset says (deliver skips records below it).
+func (n *Node) inputPositions(ep *engine.Epoch, recs []*kgo.Record) map[int32]int64 {
+	if len(recs) == 0 {
+		return nil
+	}
+	next := map[int32]int64{}
+	for _, r := range recs {
+		next[r.Partition] = max(next[r.Partition], r.Offset+1)
+	}
+	for p, off := range next {
+		ep.Changes = append(ep.Changes, engine.Change{Partition: p, Kind: store.ChangeSet,
+			Key: inputPositionKey(p), Value: engine.ChangelogPositionValue(off)})
+	}
+	return next
+}
+
+// inputPositionKey is the store key of input partition p's applied
+// position ('M' metadata: the engine never writes it).
+func inputPositionKey(p int32) []byte { return fmt.Appendf(nil, "Min/%05d", p) }

@@ -46,29 +46,32 @@ func (n *Node) fencePredecessor() error {
 	return nil
 }
 
-// inTopicID is the input topic's id (cached).
-func (n *Node) inTopicID(ctx context.Context) ([16]byte, error) {
-	if id := n.inID.Load(); id != nil {
+// metaTopicID is the meta topic's id (cached).
+func (n *Node) metaTopicID(ctx context.Context) ([16]byte, error) {
+	if id := n.metaID.Load(); id != nil {
 		return *id, nil
 	}
-	td, err := n.adm.ListTopics(ctx, n.topics.In)
+	td, err := n.adm.ListTopics(ctx, n.topics.Meta)
 	if err != nil {
 		return [16]byte{}, err
 	}
-	d, ok := td[n.topics.In]
+	d, ok := td[n.topics.Meta]
 	if !ok || d.Err != nil {
-		return [16]byte{}, fmt.Errorf("topic %s: %v", n.topics.In, d.Err)
+		return [16]byte{}, fmt.Errorf("topic %s: %v", n.topics.Meta, d.Err)
 	}
 	id := [16]byte(d.ID)
-	n.inID.Store(&id)
+	n.metaID.Store(&id)
 	return id, nil
 }
 
-// fenceCheck adds to the open transaction a commit of an input partition's
-// committed offset (unchanged), with this node's group generation and
-// member id, so that the broker refuses the transaction if the node is no
-// longer the group member it thinks it is (KIP-447's check, which the
-// session makes only when it commits offsets of polled records).
+// fenceCheck adds to the open transaction an offset commit for the meta
+// topic's partition 0 (an offset the group never reads: no consumer
+// position changes), made with the group generation and member id the
+// engine was opened under, so that the broker refuses the transaction if
+// this node is no longer that member (KIP-447's check, which the session
+// makes only when it commits offsets of polled records). Committing an
+// input partition's offset instead could move back the offset of a
+// partition another node owns now.
 func (n *Node) fenceCheck() error {
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.TxnTimeout/2)
 	defer cancel()
@@ -79,17 +82,6 @@ func (n *Node) fenceCheck() error {
 	}
 	if member == "" || gen < 0 {
 		return errors.New("not a group member")
-	}
-	p, off := int32(-1), int64(0)
-	if c := cl.CommittedOffsets()[n.topics.In]; len(c) > 0 {
-		for q, o := range c {
-			p, off = q, o.Offset
-			break
-		}
-	} else if owned := n.Owned(); len(owned) > 0 {
-		p = owned[0] // nothing committed yet: offset 0 is where it starts
-	} else {
-		return errors.New("no partition to check membership with")
 	}
 	pid, epoch, err := cl.ProducerID(ctx)
 	if err != nil {
@@ -110,12 +102,12 @@ func (n *Node) fenceCheck() error {
 	req.TransactionalID, req.Group, req.ProducerID, req.ProducerEpoch = txnID, group, pid, epoch
 	req.Generation, req.MemberID, req.InstanceID = gen, member, &n.cfg.Node
 	rt := kmsg.NewTxnOffsetCommitRequestTopic()
-	rt.Topic = n.topics.In                              // v0-5
-	if rt.TopicID, err = n.inTopicID(ctx); err != nil { // v6+
+	rt.Topic = n.topics.Meta                              // v0-5
+	if rt.TopicID, err = n.metaTopicID(ctx); err != nil { // v6+
 		return err
 	}
 	rp := kmsg.NewTxnOffsetCommitRequestTopicPartition()
-	rp.Partition, rp.Offset, rp.LeaderEpoch = p, off, -1
+	rp.Partition, rp.Offset, rp.LeaderEpoch = 0, 0, -1
 	rt.Partitions = append(rt.Partitions, rp)
 	req.Topics = append(req.Topics, rt)
 	resp, err := req.RequestWith(ctx, cl)

@@ -145,7 +145,7 @@ type Node struct {
 
 	routers map[string]*kafka.Router    // ingress topic -> its ingress's router
 	egress  map[string]kafka.EgressSpec // egress log name -> the Kafka egress
-	inID    atomic.Pointer[[16]byte]    // the input topic's id (fenceCheck)
+	metaID  atomic.Pointer[[16]byte]    // the input topic's id (fenceCheck)
 
 	// The group membership the current engine was opened under (the loop
 	// goroutine's): every commit is made under it, so a node that was
@@ -154,6 +154,7 @@ type Node struct {
 	// node did meanwhile.
 	member string
 	gen    int32
+	inPos  []int64   // per input partition, the next offset the store's state has not applied
 	fwd    forwarder // state reads forwarded to the owner (forward.go)
 
 	ctx    context.Context
@@ -170,6 +171,7 @@ type Stats struct {
 	RestoreNanos                          atomic.Int64  // time spent restoring
 	LastPauseNanos, MaxPauseNanos         atomic.Int64  // engine restarts
 	CommitNanos                           atomic.Int64  // last commit's duration
+	Replayed                              atomic.Uint64 // input records skipped: below the applied position
 	InputLag                              atomic.Int64  // sampled input lag of the owned partitions
 }
 

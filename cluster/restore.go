@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -72,7 +73,7 @@ func (n *Node) reopen() error {
 
 // restore brings the store's copy of every owned partition up to the end
 // of its changelog (read committed), from the position the store holds.
-func (n *Node) restore(dir string, owned []bool) error {
+func (n *Node) restore(dir string, owned []bool) (err error) {
 	start := time.Now()
 	st, err := store.OpenPebble(dir, store.PebbleOptions{Logger: n.log})
 	if err != nil {
@@ -83,6 +84,11 @@ func (n *Node) restore(dir string, owned []bool) error {
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if err == nil {
+			err = n.loadInputPositions(st)
+		}
+	}()
 	ctx, cancel := context.WithTimeout(n.ctx, 5*time.Minute)
 	defer cancel()
 	ends, err := n.changelogEnds(ctx, owned)
@@ -254,5 +260,27 @@ func (n *Node) readChangelog(ctx context.Context, cl *kgo.Client, p int32, from,
 		}
 		off = next
 	}
+	return nil
+}
+
+// loadInputPositions reads the applied input position of every partition
+// from the store (restored with the changelog).
+func (n *Node) loadInputPositions(st store.Store) error {
+	pos := make([]int64, n.parts)
+	for p := range n.parts {
+		v, err := st.Get(inputPositionKey(p))
+		if err != nil {
+			return err
+		}
+		if v == nil {
+			continue
+		}
+		off, err := strconv.ParseInt(string(v), 10, 64)
+		if err != nil {
+			return fmt.Errorf("%w: input position of partition %d: %q", store.ErrCorrupt, p, v)
+		}
+		pos[p] = off
+	}
+	n.inPos = pos
 	return nil
 }
