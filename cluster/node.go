@@ -40,6 +40,10 @@ type Config struct {
 	// TxnTimeout is the transaction timeout: how long a dead node's open
 	// transaction can hold readers. Default 10s.
 	TxnTimeout time.Duration
+	// StandbyInterval is how often a node brings its standby copies (the
+	// partitions of the next node in the ring) up to date, between
+	// epochs. Default 1s; negative: no standby copies.
+	StandbyInterval time.Duration
 	// MaxPollRecords bounds the input records of one epoch. Default 2000.
 	MaxPollRecords int
 	// Engine is the template of the node's engines (DataDir required;
@@ -89,6 +93,9 @@ func (c *Config) defaults() error {
 	}
 	if c.TxnTimeout <= 0 {
 		c.TxnTimeout = 10 * time.Second
+	}
+	if c.StandbyInterval == 0 {
+		c.StandbyInterval = time.Second
 	}
 	if c.MaxPollRecords <= 0 {
 		c.MaxPollRecords = 2000
@@ -154,8 +161,10 @@ type Node struct {
 	// node did meanwhile.
 	member string
 	gen    int32
-	inPos  []int64   // per input partition, the next offset the store's state has not applied
-	fwd    forwarder // state reads forwarded to the owner (forward.go)
+	inPos  []int64 // per input partition, the next offset the store's state has not applied
+
+	lastStandby time.Time // the last standby pass (standby.go)
+	fwd         forwarder // state reads forwarded to the owner (forward.go)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -172,6 +181,8 @@ type Stats struct {
 	LastPauseNanos, MaxPauseNanos         atomic.Int64  // engine restarts
 	CommitNanos                           atomic.Int64  // last commit's duration
 	Replayed                              atomic.Uint64 // input records skipped: below the applied position
+	StandbyPartitions, StandbyLag         atomic.Int64  // standby copies kept, and the changelog records they lag
+	StandbyApplied                        atomic.Uint64 // changelog records applied to standby copies
 	InputLag                              atomic.Int64  // sampled input lag of the owned partitions
 }
 
@@ -422,7 +433,11 @@ func (n *Node) run() {
 			_, _ = n.sess.End(n.ctx, kgo.TryAbort)
 			continue
 		}
-		if err := n.epoch(ep, recs); err != nil && n.ctx.Err() == nil {
+		err := n.epoch(ep, recs)
+		if err == nil && !n.changed.Load() {
+			n.standbyPass(n.eng.Load())
+		}
+		if err != nil && n.ctx.Err() == nil {
 			n.log.Info("epoch aborted; reopening the engine", "err", err)
 			n.stats.Aborts.Add(1)
 			if e := n.eng.Swap(nil); e != nil {

@@ -197,14 +197,24 @@ func (n *Node) changelogEnds(ctx context.Context, owned []bool) (map[int32]int64
 // transaction open) is skipped by the fetch position, where a consumer that
 // only sees records could not tell that it had reached end.
 func (n *Node) readChangelog(ctx context.Context, cl *kgo.Client, p int32, from, end int64, fn func(*kgo.Record) error) error {
+	_, err := n.readChangelogUpTo(ctx, cl, p, from, end, 0, fn)
+	return err
+}
+
+// readChangelogUpTo is readChangelog that stops after the fetch that
+// passes budget records (0: no budget) and returns the offset it reached
+// (where the next read starts).
+func (n *Node) readChangelogUpTo(ctx context.Context, cl *kgo.Client, p int32, from, end int64, budget int, fn func(*kgo.Record) error) (int64, error) {
 	topic := n.topics.Changelog
-	for off := from; off < end; {
+	seen := 0
+	off := from
+	for off < end && (budget == 0 || seen < budget) {
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("cluster: restore of %s/%d stopped at offset %d of %d: %w", topic, p, off, end, err)
+			return off, fmt.Errorf("cluster: restore of %s/%d stopped at offset %d of %d: %w", topic, p, off, end, err)
 		}
 		td, err := n.adm.ListTopics(ctx, topic)
 		if err != nil {
-			return fmt.Errorf("cluster: restore: metadata of %s: %w", topic, err)
+			return off, fmt.Errorf("cluster: restore: metadata of %s: %w", topic, err)
 		}
 		d := td[topic]
 		pd, ok := d.Partitions[p]
@@ -249,8 +259,9 @@ func (n *Node) readChangelog(ctx context.Context, cl *kgo.Client, p int32, from,
 						continue
 					}
 					if err := fn(r); err != nil {
-						return err
+						return off, err
 					}
+					seen++
 				}
 				next = max(next, o)
 			}
@@ -258,9 +269,10 @@ func (n *Node) readChangelog(ctx context.Context, cl *kgo.Client, p int32, from,
 		if next == off {
 			time.Sleep(20 * time.Millisecond) // nothing yet: the broker answered before its wait
 		}
-		off = next
+		// A fetch may go past end; what is past end was not applied.
+		off = min(next, end)
 	}
-	return nil
+	return off, nil
 }
 
 // loadInputPositions reads the applied input position of every partition

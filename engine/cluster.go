@@ -343,6 +343,42 @@ func (e *Engine) CommitEpoch(ep *Epoch, positions map[int32]int64) error {
 	return nil
 }
 
+// ApplyStandby writes a standby copy's changes (changelog records of
+// partitions this engine does not own, read up to the given positions) to
+// the store with the positions, in one batch: a later owner of those
+// partitions restores only what follows.
+func (e *Engine) ApplyStandby(changes []Change, positions map[int32]int64) error {
+	c := e.cl
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range changes {
+		if c.link.Owns(changes[i].Partition) {
+			return fmt.Errorf("engine: a standby change for partition %d, which this engine owns", changes[i].Partition)
+		}
+	}
+	b := e.st.NewBatch()
+	for i := range changes {
+		ch := &changes[i]
+		if err := store.ApplyChange(b, ch.Kind, ch.Key, ch.Value); err != nil {
+			return err
+		}
+	}
+	for p, off := range positions {
+		b.Set(ChangelogPositionKey(p), ChangelogPositionValue(off))
+	}
+	return b.Commit()
+}
+
+// ChangelogPosition is where the store's copy of partition p's changelog
+// ends (0: nothing).
+func (e *Engine) ChangelogPosition(p int32) (int64, error) {
+	v, err := e.st.Get(ChangelogPositionKey(p))
+	if err != nil || v == nil {
+		return 0, err
+	}
+	return decodeChangelogPosition(v)
+}
+
 // Abort fails the engine after a transaction that did not commit: its
 // acknowledgements wait forever (the callers time out), and Close does
 // not wait for them. The node opens a new engine over the store.
