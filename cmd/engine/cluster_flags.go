@@ -29,6 +29,7 @@ type clusterFlags struct {
 	commitInterval    time.Duration
 	sessionTimeout    time.Duration
 	txnTimeout        time.Duration
+	standbyInterval   time.Duration
 	advertiseAdmin    string // base URL of the admin listener for the other nodes; "" = from the listener's address
 
 	// Raw values, checked and converted by validate.
@@ -39,7 +40,7 @@ type clusterFlags struct {
 
 // clusterFlagNames are the flags that mean something only with --cluster.
 var clusterFlagNames = []string{"brokers", "cluster-name", "node", "partitions", "replication-factor",
-	"min-insync-replicas", "commit-interval", "session-timeout", "txn-timeout", "advertise-admin"}
+	"min-insync-replicas", "commit-interval", "session-timeout", "txn-timeout", "advertise-admin", "standby-interval"}
 
 func (cf *clusterFlags) register(fs *flag.FlagSet) {
 	host, _ := os.Hostname()
@@ -53,6 +54,7 @@ func (cf *clusterFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&cf.commitInterval, "commit-interval", 50*time.Millisecond, "cluster mode: length of one Kafka transaction (input offsets, state, sends, replies commit together), 1ms to 10s; shorter answers sooner, longer costs less")
 	fs.DurationVar(&cf.sessionTimeout, "session-timeout", 6*time.Second, "cluster mode: how long the group waits for a silent node before moving its partitions")
 	fs.StringVar(&cf.advertiseAdmin, "advertise-admin", "", "cluster mode: base URL of this node's admin listener as the other nodes reach it (e.g. http://10.0.0.5:9090), where they forward GET /state/... for its partitions; default http://<--admin-addr>, with the host name for an unspecified address")
+	fs.DurationVar(&cf.standbyInterval, "standby-interval", time.Second, "cluster mode: how often a node brings its standby copy of the next node's partitions up to date (a takeover then restores only what the copy lacks); negative: no standby copies")
 	fs.DurationVar(&cf.txnTimeout, "txn-timeout", 10*time.Second, "cluster mode: Kafka transaction timeout, after which a dead node's open transaction is aborted (readers wait for it until then); must exceed --commit-interval")
 }
 
