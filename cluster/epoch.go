@@ -95,16 +95,7 @@ func (n *Node) epoch(ep *engine.Epoch, recs []*kgo.Record) error {
 	if err != nil || !committed {
 		return fmt.Errorf("transaction not committed: %v", err)
 	}
-	if n.log.Enabled(n.ctx, slog.LevelDebug) {
-		lo, hi := map[int32]int64{}, map[int32]int64{}
-		for _, r := range recs {
-			if _, ok := lo[r.Partition]; !ok {
-				lo[r.Partition] = r.Offset
-			}
-			hi[r.Partition] = r.Offset
-		}
-		n.log.Debug("epoch committed", "first", fmt.Sprint(lo), "last", fmt.Sprint(hi), "changelog", fmt.Sprint(ship.positions))
-	}
+	n.logCommitted(recs, ship)
 	n.stats.Commits.Add(1)
 	n.stats.CommitNanos.Store(int64(time.Since(start)))
 	if err := e.CommitEpoch(ep, ship.positions); err != nil {
@@ -120,6 +111,22 @@ func (n *Node) epoch(ep *engine.Epoch, recs []*kgo.Record) error {
 	}
 	ship.reset(ep)
 	return nil
+}
+
+// logCommitted logs, at debug level, the input offsets and changelog
+// positions an epoch committed.
+func (n *Node) logCommitted(recs []*kgo.Record, ship *shipper) {
+	if !n.log.Enabled(n.ctx, slog.LevelDebug) {
+		return
+	}
+	lo, hi := map[int32]int64{}, map[int32]int64{}
+	for _, r := range recs {
+		if _, ok := lo[r.Partition]; !ok {
+			lo[r.Partition] = r.Offset
+		}
+		hi[r.Partition] = r.Offset
+	}
+	n.log.Debug("epoch committed", "first", fmt.Sprint(lo), "last", fmt.Sprint(hi), "changelog", fmt.Sprint(ship.positions))
 }
 
 // deliver hands recs[i:] to the engine until it is overloaded and returns
