@@ -62,6 +62,9 @@ func (n *Node) epoch(ep *engine.Epoch, recs []*kgo.Record) error {
 			return n.endAbort(err)
 		}
 	}
+	if ep.Records > 0 || polled > 0 {
+		n.stats.LastActive.Store(time.Now().UnixNano())
+	}
 	consumed := n.inputPositions(ep, recs)
 	ship.produce(ep)
 	if ep.Records == 0 && polled == 0 {
@@ -136,8 +139,9 @@ func (n *Node) deliver(e *engine.Engine, recs []*kgo.Record, i int, pending map[
 		if p := recs[i].Partition; int(p) < len(n.inPos) && recs[i].Offset < n.inPos[p] {
 			// The state already holds this record's effects (its input
 			// position is past it): the group's offset went back.
-			n.stats.Replayed.Add(1)
-			n.log.Warn("input record below the partition's applied position: skipped", "partition", p, "offset", recs[i].Offset, "applied_to", n.inPos[p])
+			if n.stats.Replayed.Add(1)%1000 == 1 { // the first, then every thousandth
+				n.log.Warn("input record below the partition's applied position: skipped", "partition", p, "offset", recs[i].Offset, "applied_to", n.inPos[p], "skipped_so_far", n.stats.Replayed.Load())
+			}
 			continue
 		}
 		m, err := format.DecodeStoredMessage(recs[i].Value)

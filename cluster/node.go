@@ -183,6 +183,7 @@ type Stats struct {
 	Replayed                              atomic.Uint64 // input records skipped: below the applied position
 	StandbyPartitions, StandbyLag         atomic.Int64  // standby copies kept, and the changelog records they lag
 	StandbyApplied                        atomic.Uint64 // changelog records applied to standby copies
+	LastActive                            atomic.Int64  // unix ns of the last epoch that polled or collected anything
 	InputLag                              atomic.Int64  // sampled input lag of the owned partitions
 }
 

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+
 	"errors"
 	"fmt"
 	"testing"
@@ -81,6 +82,44 @@ func (t nodesTarget) Events(ctx context.Context) ([]loadgen.RideEvent, error) {
 			from = r.Offset + 1
 		}
 	}
+}
+
+// Quiesce waits until no input record is unconsumed (every input
+// partition's committed offset is its end) and every node serves its
+// partitions, twice, a finish delay apart (delayed messages may still
+// fire in between).
+func (t nodesTarget) Quiesce(ctx context.Context) error {
+	for range 2 {
+		for {
+			idle, err := t.idle(ctx)
+			if err != nil {
+				return err
+			}
+			if idle {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		time.Sleep(time.Second)
+	}
+	return nil
+}
+
+// idle reports whether every node is ready and none has polled or
+// processed anything for half a second.
+func (t nodesTarget) idle(context.Context) (bool, error) {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	for _, x := range t.c.nodes {
+		if !x.Ready() || x.changed.Load() || time.Since(time.Unix(0, x.Stats().LastActive.Load())) < 500*time.Millisecond {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 func state[S any](ctx context.Context, t nodesTarget, addr engine.Address, decode func([]engine.StateValue) (S, error)) (S, error) {

@@ -327,6 +327,16 @@ func (r *run) drainAndCheck() error {
 	if r.cfg.NoCheck {
 		return nil
 	}
+	if q, ok := r.t.(Quiescer); ok {
+		// Messages still travelling between nodes would show as broken
+		// invariants: wait until the target has none.
+		if err := q.Quiesce(r.ctx); err != nil {
+			return fmt.Errorf("loadgen: waiting for the target to settle: %w", err)
+		}
+		if events, err = r.t.Events(r.ctx); err != nil {
+			return fmt.Errorf("loadgen: draining: %w", err)
+		}
+	}
 	snap, err := gather(r.ctx, r.t, r.ids, all, events)
 	if err != nil {
 		return fmt.Errorf("loadgen: reading state for the checks: %w", err)

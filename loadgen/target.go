@@ -32,6 +32,15 @@ type Target interface {
 	Close() error
 }
 
+// Quiescer is implemented by targets whose messages travel between
+// processes (a cluster): Quiesce returns once no message is in flight, so
+// that the state read for the checks is settled. drain, which waits for
+// the started rides, is not enough there: other messages (a late offer's
+// answer, a driver's leave) may still be on their way.
+type Quiescer interface {
+	Quiesce(ctx context.Context) error
+}
+
 // Outcome is the answer to a request: the ride and its driver, or Failed.
 // A refused request (the passenger already had an active ride) has an empty
 // Ride and Failed set.
