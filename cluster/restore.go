@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -31,6 +32,7 @@ func (n *Node) reopen() error {
 	}
 	n.changed.Store(false)
 	n.member, n.gen = n.sess.Client().GroupMetadata()
+	n.syncAssignment()
 	owned := *n.owned.Load()
 	dir := n.cfg.Engine.DataDir
 	if err := n.restore(filepath.Join(dir, "store"), owned); err != nil {
@@ -295,4 +297,58 @@ func (n *Node) loadInputPositions(st store.Store) error {
 	}
 	n.inPos = pos
 	return nil
+}
+
+// syncAssignment replaces the node's view of its assignment with the
+// group's own (its description, once the group is stable): the revocation
+// callbacks alone can miss one (the transaction session does not pass on
+// a second revocation before the transaction ends), and an engine that
+// believed it owned a partition another node owns would fire its delayed
+// messages. Without a stable description within 2 s the callbacks'
+// view stands (and commits are still fenced by the generation).
+func (n *Node) syncAssignment() {
+	ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
+	defer cancel()
+	member, _ := n.sess.Client().GroupMetadata()
+	for ctx.Err() == nil {
+		ds, err := n.adm.DescribeGroups(ctx, "shardfn-"+n.cfg.Name)
+		if err == nil && ds.Error() == nil {
+			for _, g := range ds {
+				if g.State != "Stable" {
+					continue
+				}
+				for _, m := range g.Members {
+					if m.MemberID != member {
+						continue
+					}
+					a, ok := m.Assigned.AsConsumer()
+					if !ok {
+						continue
+					}
+					owned := make([]bool, n.parts)
+					for _, t := range a.Topics {
+						if t.Topic != n.topics.In {
+							continue
+						}
+						for _, p := range t.Partitions {
+							if p >= 0 && p < n.parts {
+								owned[p] = true
+							}
+						}
+					}
+					n.assignMu.Lock()
+					if old := *n.owned.Load(); !slices.Equal(old, owned) {
+						n.log.Info("assignment taken from the group's description", "callbacks_had", count(old), "group_has", count(owned))
+					}
+					n.owned.Store(&owned)
+					n.assignMu.Unlock()
+					return
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
