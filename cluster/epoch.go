@@ -24,7 +24,7 @@ func (n *Node) epoch(ep *engine.Epoch, recs []*kgo.Record) error {
 	e := n.eng.Load()
 	ep.Reset() // an aborted epoch leaves its effects in ep
 	if err := n.sess.Begin(); err != nil {
-		return fmt.Errorf("begin transaction: %w", err)
+		return beginError{err}
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.TxnTimeout/2)
 	defer cancel()

@@ -164,6 +164,7 @@ type Node struct {
 	inPos  []int64 // per input partition, the next offset the store's state has not applied
 
 	lastStandby time.Time // the last standby pass (standby.go)
+	sessOpts    []kgo.Opt // the group transaction session's options (renewSession)
 	fwd         forwarder // state reads forwarded to the owner (forward.go)
 
 	ctx    context.Context
@@ -184,6 +185,7 @@ type Stats struct {
 	StandbyPartitions, StandbyLag         atomic.Int64  // standby copies kept, and the changelog records they lag
 	StandbyApplied                        atomic.Uint64 // changelog records applied to standby copies
 	LastActive                            atomic.Int64  // unix ns of the last epoch that polled or collected anything
+	Sessions                              atomic.Uint64 // group sessions replaced after a producer failed for good
 	InputLag                              atomic.Int64  // sampled input lag of the owned partitions
 }
 
@@ -232,7 +234,7 @@ func Start(cfg Config) (*Node, error) {
 		n.prod.Close()
 		return nil, fmt.Errorf("cluster: replies client: %w", err)
 	}
-	n.sess, err = kgo.NewGroupTransactSession(append(base,
+	n.sessOpts = append(base,
 		kgo.TransactionalID("shardfn-"+cfg.Name+"-"+cfg.Node),
 		kgo.TransactionTimeout(cfg.TxnTimeout),
 		kgo.ConsumerGroup("shardfn-"+cfg.Name),
@@ -250,7 +252,8 @@ func Start(cfg Config) (*Node, error) {
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { n.assign(m[n.topics.In], true) }),
 		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { n.assign(m[n.topics.In], false) }),
 		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { n.assign(m[n.topics.In], false) }),
-	)...)
+	)
+	n.sess, err = kgo.NewGroupTransactSession(n.sessOpts...)
 	if err != nil {
 		n.rep.Close()
 		n.prod.Close()
@@ -438,6 +441,10 @@ func (n *Node) run() {
 		if err == nil && !n.changed.Load() {
 			n.standbyPass(n.eng.Load())
 		}
+		var be beginError
+		if errors.As(err, &be) && n.ctx.Err() == nil {
+			n.renewSession(be.err)
+		}
 		if err != nil && n.ctx.Err() == nil {
 			n.log.Info("epoch aborted; reopening the engine", "err", err)
 			n.stats.Aborts.Add(1)
@@ -473,4 +480,39 @@ func (n *Node) moduleKafka() {
 	for _, eg := range n.cfg.KafkaEgress {
 		n.egress[kafka.EgressLog(eg.ID)] = eg
 	}
+}
+
+// beginError: the session could not begin a transaction. franz-go then
+// holds its producer id as failed for good (for one, after the broker
+// restarted and forgot it: INVALID_PRODUCER_EPOCH), so the session must
+// be replaced.
+type beginError struct{ err error }
+
+func (e beginError) Error() string { return "begin transaction: " + e.err.Error() }
+
+// renewSession replaces the group transaction session after its producer
+// failed for good: the old one is closed (a static member: it stays in
+// the group, so the node keeps its partitions), a new one registers the
+// transactional id again (fencing what the old one left open), and the
+// engine reopens.
+func (n *Node) renewSession(cause error) {
+	n.log.Warn("the transactional producer failed for good; starting a new session", "err", cause)
+	n.sess.Close()
+	for n.ctx.Err() == nil {
+		s, err := kgo.NewGroupTransactSession(n.sessOpts...)
+		if err == nil {
+			n.sess = s
+			if err = n.fencePredecessor(); err == nil {
+				break
+			}
+			s.Close()
+		}
+		n.log.Error("cannot start a new session; retrying", "err", err)
+		select {
+		case <-n.ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	n.stats.Sessions.Add(1)
+	n.changed.Store(true)
 }
