@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"errors"
-	"fmt"
 	"testing"
 	"time"
 
@@ -59,29 +58,13 @@ func (t nodesTarget) Request(ctx context.Context, passenger, cell string) (loadg
 }
 
 func (t nodesTarget) Events(ctx context.Context) ([]loadgen.RideEvent, error) {
-	var out []loadgen.RideEvent
-	from := uint64(0)
-	for {
-		var recs []engine.EgressRecord
-		err := t.retry(ctx, func(n *Node) (err error) {
+	return loadgen.ReadEvents(func(from uint64) (recs []engine.EgressRecord, err error) {
+		err = t.retry(ctx, func(n *Node) (err error) {
 			recs, err = n.ReadEgress(ctx, rides.EgressName, from, 10000, 0, 0)
 			return err
 		})
-		if err != nil {
-			return nil, err
-		}
-		if len(recs) == 0 {
-			return out, nil
-		}
-		for _, r := range recs {
-			e, err := rides.DecodeEvent(r.Message.Value)
-			if err != nil {
-				return nil, fmt.Errorf("egress record %d: %w", r.Offset, err)
-			}
-			out = append(out, loadgen.RideEvent(e))
-			from = r.Offset + 1
-		}
-	}
+		return recs, err
+	})
 }
 
 // Quiesce waits until no input record is unconsumed (every input

@@ -84,10 +84,18 @@ func (t *Inproc) Request(ctx context.Context, passenger, cell string) (Outcome, 
 
 // Events implements Target.
 func (t *Inproc) Events(ctx context.Context) ([]RideEvent, error) {
+	return ReadEvents(func(from uint64) ([]engine.EgressRecord, error) {
+		return t.e.ReadEgress(ctx, rides.EgressName, from, 10000, 0, 0)
+	})
+}
+
+// ReadEvents reads every ride-events record through read (one page of
+// records from an offset; an empty page ends), in order.
+func ReadEvents(read func(from uint64) ([]engine.EgressRecord, error)) ([]RideEvent, error) {
 	var out []RideEvent
 	from := uint64(0)
 	for {
-		recs, err := t.e.ReadEgress(ctx, rides.EgressName, from, 10000, 0, 0)
+		recs, err := read(from)
 		if err != nil {
 			return nil, err
 		}
