@@ -79,6 +79,7 @@ type ccKfake struct {
 	bin     string
 	dir     string
 	logPath string
+	keep    bool // log at warn level
 	addrs   []string
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -115,7 +116,11 @@ func (k *ccKfake) try(ports string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(k.bin, "--ports", ports, "--topics", "", "--data-dir", k.dir, "--min-session-timeout", "500ms")
+	args := []string{"--ports", ports, "--topics", "", "--data-dir", k.dir, "--min-session-timeout", "500ms"}
+	if k.keep {
+		args = append(args, "--log-level", "warn")
+	}
+	cmd := exec.Command(k.bin, args...)
 	cmd.Stderr = logf
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -52,7 +52,10 @@ import (
 // kill-in-txn, one kill-kfake, the rest kills); unset, the test is skipped.
 // CLUSTER_CRASH_REPORT names a file the takeover times are written to;
 // CLUSTER_CRASH_LOGS a directory for the processes' logs (default a
-// temporary one).
+// temporary one); when it is set, the broker's and the nodes' data
+// directories are kept there too, for reading after a failure, and the
+// nodes log at debug level (each epoch's input offsets and changelog
+// positions) and kfake at warn level.
 func TestClusterCrash(t *testing.T) {
 	v := os.Getenv("CLUSTER_CRASH_EVENTS")
 	if v == "" {
@@ -122,7 +125,18 @@ type eventResult struct {
 // waits until they are ready.
 func startCrashCluster(t *testing.T) *crashRun {
 	r := &crashRun{t: t, logDir: os.Getenv("CLUSTER_CRASH_LOGS"), rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))}
-	if r.logDir == "" {
+	keep := r.logDir != ""
+	dataDir := func(name string) string {
+		if !keep {
+			return filepath.Join(t.TempDir(), name)
+		}
+		d := filepath.Join(r.logDir, name)
+		if err := os.RemoveAll(d); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if !keep {
 		r.logDir = t.TempDir()
 	} else if err := os.MkdirAll(r.logDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -132,7 +146,7 @@ func startCrashCluster(t *testing.T) *crashRun {
 	if out, err := exec.Command(mustLookGo(t), "build", "-o", kfBin, "../kfake").CombinedOutput(); err != nil {
 		t.Fatalf("go build ../kfake: %v\n%s", err, out)
 	}
-	r.kf = &ccKfake{t: t, bin: kfBin, dir: filepath.Join(t.TempDir(), "kfake"), logPath: filepath.Join(r.logDir, "kfake.log")}
+	r.kf = &ccKfake{t: t, bin: kfBin, dir: dataDir("kfake-data"), keep: keep, logPath: filepath.Join(r.logDir, "kfake.log")}
 	r.kf.start("0,0,0")
 	t.Cleanup(r.kf.kill)
 	adm, err := kgo.NewClient(kgo.SeedBrokers(r.kf.addrs...))
@@ -143,11 +157,14 @@ func startCrashCluster(t *testing.T) *crashRun {
 	r.kadmin = kadm.NewClient(adm)
 	for i := 1; i <= 3; i++ {
 		name := "n" + strconv.Itoa(i)
-		n := &ccNode{t: t, bin: bin, name: name, dir: t.TempDir(), logPath: filepath.Join(r.logDir, name+".log"),
+		n := &ccNode{t: t, bin: bin, name: name, dir: dataDir(name + "-data"), logPath: filepath.Join(r.logDir, name+".log"),
 			args: []string{"--cluster", "--brokers", strings.Join(r.kf.addrs, ","), "--cluster-name", "crash",
 				"--partitions", strconv.Itoa(ccParts), "--session-timeout", ccSession.String(), "--txn-timeout", "6s",
 				"--commit-interval", "20ms", "--memory-budget", "32MiB", "--shards", "2", "--no-rides",
 				"--log-format", "json"}}
+		if keep {
+			n.args = append(n.args, "--log-level", "debug")
+		}
 		n.ingress, n.admin = freeAddr(t), freeAddr(t)
 		n.start()
 		t.Cleanup(n.kill)

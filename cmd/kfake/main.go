@@ -58,6 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	partitions := fs.Int("partitions", 3, "partitions of topics created without a count, and of topics created on first use")
 	dataDir := fs.String("data-dir", "", "keep the cluster's data in this directory across restarts (default: in memory); it survives a kill of the process (SIGKILL): transactions open then are aborted at the restart")
 	syncWrites := fs.Bool("sync-writes", false, "with --data-dir, fsync every write (survives a power loss, not only a killed process; slower)")
+	logLevel := fs.String("log-level", "none", "broker log on stderr: none, error, warn, info or debug")
 	minSession := fs.Duration("min-session-timeout", 0, "lowest group session timeout a member may ask for (the broker's group.min.session.timeout.ms; 0 keeps kfake's 6s)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: kfake [flags]              run the development brokers\n       kfake produce TOPIC KEY VALUE  write one record\n       kfake consume TOPIC            print records (read_committed)\n\nkfake is a test cluster (franz-go's kfake), not Kafka.\n\nFlags:\n")
@@ -111,12 +112,34 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *minSession > 0 {
 		opts = append(opts, kfake.BrokerConfigs(map[string]string{"group.min.session.timeout.ms": strconv.FormatInt(minSession.Milliseconds(), 10)}))
 	}
+	levels := map[string]kfake.LogLevel{"none": kfake.LogLevelNone, "error": kfake.LogLevelError,
+		"warn": kfake.LogLevelWarn, "info": kfake.LogLevelInfo, "debug": kfake.LogLevelDebug}
+	level, ok := levels[*logLevel]
+	if !ok {
+		fmt.Fprintf(stderr, "kfake: --log-level %q: use none, error, warn, info or debug\n", *logLevel)
+		return 2
+	}
+	if level != kfake.LogLevelNone {
+		opts = append(opts, kfake.WithLogger(kfake.BasicLogger(stderr, level)))
+	}
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
 		fmt.Fprintln(stderr, "kfake:", err)
 		return 1
 	}
 	defer c.Close()
+	if *dataDir != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		n, err := recoverAbortMarkers(ctx, c)
+		cancel()
+		if err != nil {
+			fmt.Fprintln(stderr, "kfake: writing the abort markers of the transactions open at the last stop:", err)
+			return 1
+		}
+		if n > 0 {
+			fmt.Fprintf(stderr, "kfake: wrote %d abort markers for transactions open when the broker last stopped\n", n)
+		}
+	}
 	hello, _ := json.Marshal(map[string]any{"addrs": c.ListenAddrs()})
 	fmt.Fprintln(stdout, string(hello))
 	fmt.Fprintf(stderr, "kfake: a development Kafka-protocol cluster (not Kafka) on %s; Ctrl-C stops it\n", strings.Join(c.ListenAddrs(), ","))
