@@ -56,7 +56,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ports := fs.String("ports", "9092,9093,9094", "listen ports on 127.0.0.1, one broker each; 0 picks a free port")
 	topics := fs.String("topics", "events,counts", "topics to create, comma separated; name:partitions sets the partition count (default 3)")
 	partitions := fs.Int("partitions", 3, "partitions of topics created without a count, and of topics created on first use")
-	dataDir := fs.String("data-dir", "", "keep the cluster's data in this directory across restarts (default: in memory); it survives a kill of the process (SIGKILL): transactions open then are aborted at the restart")
+	dataDir := fs.String("data-dir", "", "keep the cluster's data in this directory across restarts (default: in memory); it survives a kill of the process (SIGKILL): transactions open then are aborted at the restart, and their abort markers written")
 	syncWrites := fs.Bool("sync-writes", false, "with --data-dir, fsync every write (survives a power loss, not only a killed process; slower)")
 	logLevel := fs.String("log-level", "none", "broker log on stderr: none, error, warn, info or debug")
 	minSession := fs.Duration("min-session-timeout", 0, "lowest group session timeout a member may ask for (the broker's group.min.session.timeout.ms; 0 keeps kfake's 6s)")
