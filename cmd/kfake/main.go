@@ -130,7 +130,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer c.Close()
 	if *dataDir != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		n, err := recoverAbortMarkers(ctx, c)
+		n, err := recoverLog(ctx, c)
 		cancel()
 		if err != nil {
 			fmt.Fprintln(stderr, "kfake: writing the abort markers of the transactions open at the last stop:", err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // TestRestartAfterKillWritesAbortMarkers: kfake restarted from the files a
@@ -41,7 +42,7 @@ func TestRestartAfterKillWritesAbortMarkers(t *testing.T) {
 	copyDir(t, filepath.Join(dir, "a"), filepath.Join(dir, "b"))
 	kf.Close()
 	kf = startKfake(t, filepath.Join(dir, "b"), addrs)
-	n, err := recoverAbortMarkers(ctx, kf)
+	n, err := recoverLog(ctx, kf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,6 +59,70 @@ func TestRestartAfterKillWritesAbortMarkers(t *testing.T) {
 	}
 }
 
+// TestRestartAfterKillDedupesRetriedBatch: a batch written just before a
+// kill, whose acknowledgement its idempotent producer never got, is sent
+// again after the restart. kfake had lost its sequence windows and wrote it
+// a second time (make cluster-crash: one acknowledged increment applied
+// twice); the restart now answers it with the offset it already has.
+func TestRestartAfterKillDedupesRetriedBatch(t *testing.T) {
+	dir := t.TempDir()
+	kf := startKfake(t, filepath.Join(dir, "a"), nil)
+	addrs := kf.ListenAddrs()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var sent *kmsg.ProduceRequest
+	kf.ControlKey(0, func(req kmsg.Request) (kmsg.Response, error, bool) {
+		r := *req.(*kmsg.ProduceRequest)
+		r.Topics = slices.Clone(r.Topics)
+		for i := range r.Topics {
+			r.Topics[i].Partitions = slices.Clone(r.Topics[i].Partitions)
+			for j := range r.Topics[i].Partitions {
+				r.Topics[i].Partitions[j].Records = slices.Clone(r.Topics[i].Partitions[j].Records)
+			}
+		}
+		sent = &r
+		return nil, nil, false
+	})
+	prod, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.DefaultProduceTopic("t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	res := prod.ProduceSync(ctx, &kgo.Record{Value: []byte("once")})
+	if err := res.FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if sent == nil {
+		t.Fatal("the produce request was not seen")
+	}
+
+	copyDir(t, filepath.Join(dir, "a"), filepath.Join(dir, "b"))
+	kf.Close()
+	kf = startKfake(t, filepath.Join(dir, "b"), addrs)
+	if _, err := recoverLog(ctx, kf); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	resp, err := raw.Request(ctx, sent) // the retry of the written batch
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr := resp.(*kmsg.ProduceResponse)
+	if len(pr.Topics) != 1 || len(pr.Topics[0].Partitions) != 1 {
+		t.Fatalf("response to the retried batch: %+v", pr)
+	}
+	if p := pr.Topics[0].Partitions[0]; p.ErrorCode != 0 || p.BaseOffset != res[0].Record.Offset {
+		t.Fatalf("retried batch answered with error %d at offset %d, want its offset %d", p.ErrorCode, p.BaseOffset, res[0].Record.Offset)
+	}
+	if got := readCommitted(ctx, t, addrs); !slices.Equal(got, []string{"once"}) {
+		t.Fatalf("log after the retry: %q, want [once]", got)
+	}
+}
+
 // TestCleanRestartKeepsOpenTransaction: a stop by SIGTERM saves the open
 // transaction, and the restart must not abort it.
 func TestCleanRestartKeepsOpenTransaction(t *testing.T) {
@@ -71,7 +136,7 @@ func TestCleanRestartKeepsOpenTransaction(t *testing.T) {
 	begin(ctx, t, tx, "two")
 	kf.Close() // clean: the open transaction is saved
 	kf = startKfake(t, dir, addrs)
-	n, err := recoverAbortMarkers(ctx, kf)
+	n, err := recoverLog(ctx, kf)
 	if err != nil {
 		t.Fatal(err)
 	}
