@@ -98,6 +98,9 @@ func (n *Node) epoch(ep *engine.Epoch, recs []*kgo.Record) error {
 	if err != nil || !committed {
 		return fmt.Errorf("transaction not committed: %v", err)
 	}
+	if f := n.testAfterCommit.Load(); f != nil {
+		(*f)(ep)
+	}
 	n.logCommitted(recs, ship)
 	n.stats.Commits.Add(1)
 	n.stats.CommitNanos.Store(int64(time.Since(start)))
@@ -176,6 +179,7 @@ func (n *Node) endAbort(cause error) error {
 type shipper struct {
 	n                            *Node
 	consumed, changes, sends, eg int
+	replies                      int
 	mu                           sync.Mutex
 	positions                    map[int32]int64 // changelog partition -> next offset
 	firstErr                     error
@@ -226,6 +230,10 @@ func (s *shipper) produce(ep *engine.Epoch) {
 	for ; s.sends < len(ep.Sends); s.sends++ {
 		m := &ep.Sends[s.sends]
 		n.sess.Produce(n.ctx, &kgo.Record{Topic: t.In, Partition: m.Partition, Value: append([]byte(nil), m.Msg...)}, s.done)
+	}
+	for ; s.replies < len(ep.Replies); s.replies++ {
+		r := &ep.Replies[s.replies]
+		n.sess.Produce(n.ctx, replyRecord(t.Replies, r.RequestID, string(r.Type), r.Payload), s.done)
 	}
 	for ; s.eg < len(ep.Egress); s.eg++ {
 		g := &ep.Egress[s.eg]
@@ -283,7 +291,7 @@ func (s *shipper) err() error {
 // reset readies s and ep for the next epoch.
 func (s *shipper) reset(ep *engine.Epoch) {
 	ep.Reset()
-	s.consumed, s.changes, s.sends, s.eg = 0, 0, 0, 0
+	s.consumed, s.changes, s.sends, s.eg, s.replies = 0, 0, 0, 0, 0
 	clear(s.positions)
 	s.replyAgain = s.replyAgain[:0]
 }

@@ -29,7 +29,9 @@ var ErrNotReady = fmt.Errorf("%w: cluster node not ready (joining or rebalancing
 
 func (n *Node) engine() (*engine.Engine, error) {
 	if err := n.Err(); err != nil {
-		return nil, err
+		// The node keeps retrying (a broker restarting, a changelog it
+		// cannot read yet): the client retries too, or reads /ready.
+		return nil, fmt.Errorf("%w: it cannot open its engine and keeps retrying: %v", ErrNotReady, err)
 	}
 	e := n.eng.Load()
 	if e == nil {
@@ -165,14 +167,22 @@ func (n *Node) Request(ctx context.Context, to engine.Address, msg engine.Messag
 	}
 }
 
-// sendReply produces the reply to a request made on another node (or on
-// this one: every reply goes through the topic). It runs after the
-// owner's transaction committed; a node that dies between the two loses
-// the reply (the requester times out; the work itself is committed).
-func (n *Node) sendReply(reqID uint64, typ string, payload []byte) {
-	v := binary.AppendUvarint(nil, uint64(len(typ)))
+// replyRecord is the replies topic's record of the reply to reqID: key =
+// the request id (8 bytes, big endian), value = uvarint type length, type,
+// payload.
+func replyRecord(topic string, reqID uint64, typ string, payload []byte) *kgo.Record {
+	v := binary.AppendUvarint(make([]byte, 0, binary.MaxVarintLen64+len(typ)+len(payload)), uint64(len(typ)))
 	v = append(append(v, typ...), payload...)
-	r := &kgo.Record{Topic: n.topics.Replies, Partition: 0, Key: binary.BigEndian.AppendUint64(nil, reqID), Value: v}
+	return &kgo.Record{Topic: topic, Partition: 0, Key: binary.BigEndian.AppendUint64(nil, reqID), Value: v}
+}
+
+// sendReply produces again, outside any transaction, the kept reply of an
+// idempotent request to a retry of it (first replies travel in the
+// transaction that committed their work: shipper.produce). It runs after
+// the epoch that saw the retry committed; a node that dies between the two
+// loses this copy, and the client retries again.
+func (n *Node) sendReply(reqID uint64, typ string, payload []byte) {
+	r := replyRecord(n.topics.Replies, reqID, typ, payload)
 	n.prod.Produce(n.ctx, r, func(r *kgo.Record, err error) {
 		if err != nil && n.ctx.Err() == nil {
 			n.log.Warn("reply lost: produce failed", "request", reqID, "err", err)

@@ -172,6 +172,10 @@ type Node struct {
 	done   chan struct{}
 	err    atomic.Pointer[error]
 	ready  atomic.Bool
+
+	// testAfterCommit, when set (tests only), runs right after an epoch's
+	// transaction committed, before the engine learns it.
+	testAfterCommit atomic.Pointer[func(*engine.Epoch)]
 }
 
 // Stats are a node's counters.
@@ -229,7 +233,10 @@ func Start(cfg Config) (*Node, error) {
 	}
 	repEnd := map[int32]kgo.Offset{}
 	ends.Each(func(o kadm.ListedOffset) { repEnd[o.Partition] = kgo.NewOffset().At(o.Offset) })
-	n.rep, err = kgo.NewClient(append(base, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{n.topics.Replies: repEnd}))...)
+	// Read committed: a reply is produced in the transaction that commits
+	// the work it answers, and is seen only once that committed.
+	n.rep, err = kgo.NewClient(append(base, kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{n.topics.Replies: repEnd}))...)
 	if err != nil {
 		n.prod.Close()
 		return nil, fmt.Errorf("cluster: replies client: %w", err)

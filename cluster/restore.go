@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -47,7 +48,6 @@ func (n *Node) reopen() error {
 		Partition:  func(kg uint16) int32 { return PartitionOf(kg, n.parts) },
 		Owns:       func(p int32) bool { return int(p) < len(owned) && owned[p] },
 		ReserveIDs: n.reserveIDs,
-		Reply:      n.sendReply,
 		Appended: func(uint64) {
 			select {
 			case n.wake <- struct{}{}:
@@ -156,6 +156,11 @@ func (n *Node) changelogEnds(ctx context.Context, owned []bool) (map[int32]int64
 			err = lso.Error()
 		}
 		if err != nil {
+			if retriable(err) && time.Now().Before(deadline) { // a broker restarting
+				n.log.Info("changelog stable offsets not available yet; retrying", "err", err)
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
 			return nil, fmt.Errorf("cluster: changelog stable offsets: %w", err)
 		}
 		hwm, err := n.adm.ListEndOffsets(ctx, n.topics.Changelog)
@@ -163,6 +168,11 @@ func (n *Node) changelogEnds(ctx context.Context, owned []bool) (map[int32]int64
 			err = hwm.Error()
 		}
 		if err != nil {
+			if retriable(err) && time.Now().Before(deadline) {
+				n.log.Info("changelog end offsets not available yet; retrying", "err", err)
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
 			return nil, fmt.Errorf("cluster: changelog end offsets: %w", err)
 		}
 		ends := map[int32]int64{}
@@ -351,4 +361,11 @@ func (n *Node) syncAssignment() {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// retriable reports whether err (from kadm, possibly per partition) is a
+// broker error a retry may clear (not leader, coordinator loading).
+func retriable(err error) bool {
+	var ke *kerr.Error
+	return errors.As(err, &ke) && ke.Retriable
 }

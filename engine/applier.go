@@ -364,7 +364,12 @@ func (a *applier) apply(rec []byte) error {
 		b.PutKey(keyHash(a.keyBuf), k.ExpireAt, k.ID, a.keyBuf)
 	}
 	if r.HasReply {
-		b.PutReply(r.Reply.RequestID, r.Reply.ExpireAt, r.Reply.Type, r.Reply.Payload)
+		if a.cl == nil || r.Reply.ExpireAt != 0 { // 0: a cluster reply only shipped
+			b.PutReply(r.Reply.RequestID, r.Reply.ExpireAt, r.Reply.Type, r.Reply.Payload)
+		}
+		if a.cl != nil {
+			a.cl.reply(&r.Reply)
+		}
 	}
 	return nil
 }

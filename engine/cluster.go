@@ -47,17 +47,14 @@ type ClusterLink struct {
 	// ReserveIDs returns a span [lo, hi) of message ids no other engine of
 	// the cluster, now or later, will use.
 	ReserveIDs func() (lo, hi uint64, err error)
-	// Reply hands a durable reply to a request this engine did not start
-	// (a request made on another node).
-	Reply func(reqID uint64, typ string, payload []byte)
 	// Appended is told the log's end after each append (from shard
 	// goroutines; it must not block).
 	Appended func(end uint64)
 }
 
 func (c *ClusterLink) validate() error {
-	if c.Partition == nil || c.Owns == nil || c.ReserveIDs == nil || c.Reply == nil || c.Appended == nil {
-		return errors.New("engine: Options.Cluster needs Partition, Owns, ReserveIDs, Reply and Appended")
+	if c.Partition == nil || c.Owns == nil || c.ReserveIDs == nil || c.Appended == nil {
+		return errors.New("engine: Options.Cluster needs Partition, Owns, ReserveIDs and Appended")
 	}
 	return nil
 }
@@ -87,6 +84,15 @@ type ClusterSend struct {
 	Msg       []byte
 }
 
+// ClusterReply is the reply to a request (made on any node) that an epoch's
+// invocation gave: the node produces it to the replies topic inside the
+// transaction that commits the invocation, so a reply is seen exactly when
+// the work it answers committed.
+type ClusterReply struct {
+	RequestID     uint64
+	Type, Payload []byte
+}
+
 // ClusterEgress is one egress record of an epoch.
 type ClusterEgress struct {
 	Name, Type string
@@ -107,6 +113,7 @@ type Epoch struct {
 	Changes  []Change
 	Sends    []ClusterSend
 	Egress   []ClusterEgress
+	Replies  []ClusterReply
 
 	parts   map[int32]store.Batch // per partition, the operations recorded
 	touched []int32
@@ -149,6 +156,15 @@ func (c *clusterApply) send(targetRaw []byte, id uint64, msg []byte) {
 	off := len(ep.arena)
 	ep.arena = append(ep.arena, msg...)
 	ep.Sends = append(ep.Sends, ClusterSend{Partition: c.link.Partition(format.KeyGroup(h)), ID: id, Msg: ep.arena[off:len(ep.arena):len(ep.arena)]})
+}
+
+func (c *clusterApply) reply(r *format.RecordReply) {
+	ep := c.ep
+	off := len(ep.arena)
+	ep.arena = append(append(ep.arena, r.Type...), r.Payload...)
+	t := ep.arena[off : off+len(r.Type) : off+len(r.Type)]
+	p := ep.arena[off+len(r.Type) : len(ep.arena) : len(ep.arena)]
+	ep.Replies = append(ep.Replies, ClusterReply{RequestID: r.RequestID, Type: t, Payload: p})
 }
 
 func (c *clusterApply) egress(name, sourceRaw, typ, payload []byte) {
@@ -300,6 +316,8 @@ func (ep *Epoch) Reset() {
 	ep.Sends = ep.Sends[:0]
 	clear(ep.Egress)
 	ep.Egress = ep.Egress[:0]
+	clear(ep.Replies)
+	ep.Replies = ep.Replies[:0]
 	if cap(ep.arena) > 16<<20 {
 		ep.arena = nil
 	}

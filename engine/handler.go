@@ -203,11 +203,9 @@ func (h *shardHandler) Reply(reqID uint64, typ string, payload []byte) {
 		reqID &^= format.ReplyKeep
 		h.e.keepReply(reqID, m)
 	}
-	if !h.e.requests.deliver(reqID, m) {
-		if c := h.e.cl; c != nil {
-			c.link.Reply(reqID, typ, payload) // a request made on another node
-			return
-		}
+	if !h.e.requests.deliver(reqID, m) && h.e.cl == nil {
+		// (In cluster mode the reply went to the replies topic in the
+		// transaction that committed it: ClusterReply.)
 		h.e.metrics.repliesDropped.Inc()
 	}
 }

@@ -204,8 +204,11 @@ func (s *Shard) encode(inv *Invocation, msgs []format.Envelope) ([]byte, error) 
 		}
 	}
 	rb.BeginReply()
-	if inv.hasReply && inv.replyTo&format.ReplyKeep != 0 {
+	switch {
+	case inv.hasReply && inv.replyTo&format.ReplyKeep != 0:
 		rb.Reply(inv.replyTo&^format.ReplyKeep, inv.now+s.cfg.KeyRetention, inv.replyType, inv.replyPayload)
+	case inv.hasReply && inv.replyTo != 0 && s.cfg.ExternalSends:
+		rb.Reply(inv.replyTo, 0, inv.replyType, inv.replyPayload) // not kept: shipped only
 	}
 	return rb.End(), nil
 }

@@ -101,7 +101,9 @@ type Config struct {
 	// only: the engine's cluster node produces them to the input topic, and
 	// the owner delivers them from there. Delayed messages still fire here,
 	// so Partition must then map a key group to its partition: a delayed
-	// send to another partition than the sender's is dead-lettered.
+	// send to another partition than the sender's is dead-lettered. Every
+	// reply is then in its record too (ExpireAt 0 when it is not kept), for
+	// the node to produce it inside the transaction that commits the work.
 	ExternalSends bool
 	Partition     func(kg uint16) int32
 }
