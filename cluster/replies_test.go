@@ -40,9 +40,14 @@ func TestReplyCommittedWithItsWork(t *testing.T) {
 	defer once.Do(func() { close(release) })
 	var fired atomic.Bool
 	hook := func(ep *engine.Epoch) {
-		if len(ep.Replies) > 0 {
-			fired.Store(true)
-			<-release // the owner never gets past its commit
+		for _, r := range ep.Replies {
+			n1.reqMu.Lock()
+			_, waited := n1.requests[r.RequestID] // not a late reply to an earlier get
+			n1.reqMu.Unlock()
+			if waited {
+				fired.Store(true)
+				<-release // the owner never gets past its commit
+			}
 		}
 	}
 	n2.testAfterCommit.Store(&hook)
