@@ -18,6 +18,14 @@ import (
 	"github.com/shardfn/shardfn/store"
 )
 
+// expireInterval and expireBatch pace the expiry of idempotency keys and
+// kept replies: at most expireBatch entries per epoch, at most once per
+// expireInterval.
+const (
+	expireInterval = time.Second
+	expireBatch    = 4096
+)
+
 // epoch runs one transaction: deliver recs, wait for them to be consumed,
 // ship what the engine appended, commit, then apply.
 func (n *Node) epoch(ep *engine.Epoch, recs []*kgo.Record) error {
@@ -29,6 +37,14 @@ func (n *Node) epoch(ep *engine.Epoch, recs []*kgo.Record) error {
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.TxnTimeout/2)
 	defer cancel()
 	ship := &shipper{n: n, positions: map[int32]int64{}}
+	if time.Since(n.lastExpire) >= expireInterval {
+		// Idempotency keys and kept replies past their retention: their
+		// deletions travel in this transaction (changelog tombstones).
+		n.lastExpire = time.Now()
+		if _, err := e.CollectExpired(ep, expireBatch); err != nil {
+			return n.endAbort(fmt.Errorf("expire idempotency keys: %w", err))
+		}
+	}
 	polled := len(recs)
 	recs, err := n.routeModuleIngress(e, recs, ship)
 	if err != nil {
@@ -67,7 +83,7 @@ func (n *Node) epoch(ep *engine.Epoch, recs []*kgo.Record) error {
 	}
 	consumed := n.inputPositions(ep, recs)
 	ship.produce(ep)
-	if ep.Records == 0 && polled == 0 {
+	if ep.Records == 0 && polled == 0 && len(ep.Changes) == 0 {
 		_, err := n.sess.End(n.ctx, kgo.TryAbort) // nothing to commit
 		return err
 	}

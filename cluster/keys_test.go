@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/shardfn/shardfn/engine"
 )
 
@@ -76,4 +78,77 @@ func requestOn(ctx context.Context, n *Node, to engine.Address, msg engine.Messa
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestKeysExpire: in cluster mode idempotency keys and kept replies expire
+// after their retention, and their deletions travel in the changelog
+// (tombstones), so that a node restoring the partition does not bring them
+// back. Before, cluster engines never expired them: the store and the
+// compacted changelog grew with every keyed message.
+func TestKeysExpire(t *testing.T) {
+	c := newTestCluster(t, 2)
+	c.config = func(cfg *Config) { cfg.Engine.IdempotencyRetention = 300 * time.Millisecond }
+	a := c.start("a")
+	c.settled(30 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	to := counter(0)
+	send := func(n *Node, key string) {
+		t.Helper()
+		if _, err := sendOn(ctx, n, to, engine.Message{Type: "inc", Value: []byte("d")}, engine.IdempotencyKey(key)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(a, "k")
+	if _, err := requestOn(ctx, a, to, engine.Message{Type: "get"}, engine.IdempotencyKey("g")); err != nil {
+		t.Fatal(err)
+	}
+	send(a, "k") // within the retention: dropped
+	c.waitCounts(map[int]int{0: 1}, 10*time.Second)
+
+	// Past the retention (and the next expiry pass), the key is gone: the
+	// same key is applied again.
+	time.Sleep(300*time.Millisecond + expireInterval)
+	deadline := time.Now().Add(20 * time.Second)
+	for tombstones(t, c, PartitionOfAddress(to, c.parts)) < 4 { // key and reply, each with its index entry
+		if time.Now().After(deadline) {
+			t.Fatalf("no tombstones in the changelog for the expired key and reply (%d)", tombstones(t, c, PartitionOfAddress(to, c.parts)))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	send(a, "k")
+	c.waitCounts(map[int]int{0: 2}, 10*time.Second)
+
+	// A node that restores the partition from the changelog does not have
+	// the expired key: after a move, "k" (applied twice, expired again) is
+	// applied once more.
+	time.Sleep(300*time.Millisecond + expireInterval)
+	b := c.start("b")
+	c.stop("a", true)
+	c.settled(30 * time.Second)
+	send(b, "k")
+	c.waitCounts(map[int]int{0: 3}, 10*time.Second)
+}
+
+// tombstones counts the changelog records of partition p that delete an
+// idempotency key, a kept reply or their expiry index entries.
+func tombstones(t *testing.T, c *testCluster, p int32) int {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.kf.ListenAddrs()...), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{TopicNames(c.name).Changelog: {p: kgo.NewOffset().AtStart()}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	n := 0
+	for ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			if r.Value == nil && len(r.Key) > 1 && r.Key[0] == 'k' && (r.Key[1] == 'i' || r.Key[1] == 'r' || r.Key[1] == 'x') {
+				n++
+			}
+		})
+	}
+	return n
 }

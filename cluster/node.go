@@ -164,6 +164,7 @@ type Node struct {
 	inPos  []int64 // per input partition, the next offset the store's state has not applied
 
 	lastStandby time.Time // the last standby pass (standby.go)
+	lastExpire  time.Time // the last expiry of idempotency keys (epoch.go)
 	sessOpts    []kgo.Opt // the group transaction session's options (renewSession)
 	fwd         forwarder // state reads forwarded to the owner (forward.go)
 

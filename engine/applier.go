@@ -361,13 +361,20 @@ func (a *applier) apply(rec []byte) error {
 	for i := range r.Keys {
 		k := &r.Keys[i]
 		a.keyBuf = append(append(a.keyBuf[:0], r.TargetRaw...), k.Key...)
-		b.PutKey(keyHash(a.keyBuf), k.ExpireAt, k.ID, a.keyBuf)
+		h := keyHash(a.keyBuf)
+		b.PutKey(h, k.ExpireAt, k.ID, a.keyBuf)
+		if a.cl != nil {
+			a.cl.expiryPartition(b, k.ExpireAt, store.ExpiryKey, h, kg)
+		}
 	}
 	if r.HasReply {
 		if a.cl == nil || r.Reply.ExpireAt != 0 { // 0: a cluster reply only shipped
 			b.PutReply(r.Reply.RequestID, r.Reply.ExpireAt, r.Reply.Type, r.Reply.Payload)
 		}
 		if a.cl != nil {
+			if r.Reply.ExpireAt != 0 {
+				a.cl.expiryPartition(b, r.Reply.ExpireAt, store.ExpiryReply, r.Reply.RequestID, kg)
+			}
 			a.cl.reply(&r.Reply)
 		}
 	}

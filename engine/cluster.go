@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -123,10 +124,11 @@ type Epoch struct {
 
 // clusterApply is the applier's cluster-mode routing (applier.apply).
 type clusterApply struct {
-	link *ClusterLink
-	ep   *Epoch
-	st   store.Store
-	err  error
+	link     *ClusterLink
+	ep       *Epoch
+	st       store.Store
+	err      error
+	key, val []byte // scratch
 }
 
 // batch returns the recording batch of key group kg's partition.
@@ -156,6 +158,13 @@ func (c *clusterApply) send(targetRaw []byte, id uint64, msg []byte) {
 	off := len(ep.arena)
 	ep.arena = append(ep.arena, msg...)
 	ep.Sends = append(ep.Sends, ClusterSend{Partition: c.link.Partition(format.KeyGroup(h)), ID: id, Msg: ep.arena[off:len(ep.arena):len(ep.arena)]})
+}
+
+// expiryPartition records the partition of an idempotency key or kept
+// reply as the value of its expiry index entry (CollectExpired reads it).
+func (c *clusterApply) expiryPartition(b store.Batch, expireAt int64, kind byte, k uint64, kg uint16) {
+	c.key = store.ExpiryIndexKey(c.key, expireAt, kind, k)
+	b.Set(c.key, binary.BigEndian.AppendUint32(c.val[:0], uint32(c.link.Partition(kg))))
 }
 
 func (c *clusterApply) reply(r *format.RecordReply) {
@@ -538,4 +547,52 @@ func (e *Engine) runClusterFlusher() {
 		case <-e.apWake:
 		}
 	}
+}
+
+// CollectExpired adds to ep the deletions of the idempotency keys and kept
+// replies of owned partitions whose retention has passed (at most limit
+// expiry entries looked at), and returns how many it added. The node
+// ships them to the partitions' changelogs in its transaction and the
+// store receives them with the epoch (CommitEpoch), so that a restore or a
+// standby copy drops them too. Entries of partitions this node does not own
+// (standby copies) are left to their owner's deletions.
+func (e *Engine) CollectExpired(ep *Epoch, limit int) (int, error) {
+	c := e.cl
+	if c == nil {
+		return 0, errors.New("engine: CollectExpired outside cluster mode")
+	}
+	b := e.st.NewBatch()
+	if _, err := e.st.Expire(b, e.now(), limit); err != nil {
+		return 0, err
+	}
+	var index [][]byte
+	err := store.RangeChanges(b, func(kind store.ChangeKind, key, _ []byte) error {
+		if _, ok := store.ExpiredEntry(key); ok && kind == store.ChangeDelete {
+			index = append(index, slices.Clone(key))
+		}
+		return nil
+	})
+	b.Reset()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, k := range index {
+		v, err := e.st.Get(k)
+		if err != nil {
+			return n, err
+		}
+		if len(v) != 4 {
+			continue // no partition recorded: not written by a cluster engine
+		}
+		p := int32(binary.BigEndian.Uint32(v))
+		if !c.link.Owns(p) {
+			continue
+		}
+		target, _ := store.ExpiredEntry(k)
+		ep.Changes = append(ep.Changes, Change{Partition: p, Kind: store.ChangeDelete, Key: target},
+			Change{Partition: p, Kind: store.ChangeDelete, Key: k})
+		n++
+	}
+	return n, nil
 }

@@ -94,3 +94,28 @@ func expired(k []byte) (key []byte, ok bool) {
 	}
 	return nil, false
 }
+
+// Expiry index kinds: an idempotency key ('i', by identity hash) and a kept
+// reply ('r', by request id).
+const (
+	ExpiryKey   byte = 'i'
+	ExpiryReply byte = 'r'
+)
+
+// ExpiryIndexKey is the expiry index entry of an idempotency key or kept
+// reply: the store deletes both when expireAt passes (Store.Expire).
+// Cluster engines set its value to the entry's partition (4 bytes, big
+// endian), so that a node can ship the deletions to that partition's
+// changelog.
+func ExpiryIndexKey(dst []byte, expireAt int64, kind byte, k uint64) []byte {
+	return expiryKey(dst, expireAt, kind, k)
+}
+
+// ExpiredEntry returns, for an expiry index entry's key, the key of the
+// idempotency key or kept reply it expires.
+func ExpiredEntry(index []byte) ([]byte, bool) {
+	if len(index) == 0 || index[0] != 'x' {
+		return nil, false
+	}
+	return expired(index)
+}
