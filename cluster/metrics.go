@@ -19,6 +19,7 @@ func (n *Node) Collectors() []prometheus.Collector {
 	}
 	st := &n.stats
 	return []prometheus.Collector{
+		engineCollector{n},
 		gauge("partitions_active", "Partitions this node's engine serves.", func() float64 { return float64(len(n.Owned())) }),
 		gauge("partitions", "P, the cluster's partition count.", func() float64 { return float64(n.parts) }),
 		gauge("ready", "1 while the node runs an engine over its partitions.", func() float64 {

@@ -174,6 +174,8 @@ type Node struct {
 	err    atomic.Pointer[error]
 	ready  atomic.Bool
 
+	scrapeMu sync.RWMutex // a metrics scrape reads an engine that is not closed (engine_metrics.go)
+
 	// testAfterCommit, when set (tests only), runs right after an epoch's
 	// transaction committed, before the engine learns it.
 	testAfterCommit atomic.Pointer[func(*engine.Epoch)]
@@ -402,9 +404,8 @@ func (n *Node) Leave() error {
 func (n *Node) run() {
 	defer close(n.done)
 	defer func() {
-		if e := n.eng.Load(); e != nil {
-			e.Abort(errors.New("node closing"))
-			_ = e.Close()
+		if e := n.eng.Swap(nil); e != nil {
+			n.closeEngine(e, errors.New("node closing"))
 		}
 	}()
 	var ep *engine.Epoch
@@ -457,8 +458,7 @@ func (n *Node) run() {
 			n.log.Info("epoch aborted; reopening the engine", "err", err)
 			n.stats.Aborts.Add(1)
 			if e := n.eng.Swap(nil); e != nil {
-				e.Abort(err)
-				_ = e.Close()
+				n.closeEngine(e, err)
 			}
 		}
 	}

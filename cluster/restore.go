@@ -28,8 +28,7 @@ func (n *Node) reopen() error {
 		// What it appended since the last commit is discarded: delayed
 		// messages fire again from the store, input is read again from
 		// the committed offsets.
-		e.Abort(errors.New("the node's partitions changed"))
-		_ = e.Close()
+		n.closeEngine(e, errors.New("the node's partitions changed"))
 	}
 	n.changed.Store(false)
 	n.member, n.gen = n.sess.Client().GroupMetadata()
