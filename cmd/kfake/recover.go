@@ -49,6 +49,9 @@ import (
 // idempotent producer per partition, and a produced batch equal to one of
 // them (producer id, epoch, first and last sequence) is answered with the
 // offset it already has instead of being written again (dedupeProduce).
+//
+// Both need a read of every partition's whole log at each start from a data
+// directory: a start takes longer the more the directory holds.
 
 // recovery is what the scan of a loaded data directory found.
 type recovery struct {
