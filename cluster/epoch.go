@@ -37,13 +37,8 @@ func (n *Node) epoch(ep *engine.Epoch, recs []*kgo.Record) error {
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.TxnTimeout/2)
 	defer cancel()
 	ship := &shipper{n: n, positions: map[int32]int64{}}
-	if time.Since(n.lastExpire) >= expireInterval {
-		// Idempotency keys and kept replies past their retention: their
-		// deletions travel in this transaction (changelog tombstones).
-		n.lastExpire = time.Now()
-		if _, err := e.CollectExpired(ep, expireBatch); err != nil {
-			return n.endAbort(fmt.Errorf("expire idempotency keys: %w", err))
-		}
+	if err := n.expire(e, ep); err != nil {
+		return n.endAbort(err)
 	}
 	polled := len(recs)
 	recs, err := n.routeModuleIngress(e, recs, ship)
@@ -104,18 +99,8 @@ func (n *Node) epoch(ep *engine.Epoch, recs []*kgo.Record) error {
 			return n.endAbort(fmt.Errorf("fence check: %w", err))
 		}
 	}
-	ectx, ecancel := context.WithTimeout(n.ctx, n.cfg.TxnTimeout)
-	ectx = kgo.PreTxnCommitFnContext(ectx, func(req *kmsg.TxnOffsetCommitRequest) error {
-		req.MemberID, req.Generation = n.member, n.gen // the engine's membership, not the client's latest
-		return nil
-	})
-	committed, err := n.sess.End(ectx, kgo.TryCommit)
-	ecancel()
-	if err != nil || !committed {
-		return fmt.Errorf("transaction not committed: %v", err)
-	}
-	if f := n.testAfterCommit.Load(); f != nil {
-		(*f)(ep)
+	if err := n.commit(ep); err != nil {
+		return err
 	}
 	n.logCommitted(recs, ship)
 	n.stats.Commits.Add(1)
@@ -184,6 +169,39 @@ func (n *Node) deliver(e *engine.Engine, recs []*kgo.Record, i int, pending map[
 		}
 	}
 	return i, nil
+}
+
+// commit ends the epoch's transaction with a commit, under the membership
+// the engine was opened with (not the client's latest).
+func (n *Node) commit(ep *engine.Epoch) error {
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.TxnTimeout)
+	defer cancel()
+	ctx = kgo.PreTxnCommitFnContext(ctx, func(req *kmsg.TxnOffsetCommitRequest) error {
+		req.MemberID, req.Generation = n.member, n.gen
+		return nil
+	})
+	committed, err := n.sess.End(ctx, kgo.TryCommit)
+	if err != nil || !committed {
+		return fmt.Errorf("transaction not committed: %v", err)
+	}
+	if f := n.testAfterCommit.Load(); f != nil {
+		(*f)(ep)
+	}
+	return nil
+}
+
+// expire adds to ep, at most once per expireInterval, the deletions of the
+// idempotency keys and kept replies past their retention: they travel in
+// the epoch's transaction (changelog tombstones).
+func (n *Node) expire(e *engine.Engine, ep *engine.Epoch) error {
+	if time.Since(n.lastExpire) < expireInterval {
+		return nil
+	}
+	n.lastExpire = time.Now()
+	if _, err := e.CollectExpired(ep, expireBatch); err != nil {
+		return fmt.Errorf("expire idempotency keys: %w", err)
+	}
+	return nil
 }
 
 func (n *Node) endAbort(cause error) error {

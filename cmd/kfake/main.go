@@ -112,34 +112,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *minSession > 0 {
 		opts = append(opts, kfake.BrokerConfigs(map[string]string{"group.min.session.timeout.ms": strconv.FormatInt(minSession.Milliseconds(), 10)}))
 	}
-	levels := map[string]kfake.LogLevel{"none": kfake.LogLevelNone, "error": kfake.LogLevelError,
-		"warn": kfake.LogLevelWarn, "info": kfake.LogLevelInfo, "debug": kfake.LogLevelDebug}
-	level, ok := levels[*logLevel]
-	if !ok {
-		fmt.Fprintf(stderr, "kfake: --log-level %q: use none, error, warn, info or debug\n", *logLevel)
+	logOpts, err := logger(*logLevel, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "kfake:", err)
 		return 2
 	}
-	if level != kfake.LogLevelNone {
-		opts = append(opts, kfake.WithLogger(kfake.BasicLogger(stderr, level)))
-	}
-	c, err := kfake.NewCluster(opts...)
+	opts = append(opts, logOpts...)
+	c, err := startCluster(opts, *dataDir != "", stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "kfake:", err)
 		return 1
 	}
 	defer c.Close()
-	if *dataDir != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		n, err := recoverLog(ctx, c)
-		cancel()
-		if err != nil {
-			fmt.Fprintln(stderr, "kfake: writing the abort markers of the transactions open at the last stop:", err)
-			return 1
-		}
-		if n > 0 {
-			fmt.Fprintf(stderr, "kfake: wrote %d abort markers for transactions open when the broker last stopped\n", n)
-		}
-	}
 	hello, _ := json.Marshal(map[string]any{"addrs": c.ListenAddrs()})
 	fmt.Fprintln(stdout, string(hello))
 	fmt.Fprintf(stderr, "kfake: a development Kafka-protocol cluster (not Kafka) on %s; Ctrl-C stops it\n", strings.Join(c.ListenAddrs(), ","))
@@ -147,6 +131,40 @@ func run(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	<-sigs
 	return 0
+}
+
+// logger is the option of --log-level (none: kfake's silent default).
+func logger(name string, stderr io.Writer) ([]kfake.Opt, error) {
+	levels := map[string]kfake.LogLevel{"none": kfake.LogLevelNone, "error": kfake.LogLevelError,
+		"warn": kfake.LogLevelWarn, "info": kfake.LogLevelInfo, "debug": kfake.LogLevelDebug}
+	level, ok := levels[name]
+	if !ok {
+		return nil, fmt.Errorf("--log-level %q: use none, error, warn, info or debug", name)
+	}
+	if level == kfake.LogLevelNone {
+		return nil, nil
+	}
+	return []kfake.Opt{kfake.WithLogger(kfake.BasicLogger(stderr, level))}, nil
+}
+
+// startCluster starts the brokers and, over a data directory, repairs what
+// the last stop left (recover.go).
+func startCluster(opts []kfake.Opt, fromDir bool, stderr io.Writer) (*kfake.Cluster, error) {
+	c, err := kfake.NewCluster(opts...)
+	if err != nil || !fromDir {
+		return c, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	n, err := recoverLog(ctx, c)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("recovering the data directory (abort markers, producer sequences): %w", err)
+	}
+	if n > 0 {
+		fmt.Fprintf(stderr, "kfake: wrote %d abort markers for transactions open when the broker last stopped\n", n)
+	}
+	return c, nil
 }
 
 func clientFlags(name string, stderr io.Writer) (*flag.FlagSet, *string) {
