@@ -137,14 +137,22 @@ func (n *Node) SetState(ctx context.Context, addr engine.Address, muts []engine.
 	if err != nil {
 		return err
 	}
-	err = e.SetState(ctx, addr, muts)
-	if err != nil && errors.Is(err, engine.ErrClosed) && errors.Is(e.Err(), engine.ErrAborted) {
-		// The engine was discarded before the epoch carrying the repair
-		// committed (the partitions moved, or the transaction aborted).
-		return fmt.Errorf("%w: state repair of %s: the node's transaction did not commit (%v); retry (a repair sets absolute values, so repeating it is safe)",
-			engine.ErrOverloaded, addr, e.Err())
+	return n.discarded(e, e.SetState(ctx, addr, muts))
+}
+
+// discarded turns the error of an engine the node discarded meanwhile (an
+// epoch that did not commit, the partitions moved) into a retryable one:
+// the node opens a new engine at once. A repair in the discarded engine's
+// memory did not commit.
+func (n *Node) discarded(e *engine.Engine, err error) error {
+	if err == nil || n.ctx.Err() != nil || (!errors.Is(err, engine.ErrClosed) && !errors.Is(err, engine.ErrFailed)) {
+		return err
 	}
-	return err
+	if e.Err() == nil && n.eng.Load() == e {
+		return err // a failure of the current engine: not for a retry to cure
+	}
+	return fmt.Errorf("%w: the node's engine was discarded (its transaction did not commit, or the partitions moved): %v; retry (a state repair sets absolute values, so repeating one is safe)",
+		engine.ErrOverloaded, err)
 }
 
 // Inspect returns an instance's queued and delayed messages on the node
@@ -155,7 +163,8 @@ func (n *Node) Inspect(ctx context.Context, addr engine.Address, max int) (engin
 	if err != nil {
 		return engine.InstanceInfo{}, err
 	}
-	return e.Inspect(ctx, addr, max)
+	info, err := e.Inspect(ctx, addr, max)
+	return info, n.discarded(e, err)
 }
 
 // DeadLetters lists the cluster's dead letters (every node's) from the
