@@ -35,7 +35,8 @@ import (
 //     owner applies the first message of a key and drops later ones (the
 //     keys are in the changelog), so a letter's message is applied at most
 //     once whichever node replays it, however often, across restarts and
-//     moves. When the owner consumes it, it writes the marker
+//     moves (keys do not expire in cluster mode; were they to, the markers
+//     would still stop replays of marked letters). When the owner consumes it, it writes the marker
 //     "replayed/<offset>" to the meta topic in the same transaction
 //     (epoch.go), so the marker exists exactly when the message was
 //     consumed; listings show it (DeadLetter.Replayed) and replays skip

@@ -225,6 +225,25 @@ func listDeadLetters(t *testing.T, base string) deadLetterPage {
 	}
 }
 
+// replayAnswer is the answer of POST /admin/dead-letters/replay.
+type replayAnswer struct {
+	Replayed []uint64 `json:"replayed"`
+	Skipped  []struct {
+		Offset uint64 `json:"offset"`
+		Reason string `json:"reason"`
+	} `json:"skipped"`
+}
+
+func replay(t *testing.T, base, rng string) replayAnswer {
+	t.Helper()
+	var res replayAnswer
+	body := doOK(t, http.MethodPost, base+rng, "")
+	if err := json.Unmarshal([]byte(body), &res); err != nil {
+		t.Fatalf("replay %s through %s: %s: %v", rng, base, body, err)
+	}
+	return res
+}
+
 // TestDeadLettersReplayOnce: messages that fail on any node become dead
 // letters that every node lists, whole and in the same order; a replay
 // through one node re-sends them, a second replay at once through another
@@ -243,14 +262,45 @@ func TestDeadLettersReplayOnce(t *testing.T) {
 		c.send(id, counter(id), engine.Message{Type: "flaky", Value: []byte("d")})
 		want[id] = 1
 	}
+	first := deadLettersOnEveryNode(t, s, letters)
+
+	failing.Store(false)
+	rng := fmt.Sprintf("/admin/dead-letters/replay?from=0&to=%d", first.Next)
+	if res := replay(t, s.urls["a"], rng); len(res.Replayed) != letters {
+		t.Fatalf("replay through a: %+v; want %d replayed", res, letters)
+	}
+	replay(t, s.urls["b"], rng) // at once again: re-sent or skipped, applied once either way
+	c.waitCounts(want, 30*time.Second)
+	waitMarked(t, s.urls["c"], letters)
+
+	// b restarts with its data; the letters' keys and markers survive.
+	c.stop("b", false)
+	nb := s.start("b")
+	c.settled(30 * time.Second)
+	if res := replay(t, s.urls["b"], rng); len(res.Replayed) != 0 || len(res.Skipped) != letters || !strings.Contains(res.Skipped[0].Reason, "replayed already") {
+		t.Fatalf("replay after the restart: %+v; want all %d skipped as replayed already", res, letters)
+	}
+	resendWithReplayKeys(t, nb, first)
+	// One more increment each, behind the re-sends in their partitions.
+	for id := range letters {
+		c.send(id, counter(id), engine.Message{Type: "inc", Value: []byte("d")})
+		want[id]++
+	}
+	c.waitCounts(want, 30*time.Second)
+}
+
+// deadLettersOnEveryNode waits until node a lists n dead letters, checks
+// them, and checks that b and c list the same.
+func deadLettersOnEveryNode(t *testing.T, s *servedNodes, n int) deadLetterPage {
+	t.Helper()
 	var first deadLetterPage
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		first = listDeadLetters(t, s.urls["a"])
-		if len(first.Records) == letters {
+		if len(first.Records) == n {
 			break
 		}
-		if len(first.Records) > letters || time.Now().After(deadline) {
-			t.Fatalf("dead letters listed: %+v; want %d", first.Records, letters)
+		if len(first.Records) > n || time.Now().After(deadline) {
+			t.Fatalf("dead letters listed: %+v; want %d", first.Records, n)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -261,75 +311,57 @@ func TestDeadLettersReplayOnce(t *testing.T) {
 		}
 		targets[d.Target] = true
 	}
-	if len(targets) != letters {
-		t.Fatalf("dead letters' targets %v; want the %d counters", targets, letters)
+	if len(targets) != n {
+		t.Fatalf("dead letters' targets %v; want %d counters", targets, n)
 	}
 	for _, name := range []string{"b", "c"} {
 		if got := listDeadLetters(t, s.urls[name]); !slices.Equal(got.Records, first.Records) {
 			t.Fatalf("dead letters on %s: %+v; on a: %+v", name, got.Records, first.Records)
 		}
 	}
+	return first
+}
 
-	failing.Store(false)
-	rng := fmt.Sprintf("/admin/dead-letters/replay?from=0&to=%d", first.Next)
-	var res struct {
-		Replayed []uint64 `json:"replayed"`
-		Skipped  []struct {
-			Offset uint64 `json:"offset"`
-			Reason string `json:"reason"`
-		} `json:"skipped"`
-	}
-	if err := json.Unmarshal([]byte(doOK(t, http.MethodPost, s.urls["a"]+rng, "")), &res); err != nil || len(res.Replayed) != letters {
-		t.Fatalf("replay through a: %+v (%v); want %d replayed", res, err, letters)
-	}
-	doOK(t, http.MethodPost, s.urls["b"]+rng, "") // at once again: re-sent or skipped, applied once either way
-	c.waitCounts(want, 30*time.Second)
+// waitMarked waits until base lists n dead letters marked replayed.
+func waitMarked(t *testing.T, base string, n int) {
+	t.Helper()
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		marked := 0
-		for _, d := range listDeadLetters(t, s.urls["c"]).Records {
+		for _, d := range listDeadLetters(t, base).Records {
 			if d.Replayed {
 				marked++
 			}
 		}
-		if marked == letters {
-			break
+		if marked == n {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d dead letters marked replayed", marked, letters)
+			t.Fatalf("%d of %d dead letters marked replayed", marked, n)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
 
-	// b restarts with its data; the letters' keys and markers survive.
-	c.stop("b", false)
-	nb := s.start("b")
-	c.settled(30 * time.Second)
-	res.Replayed, res.Skipped = nil, nil
-	if err := json.Unmarshal([]byte(doOK(t, http.MethodPost, s.urls["b"]+rng, "")), &res); err != nil || len(res.Replayed) != 0 || len(res.Skipped) != letters ||
-		!strings.Contains(res.Skipped[0].Reason, "replayed already") {
-		t.Fatalf("replay after the restart: %+v (%v); want all %d skipped as replayed already", res, err, letters)
-	}
-	// A replay whose marker was not yet seen re-sends with the same keys:
-	// the owners drop them (the keys are in the changelog).
-	e, err := nb.engine()
+// resendWithReplayKeys re-sends the letters' messages with their replay
+// keys, as a replay that did not see the markers yet would (the owners
+// must drop them: the keys are in the changelog), and checks that ingress
+// may not use such a key.
+func resendWithReplayKeys(t *testing.T, n *Node, letters deadLetterPage) {
+	t.Helper()
+	e, err := n.engine()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var again []engine.Outgoing
-	for _, d := range first.Records {
+	for _, d := range letters.Records {
 		to, _ := engine.ParseAddress(d.Target)
 		again = append(again, engine.Outgoing{To: to, Message: engine.Message{Type: "flaky", Value: []byte("d")}, Key: replayKey(d.Offset)})
 	}
-	if err := nb.sendBatch(context.Background(), e, again); err != nil {
+	if err := n.sendBatch(context.Background(), e, again); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := nb.Send(context.Background(), counter(0), engine.Message{Type: "inc"}, engine.IdempotencyKey(replayKey(first.Records[0].Offset))); !errors.Is(err, engine.ErrBadKey) {
+	key := engine.IdempotencyKey(replayKey(letters.Records[0].Offset))
+	if _, err := n.Send(context.Background(), counter(0), engine.Message{Type: "inc"}, key); !errors.Is(err, engine.ErrBadKey) {
 		t.Fatalf("ingress with a replay key: %v; want ErrBadKey", err)
 	}
-	// One more increment each, behind the re-sends in their partitions.
-	for id := range letters {
-		c.send(id, counter(id), engine.Message{Type: "inc", Value: []byte("d")})
-		want[id]++
-	}
-	c.waitCounts(want, 30*time.Second)
 }
