@@ -121,18 +121,12 @@ func TestOpsRepairAndInspectAnyNode(t *testing.T) {
 	addr := counter(id)
 	c.send(0, addr, engine.Message{Type: "inc", Value: []byte("d")})
 	c.send(1, addr, engine.Message{Type: "inc", Value: []byte("d")})
+	c.send(2, addr, engine.Message{Type: "fwd-later", Value: []byte("600000 c-none")}) // a delayed message, pending for the whole test
 	c.waitCounts(map[int]int{id: 2}, 30*time.Second)
 	path := "/state/test/counter/" + addr.ID
 
 	for _, name := range []string{"a", "c"} { // non-owners
-		body := doOK(t, http.MethodGet, s.urls[name]+"/admin/instances/test/counter/"+addr.ID+"?max=5", "")
-		var info struct {
-			Address string                     `json:"address"`
-			State   map[string]json.RawMessage `json:"state"`
-		}
-		if err := json.Unmarshal([]byte(body), &info); err != nil || info.Address != addr.String() || !strings.Contains(string(info.State["n"]), `"value":2`) {
-			t.Fatalf("inspect %s on non-owner %s: %s (%v); want its state with n = 2", addr, name, body, err)
-		}
+		inspectOn(t, s.urls[name], addr, 2)
 		if status, body := do(t, http.MethodGet, s.urls[name]+"/admin/instances/test/counter/"+addr.ID, "", true); status != http.StatusMisdirectedRequest {
 			t.Fatalf("forwarded inspect of %s reaching non-owner %s: %d %s; want 421", addr, name, status, body)
 		}
@@ -164,6 +158,7 @@ func TestOpsRepairAndInspectAnyNode(t *testing.T) {
 		if got := countOf(t, doOK(t, http.MethodGet, s.urls[name]+path, "")); got != 41 {
 			t.Fatalf("after the move, state of %s on %s: n = %d; want 41 (the repair, then one increment)", addr, name, got)
 		}
+		inspectOn(t, s.urls[name], addr, 41)
 	}
 	c.send(3, addr, engine.Message{Type: "inc", Value: []byte("d")})
 	c.waitCounts(map[int]int{id: 42}, 30*time.Second)
@@ -176,6 +171,27 @@ func TestOpsRepairAndInspectAnyNode(t *testing.T) {
 		t.Fatalf("second repair of %s through %s: n = %d; want 5", addr, other, got)
 	}
 	c.waitCounts(map[int]int{id: 5}, 30*time.Second)
+}
+
+// inspectOn inspects addr through base and checks that the answer is its
+// owner's: count n, and the one pending delayed message it sent itself.
+func inspectOn(t *testing.T, base string, addr engine.Address, n int) {
+	t.Helper()
+	body := doOK(t, http.MethodGet, base+"/admin/instances/test/counter/"+addr.ID+"?max=5", "")
+	var info struct {
+		Address string                     `json:"address"`
+		State   map[string]json.RawMessage `json:"state"`
+		Delayed []struct {
+			From string `json:"from"`
+			To   string `json:"to"`
+			Type string `json:"type"`
+		} `json:"delayed"`
+	}
+	err := json.Unmarshal([]byte(body), &info)
+	if err != nil || info.Address != addr.String() || !strings.Contains(string(info.State["n"]), fmt.Sprintf(`"value":%d`, n)) ||
+		len(info.Delayed) != 1 || info.Delayed[0].To != addr.String() || info.Delayed[0].Type != "fwd" {
+		t.Fatalf("inspect %s through %s: %s (%v); want its state with n = %d and its one delayed fwd", addr, base, body, err, n)
+	}
 }
 
 // flakySpecs are counterSpecs whose "flaky" message is an "inc" that
