@@ -141,6 +141,12 @@ func TestOpsRepairAndInspectAnyNode(t *testing.T) {
 	if !errors.Is(err, engine.ErrNotOwner) {
 		t.Fatalf("SetState of %s on non-owner a: %v; want ErrNotOwner", addr, err)
 	}
+	// a's engine itself refuses it: its effects would go to a changelog
+	// partition that b owns.
+	err = c.nodes["a"].eng.Load().SetState(context.Background(), addr, []engine.StateMutation{{Name: "n", Value: engine.Message{Type: engine.TypeLong, Value: []byte{1}}}})
+	if !errors.Is(err, engine.ErrNotOwner) {
+		t.Fatalf("engine SetState of %s on non-owner a: %v; want ErrNotOwner", addr, err)
+	}
 
 	// The repair, through non-owner a: n = 40, then one more increment.
 	body := doOK(t, http.MethodPut, s.urls["a"]+path+"/n", `{"text":"40"}`)
