@@ -155,7 +155,8 @@ func (n *Node) deliver(e *engine.Engine, recs []*kgo.Record, i int, pending map[
 			n.log.Error("input record is not a message; skipped", "partition", recs[i].Partition, "offset", recs[i].Offset, "err", err)
 			continue
 		}
-		d, first, err := e.Deliver(m, recordKey(recs[i]))
+		key := recordKey(recs[i])
+		d, first, err := e.Deliver(m, key)
 		if errors.Is(err, engine.ErrOverloaded) {
 			return i, nil
 		}
@@ -164,6 +165,9 @@ func (n *Node) deliver(e *engine.Engine, recs []*kgo.Record, i int, pending map[
 		}
 		if d == engine.Delivered {
 			pending[m.Env.ID] = struct{}{}
+			if off, ok := replayedOffset(key); ok { // a replayed dead letter: marked in this transaction (ops.go)
+				n.sess.Produce(n.ctx, n.replayMarkRecord(off, m.Env.Target), ship.done)
+			}
 		} else if m.Env.ReplyTo != 0 {
 			ship.replyAgain = append(ship.replyAgain, [2]uint64{first, m.Env.ReplyTo})
 		}

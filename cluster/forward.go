@@ -1,9 +1,12 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -91,6 +94,27 @@ func (n *Node) advertise(ctx context.Context) error {
 // 421 from the node asked (the partition moved since the group was
 // described) is retried once with a fresh description.
 func (n *Node) ForwardState(ctx context.Context, addr engine.Address) (*http.Response, error) {
+	p := "/state/" + url.PathEscape(addr.Namespace) + "/" + url.PathEscape(addr.Type) + "/" + url.PathEscape(addr.ID)
+	return n.forward(ctx, addr, http.MethodGet, p, nil)
+}
+
+// ForwardOps implements httpapi.OpsForwarder: the operator routes about
+// one address (state repair, instance inspection) are executed by the
+// owner of its partition, as ForwardState reads. pathQuery is the
+// request's escaped path and query, body its body (nil: none). A write is
+// retried on another answer than 421 only when the first attempt could
+// not connect (so it was not sent).
+func (n *Node) ForwardOps(ctx context.Context, addr engine.Address, method, pathQuery string, body []byte) (*http.Response, error) {
+	if !strings.HasPrefix(pathQuery, "/") {
+		return nil, fmt.Errorf("%w: forward %s %q: the path must start with /", engine.ErrBadMessage, method, pathQuery)
+	}
+	return n.forward(ctx, addr, method, pathQuery, body)
+}
+
+// forward sends method pathQuery (body) to the owner of addr's partition
+// with ForwardedHeader and returns its answer; nil, nil when this node
+// owns the partition.
+func (n *Node) forward(ctx context.Context, addr engine.Address, method, pathQuery string, body []byte) (*http.Response, error) {
 	p := PartitionOfAddress(addr, n.parts)
 	if owned := *n.owned.Load(); int(p) < len(owned) && owned[p] {
 		return nil, nil
@@ -115,31 +139,50 @@ func (n *Node) ForwardState(ctx context.Context, addr engine.Address) (*http.Res
 				engine.ErrOverloaded, owner, base, p, addr)
 		}
 		asked = base
-		u := base + "/state/" + url.PathEscape(addr.Namespace) + "/" + url.PathEscape(addr.Type) + "/" + url.PathEscape(addr.ID)
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		var rd io.Reader
+		if body != nil {
+			rd = bytes.NewReader(body)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, base+pathQuery, rd)
 		if err != nil {
-			return nil, fmt.Errorf("cluster: forward the state read of %s: %w", addr, err)
+			return nil, fmt.Errorf("cluster: forward %s %s of %s: %w", method, pathQuery, addr, err)
 		}
 		req.Header.Set(ForwardedHeader, n.cfg.Node)
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
 		resp, err := f.client.Do(req)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			if attempt == 0 {
+			if attempt == 0 && (method == http.MethodGet || notSent(err)) {
 				continue // a restarted owner may advertise another URL: look again
+			}
+			if method != http.MethodGet {
+				return nil, fmt.Errorf("%w: node %s (%s) owns partition %d of %s and did not answer %s: %v; it may have applied it (a repair sets absolute values: read the state, or repeat it)",
+					engine.ErrOverloaded, owner, base, p, addr, method, err)
 			}
 			// Not wrapped: a client timeout is not the caller's deadline.
 			return nil, fmt.Errorf("%w: node %s (%s) owns partition %d of %s and did not answer: %v",
 				engine.ErrOverloaded, owner, base, p, addr, err)
 		}
 		if resp.StatusCode == http.StatusMisdirectedRequest && attempt == 0 {
+			// Answered before anything was done (the node asked does not
+			// own the partition): safe to send again, writes included.
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
 			continue
 		}
 		return resp, nil
 	}
+}
+
+// notSent reports whether a client error happened before the request
+// could be sent (the connection was refused).
+func notSent(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // ownerOf returns the node the group assigned partition p of the input

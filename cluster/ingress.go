@@ -92,11 +92,15 @@ func (n *Node) Send(ctx context.Context, to engine.Address, msg engine.Message, 
 	if err := n.check(e, to, msg); err != nil {
 		return 0, err
 	}
+	key := engine.KeyOf(opts...)
+	if err := checkIngressKey(key); err != nil {
+		return 0, err
+	}
 	id, err := e.NewMessageID()
 	if err != nil {
 		return 0, err
 	}
-	return id, n.produceMsg(ctx, to, msg, 0, id, engine.KeyOf(opts...))
+	return id, n.produceMsg(ctx, to, msg, 0, id, key)
 }
 
 // SendBatch produces every message (not atomically across partitions: a
@@ -106,6 +110,16 @@ func (n *Node) SendBatch(ctx context.Context, msgs []engine.Outgoing) error {
 	if err != nil {
 		return err
 	}
+	for i := range msgs {
+		if err := checkIngressKey(msgs[i].Key); err != nil {
+			return fmt.Errorf("message %d: %w", i, err)
+		}
+	}
+	return n.sendBatch(ctx, e, msgs)
+}
+
+// sendBatch is SendBatch, keys of replayed dead letters allowed (ops.go).
+func (n *Node) sendBatch(ctx context.Context, e *engine.Engine, msgs []engine.Outgoing) error {
 	for i := range msgs {
 		if err := n.check(e, msgs[i].To, msgs[i].Message); err != nil {
 			return fmt.Errorf("message %d: %w", i, err)
@@ -137,6 +151,9 @@ func (n *Node) Request(ctx context.Context, to engine.Address, msg engine.Messag
 		return engine.Message{}, err
 	}
 	key := engine.KeyOf(opts...)
+	if err := checkIngressKey(key); err != nil {
+		return engine.Message{}, err
+	}
 	id, err := e.NewMessageID()
 	if err != nil {
 		return engine.Message{}, err
@@ -223,16 +240,9 @@ func (n *Node) readReplies() {
 
 // State reads an instance's state on the node that owns it.
 func (n *Node) State(ctx context.Context, addr engine.Address) ([]engine.StateValue, error) {
-	e, err := n.engine()
+	e, err := n.ownedEngine(addr) // ops.go
 	if err != nil {
 		return nil, err
-	}
-	p := PartitionOfAddress(addr, n.parts)
-	if n.changed.Load() { // a rebalance: this engine's view may be stale
-		return nil, ErrNotReady
-	}
-	if owned, adopted := *n.owned.Load(), *n.adopted.Load(); int(p) >= len(adopted) || !adopted[p] || !owned[p] {
-		return nil, fmt.Errorf("%w: %s is in partition %d, which node %s does not own; ask its owner", ErrNotOwner, addr, p, n.cfg.Node)
 	}
 	return e.State(ctx, addr)
 }

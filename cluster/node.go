@@ -168,6 +168,8 @@ type Node struct {
 	sessOpts    []kgo.Opt // the group transaction session's options (renewSession)
 	fwd         forwarder // state reads forwarded to the owner (forward.go)
 
+	marks replayMarks // replayed dead letters, from the meta topic (ops.go)
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}

@@ -27,6 +27,9 @@ type DeadLetter struct {
 	// Bad, when set, says why the record could not be decoded (the other
 	// fields are then what could be read).
 	Bad string
+	// Replayed (cluster mode only, cluster.Node.DeadLetters): the letter
+	// was replayed and its message consumed by its target.
+	Replayed bool
 }
 
 // deadLetterRecord is the JSON form the shard writes.

@@ -262,6 +262,9 @@ func (e *Engine) requestReserved(ctx context.Context, to Address, msg Message) (
 	if err := e.validateInternal(to, msg); err != nil {
 		return Message{}, err
 	}
+	if err := e.clusterOwner(to); err != nil { // cluster mode only (cluster_ops.go)
+		return Message{}, err
+	}
 	id, err := e.newID()
 	if err != nil {
 		return Message{}, err

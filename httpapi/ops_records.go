@@ -78,6 +78,9 @@ func appendDeadLetter(b []byte, d engine.DeadLetter) []byte {
 		b = append(b, `,"bad":`...)
 		b = appendJSONString(b, d.Bad)
 	}
+	if d.Replayed {
+		b = append(b, `,"replayed":true`...)
+	}
 	b = append(b, ',')
 	b = appendMessageFields(b, d.Message)
 	return append(b, '}')

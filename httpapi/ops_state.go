@@ -49,8 +49,12 @@ type stateWrite struct {
 
 // stateSet answers PUT /state/{namespace}/{type}/{id}/{name}.
 func (s *Server) stateSet(w http.ResponseWriter, r *http.Request) {
+	body, ok := s.repairBody(w, r)
+	if !ok {
+		return
+	}
 	var in stateInput
-	if !readJSONBody(w, r, &in) {
+	if !decodeJSONBody(w, body, &in) {
 		return
 	}
 	s.repair(w, r, stateWrite{Set: map[string]stateInput{r.PathValue("name"): in}})
@@ -58,24 +62,55 @@ func (s *Server) stateSet(w http.ResponseWriter, r *http.Request) {
 
 // stateDelete answers DELETE /state/{namespace}/{type}/{id}/{name}.
 func (s *Server) stateDelete(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.repairBody(w, r); !ok {
+		return
+	}
 	s.repair(w, r, stateWrite{Delete: []string{r.PathValue("name")}})
 }
 
 // stateWriteMany answers POST /state/{namespace}/{type}/{id}.
 func (s *Server) stateWriteMany(w http.ResponseWriter, r *http.Request) {
+	body, ok := s.repairBody(w, r)
+	if !ok {
+		return
+	}
 	var in stateWrite
-	if !readJSONBody(w, r, &in) {
+	if !decodeJSONBody(w, body, &in) {
 		return
 	}
 	s.repair(w, r, in)
 }
 
-func readJSONBody(w http.ResponseWriter, r *http.Request, v any) bool {
+// repairBody starts a state write: it checks the route (state API
+// enabled, operator API offered, address) and reads the body; in cluster
+// mode a write for an address another node owns is forwarded there (its
+// answer relayed) and ok is false.
+func (s *Server) repairBody(w http.ResponseWriter, r *http.Request) (body []byte, ok bool) {
+	_, addr, ok := s.stateRoute(w, r, "/state")
+	if !ok {
+		return nil, false
+	}
+	if r.Method != http.MethodDelete {
+		if body, ok = readBody(w, r); !ok {
+			return nil, false
+		}
+	}
+	if s.forwardOps(w, r, addr, body) {
+		return nil, false
+	}
+	return body, true
+}
+
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAdminBody))
 	if err != nil {
 		writeJSONError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("cannot read the body (at most %d bytes): %v", maxAdminBody, err), false)
-		return false
+		return nil, false
 	}
+	return body, true
+}
+
+func decodeJSONBody(w http.ResponseWriter, body []byte, v any) bool {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -164,7 +199,7 @@ func appendMessageFields(b []byte, m engine.Message) []byte {
 // state, the queued messages and the pending delayed messages.
 func (s *Server) adminInstance(w http.ResponseWriter, r *http.Request) {
 	o, addr, ok := s.stateRoute(w, r, "/admin/instances")
-	if !ok {
+	if !ok || s.forwardOps(w, r, addr, nil) { // cluster mode: the owner answers
 		return
 	}
 	max := 100
