@@ -19,7 +19,9 @@ import (
 // lost it in a rebalance), the restore reads only the changelog written
 // since the last pass instead of the whole partition. Each partition so
 // has one standby (with two or more nodes). The standby is a copy, never
-// served: the engine reads only the partitions it owns.
+// served: the engine reads only the partitions it owns. The same pass
+// keeps the warm-up copies: the partitions the group's leader holds back
+// on their owner until this node's copy is caught up (warmup.go).
 
 // standbyBudget bounds the changelog records one pass applies, so that a
 // pass never holds up the node's commits for long.
