@@ -462,6 +462,15 @@ func (b *warmupBalancer) Balance(cb *kgo.ConsumerBalancer, topics map[string]int
 		return nil
 	}
 	pm := plan.AsMemberIDMap()
+	if np := topics[b.topic]; np != b.parts {
+		// The input topic's partition count in the client's metadata is
+		// not the cluster's (a metadata refresh in flight): balance as
+		// cooperative-sticky.
+		b.log.Warn("warm-up skipped in this rebalance: the input topic's partition count is unknown or differs", "topic", b.topic, "partitions", np, "want", b.parts)
+		plan.AdjustCooperative(cb)
+		b.balanced(cb.Info().Generation, warmupResult{})
+		return plan
+	}
 	target := make(map[string][]int32, len(pm))
 	for id, ts := range pm {
 		target[id] = ts[b.topic]

@@ -243,6 +243,13 @@ type balanceMember struct {
 // through the member's own ParseSyncAssignment).
 func balanceOnce(t *testing.T, parts int32, lag int64, ms []balanceMember) (active, warm map[string][]int32) {
 	t.Helper()
+	return balanceTopic(t, parts, parts, lag, ms)
+}
+
+// balanceTopic is balanceOnce with the input topic's partition count as
+// the leader's client knows it (topicParts).
+func balanceTopic(t *testing.T, parts, topicParts int32, lag int64, ms []balanceMember) (active, warm map[string][]int32) {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	const topic = "in"
 	var members []kmsg.JoinGroupResponseMember
@@ -281,7 +288,7 @@ func balanceOnce(t *testing.T, parts int32, lag int64, ms []balanceMember) (acti
 	if err != nil {
 		t.Fatal(err)
 	}
-	into, err := mb.(kgo.GroupMemberBalancerOrError).BalanceOrError(map[string]int32{topic: parts})
+	into, err := mb.(kgo.GroupMemberBalancerOrError).BalanceOrError(map[string]int32{topic: topicParts})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -453,5 +460,31 @@ func (c *testCluster) shares(timeout time.Duration) {
 			c.t.Fatalf("nodes never served their shares of %d partitions within %v: %v", c.parts, timeout, got)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestWarmupBalancerPartitionCountMismatch: when the leader's client knows
+// another partition count for the input topic than the cluster's P (its
+// metadata changing), the rebalance runs as cooperative-sticky (every
+// partition assigned once), instead of failing on positions it cannot
+// index.
+func TestWarmupBalancerPartitionCountMismatch(t *testing.T) {
+	active, warm := balanceTopic(t, 4, 8, 10, []balanceMember{
+		{name: "a", owned: []int32{0, 1, 2, 3}, gen: 5, pos: []int64{100, 100, 100, 100}},
+		{name: "b", gen: -1, pos: []int64{0, 0, 0, 0}},
+	})
+	seen := map[int32]int{}
+	for _, ps := range active {
+		for _, p := range ps {
+			seen[p]++
+		}
+	}
+	for p, k := range seen {
+		if k != 1 || p < 0 || p >= 8 {
+			t.Fatalf("partition %d assigned %d times: %v", p, k, active)
+		}
+	}
+	if len(active["b"]) == 0 || len(warm["a"])+len(warm["b"]) != 0 {
+		t.Fatalf("want cooperative-sticky's plan (b gets the partitions nobody owned, nothing warms up): active %v, warm %v", active, warm)
 	}
 }
