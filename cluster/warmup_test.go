@@ -371,7 +371,7 @@ func TestWarmupBalancerCooperative(t *testing.T) {
 // completes: every node ends with its share, each partition owned once,
 // every message applied once.
 func TestScaleOutWarmup(t *testing.T) {
-	const lag = 200
+	const lag = 100
 	var mu sync.Mutex
 	var decisions []warmDecision
 	obs := func(_ string, res warmupResult) {
@@ -391,13 +391,29 @@ func TestScaleOutWarmup(t *testing.T) {
 	c.settled(30 * time.Second)
 	stop := make(chan struct{})
 	res := c.load(stop, 60)
-	time.Sleep(1500 * time.Millisecond)
+	// Enough state that the joiners start more than the bound behind on
+	// most partitions: the warm-up has work to do.
+	a := c.nodes["a"]
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		pos := a.warm.positions()
+		slices.Sort(pos)
+		if pos[len(pos)/2] >= 3*lag {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the load did not write %d changelog offsets to half the partitions within a minute: %v", 3*lag, pos)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	stopWatch := make(chan struct{})
+	pauses := c.servePauses(stopWatch)
 	start := time.Now()
 	c.start("b")
 	c.start("c")
 	c.shares(60 * time.Second)
 	settle := time.Since(start)
 	time.Sleep(500 * time.Millisecond)
+	close(stopWatch)
 	close(stop)
 	want := <-res
 	c.waitCounts(want, 30*time.Second)
@@ -424,7 +440,9 @@ func TestScaleOutWarmup(t *testing.T) {
 			t.Errorf("node %s took a partition over whose copy lacked %d changelog offsets, more than the lag bound %d", name, l, lag)
 		}
 	}
-	t.Logf("1 -> 3 nodes settled in %v under load; %d decisions held a partition from its target while it warmed up", settle.Round(time.Millisecond), held)
+	pz := <-pauses
+	t.Logf("1 -> 3 nodes settled in %v under load; %d decisions held a partition from its target while it warmed up; longest time a partition was served by no node %v, all partitions' unserved time %v",
+		settle.Round(time.Millisecond), held, pz[0].Round(time.Millisecond), pz[1].Round(time.Millisecond))
 	if held == 0 {
 		t.Errorf("no partition waited for its target to warm up: the test did not exercise the warm-up")
 	}
