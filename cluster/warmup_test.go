@@ -15,25 +15,29 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// TestWarmupAssign: the assignment function on given targets.
-func TestWarmupAssign(t *testing.T) {
-	type want struct {
-		active, warming map[string][]int32
-		kinds           map[int32]string
-	}
-	cases := []struct {
-		name    string
-		members []warmMember
-		target  map[string][]int32
-		want    want
-	}{{
+type assignWant struct {
+	active, warming map[string][]int32
+	kinds           map[int32]string // partition -> decision kind
+}
+
+type assignCase struct {
+	name    string
+	members []warmMember
+	target  map[string][]int32
+	want    assignWant
+}
+
+// assignCases are TestWarmupAssign's table (lag bound 10): partitions
+// with a live owner.
+func assignCases() []assignCase {
+	return []assignCase{{
 		name: "caught-up target gets the partition, lagging target does not: the owner keeps it",
 		members: []warmMember{
 			{ID: "a", Name: "a", Owned: []int32{0, 1}, Generation: 3, Pos: []int64{100, 100}},
 			{ID: "b", Name: "b", Generation: -1, Pos: []int64{90, 89}},
 		},
 		target: map[string][]int32{"b": {0, 1}},
-		want: want{
+		want: assignWant{
 			active:  map[string][]int32{"a": {1}, "b": {0}},
 			warming: map[string][]int32{"b": {1}},
 			kinds:   map[int32]string{0: "move", 1: "hold"},
@@ -46,19 +50,25 @@ func TestWarmupAssign(t *testing.T) {
 			{ID: "c", Name: "c", Generation: 3, Pos: []int64{100}},
 		},
 		target: map[string][]int32{"b": {0}},
-		want: want{
+		want: assignWant{
 			active:  map[string][]int32{"a": {0}},
 			warming: map[string][]int32{"b": {0}},
 			kinds:   map[int32]string{0: "hold"},
 		},
-	}, {
+	}}
+}
+
+// orphanCases: partitions without a live owner, and what their members
+// advertise.
+func orphanCases() []assignCase {
+	return []assignCase{{
 		name: "no live previous owner: the most caught-up member, the target warms up",
 		members: []warmMember{
 			{ID: "b", Name: "b", Generation: 4, Pos: []int64{50, 300}},
 			{ID: "c", Name: "c", Generation: 4, Pos: []int64{80, 0}},
 		},
 		target: map[string][]int32{"b": {0}, "c": {1}},
-		want: want{
+		want: assignWant{
 			active:  map[string][]int32{"c": {0}, "b": {1}},
 			warming: map[string][]int32{"b": {0}, "c": {1}},
 			kinds:   map[int32]string{0: "orphan", 1: "orphan"},
@@ -70,7 +80,7 @@ func TestWarmupAssign(t *testing.T) {
 			{ID: "c", Name: "c", Generation: 4, Pos: []int64{80}},
 		},
 		target: map[string][]int32{"b": {0}},
-		want: want{
+		want: assignWant{
 			active: map[string][]int32{"b": {0}},
 			kinds:  map[int32]string{0: "move"},
 		},
@@ -82,7 +92,7 @@ func TestWarmupAssign(t *testing.T) {
 			{ID: "c", Name: "c", Generation: 4, Pos: []int64{0, 0, 0}},
 		},
 		target: map[string][]int32{"a": {1, 2}, "c": {0}},
-		want: want{
+		want: assignWant{
 			active:  map[string][]int32{"a": {1, 2}, "b": {0}},
 			warming: map[string][]int32{"c": {0}},
 			kinds:   map[int32]string{0: "orphan"},
@@ -95,7 +105,7 @@ func TestWarmupAssign(t *testing.T) {
 			{ID: "c", Name: "c", Generation: 4, Pos: []int64{100, 100, 0, 0}},
 		},
 		target: map[string][]int32{"b": {0, 1}, "c": {2, 3}},
-		want: want{
+		want: assignWant{
 			active:  map[string][]int32{"a": {2, 3}, "c": {0, 1}},
 			warming: map[string][]int32{"c": {2, 3}},
 			kinds:   map[int32]string{0: "substitute", 1: "substitute", 2: "hold", 3: "hold"},
@@ -108,7 +118,7 @@ func TestWarmupAssign(t *testing.T) {
 			{ID: "c", Name: "c", Generation: 4, Pos: []int64{100, 100, 100, 100}},
 		},
 		target: map[string][]int32{"a": {0, 1, 2, 3}},
-		want: want{
+		want: assignWant{
 			active:  map[string][]int32{"b": {0, 2}, "c": {1, 3}},
 			warming: map[string][]int32{"a": {0, 1, 2, 3}},
 			kinds:   map[int32]string{0: "orphan", 1: "orphan", 2: "orphan", 3: "orphan"},
@@ -120,7 +130,7 @@ func TestWarmupAssign(t *testing.T) {
 			{ID: "b", Name: "b", Generation: -1, Pos: nil},
 		},
 		target: map[string][]int32{"b": {0}},
-		want: want{
+		want: assignWant{
 			active: map[string][]int32{"b": {0}},
 			kinds:  map[int32]string{0: "move"},
 		},
@@ -132,7 +142,7 @@ func TestWarmupAssign(t *testing.T) {
 			{ID: "c", Name: "c", Generation: 5, Pos: []int64{0}},
 		},
 		target: map[string][]int32{"c": {0}},
-		want: want{
+		want: assignWant{
 			active:  map[string][]int32{"b": {0}},
 			warming: map[string][]int32{"c": {0}},
 			kinds:   map[int32]string{0: "hold"},
@@ -144,9 +154,13 @@ func TestWarmupAssign(t *testing.T) {
 			{ID: "b", Name: "b", Generation: 3, Pos: []int64{500}},
 		},
 		target: map[string][]int32{"a": {0}},
-		want:   want{active: map[string][]int32{"a": {0}}},
+		want:   assignWant{active: map[string][]int32{"a": {0}}},
 	}}
-	for _, tc := range cases {
+}
+
+// TestWarmupAssign: the assignment function on given targets.
+func TestWarmupAssign(t *testing.T) {
+	for _, tc := range append(assignCases(), orphanCases()...) {
 		t.Run(tc.name, func(t *testing.T) {
 			parts := int32(len(tc.members[0].Pos))
 			if parts == 0 {
