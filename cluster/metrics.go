@@ -39,7 +39,7 @@ func (n *Node) Collectors() []prometheus.Collector {
 		}),
 		counter("restored_records_total", "Changelog records restored into the store.", func() float64 { return float64(st.Restored.Load()) }),
 		counter("restore_seconds_total", "Time spent restoring changelogs.", func() float64 { return time.Duration(st.RestoreNanos.Load()).Seconds() }),
-		gauge("standby_partitions", "Partitions of which this node keeps a standby copy.", func() float64 { return float64(st.StandbyPartitions.Load()) }),
+		gauge("standby_partitions", "Partitions of which this node keeps a standby copy (the next node's, and its warm-up copies).", func() float64 { return float64(st.StandbyPartitions.Load()) }),
 		gauge("standby_lag_records", "Changelog records the standby copies lack (at the last pass).", func() float64 { return float64(st.StandbyLag.Load()) }),
 		counter("standby_applied_records_total", "Changelog records applied to standby copies.", func() float64 { return float64(st.StandbyApplied.Load()) }),
 		counter("replayed_input_total", "Input records skipped because the state had applied them (an offset that went back).", func() float64 { return float64(st.Replayed.Load()) }),
