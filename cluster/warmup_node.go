@@ -23,7 +23,43 @@ type warmup struct {
 	leadGen  int32   // the generation this node last balanced as leader
 	leadAt   time.Time
 	leadHeld int
-	lastAsk  time.Time // the last rebalance this node asked for
+	lastAsk  time.Time     // the last rebalance this node asked for
+	askWait  time.Duration // how long after lastAsk this node may ask again because its copies caught up
+	asked    bool          // it asked since its last assignment
+}
+
+// setWarm records this node's warm-up set from a new assignment. If the
+// node had asked for that rebalance and the set did not shrink (nothing
+// moved here: the leader found the copies behind after all), the wait
+// before the next such request doubles, up to most; a set that shrank or
+// is empty resets it. So a node whose copies keep falling behind between
+// its pass and the leader's balance (a bound smaller than an epoch's
+// records) does not make the group rebalance every second.
+func (w *warmup) setWarm(warm []int32, on bool, most time.Duration) (changed bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case len(warm) == 0 || len(warm) < len(w.warm):
+		w.askWait = warmupProbeCooldown
+	case w.asked:
+		w.askWait = min(2*max(w.askWait, warmupProbeCooldown), max(most, warmupProbeCooldown))
+	}
+	w.asked = false
+	changed = !slices.Equal(warm, w.warm) || on != w.on
+	w.warm, w.on = warm, on
+	return changed
+}
+
+// mayAsk reports whether a node whose warm-up copies caught up may ask
+// for a rebalance at now, and records the request if so.
+func (w *warmup) mayAsk(now time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.warm) == 0 || now.Sub(w.lastAsk) < max(w.askWait, warmupProbeCooldown) {
+		return false
+	}
+	w.lastAsk, w.asked = now, true
+	return true
 }
 
 // positions is a copy of the node's changelog positions.
@@ -73,12 +109,12 @@ func (n *Node) warmupBalancers() []kgo.GroupBalancer {
 	w := &n.warm
 	assigned := func(warm []int32, on bool) {
 		w.mu.Lock()
-		changed := !slices.Equal(warm, w.warm) || on != w.on
-		if on != w.on && !on && n.cfg.WarmupLag >= 0 {
+		wasOn := w.on
+		w.mu.Unlock()
+		if wasOn && !on && n.cfg.WarmupLag >= 0 {
 			n.log.Warn("the group balances with cooperative-sticky (a member does not offer the warm-up balancer): partitions move without warm-up")
 		}
-		w.warm, w.on = warm, on
-		w.mu.Unlock()
+		changed := w.setWarm(warm, on, n.cfg.ProbingInterval)
 		n.stats.WarmingPartitions.Store(int64(len(warm)))
 		if changed && len(warm) > 0 {
 			n.log.Info("warm-up: warming partitions up before they move here", "partitions", ranges(warm))
@@ -112,21 +148,23 @@ func (n *Node) warmupProbe(caught bool) {
 	}
 	w := &n.warm
 	_, gen := n.sess.Client().GroupMetadata()
-	w.mu.Lock()
-	why := ""
-	switch {
-	case caught && len(w.warm) > 0 && time.Since(w.lastAsk) >= warmupProbeCooldown:
-		why = "this node's warm-up copies are within the lag bound"
-	case w.leadHeld > 0 && w.leadGen == gen && time.Since(w.leadAt) >= n.cfg.ProbingInterval && time.Since(w.lastAsk) >= n.cfg.ProbingInterval:
-		why = fmt.Sprintf("probing: %d partitions wait for their targets to warm up", w.leadHeld)
+	if caught && w.mayAsk(time.Now()) {
+		n.stats.WarmupProbes.Add(1)
+		n.log.Info("warm-up: asking the group for a rebalance", "why", "this node's warm-up copies are within the lag bound")
+		n.sess.Client().ForceRebalance()
+		return
 	}
-	if why != "" {
+	w.mu.Lock()
+	probe := w.leadHeld > 0 && w.leadGen == gen && time.Since(w.leadAt) >= n.cfg.ProbingInterval && time.Since(w.lastAsk) >= n.cfg.ProbingInterval
+	held := w.leadHeld
+	if probe {
 		w.lastAsk = time.Now()
 	}
 	w.mu.Unlock()
-	if why == "" {
+	if !probe {
 		return
 	}
+	why := fmt.Sprintf("probing: %d partitions wait for their targets to warm up", held)
 	n.stats.WarmupProbes.Add(1)
 	n.log.Info("warm-up: asking the group for a rebalance", "why", why)
 	n.sess.Client().ForceRebalance()

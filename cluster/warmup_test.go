@@ -533,3 +533,40 @@ func TestWarmupBalancerPartitionCountMismatch(t *testing.T) {
 		t.Fatalf("want cooperative-sticky's plan (b gets the partitions nobody owned, nothing warms up): active %v, warm %v", active, warm)
 	}
 }
+
+// TestWarmupAskBackoff: a node whose copies caught up asks for a
+// rebalance at most once a second; when the rebalance it asked for moved
+// nothing to it (its warm-up set did not shrink), it waits twice as long
+// before asking again, up to the probing interval; progress resets the
+// wait.
+func TestWarmupAskBackoff(t *testing.T) {
+	var w warmup
+	now := time.Unix(1000, 0)
+	most := 5 * time.Second
+	if w.mayAsk(now) {
+		t.Fatal("asked with nothing to warm up")
+	}
+	w.setWarm([]int32{1, 2, 3}, true, most)
+	if !w.mayAsk(now) || w.mayAsk(now.Add(999*time.Millisecond)) {
+		t.Fatal("want one request, then none within the second")
+	}
+	waits := []time.Duration{2 * time.Second, 4 * time.Second, 5 * time.Second, 5 * time.Second}
+	for _, wait := range waits {
+		w.setWarm([]int32{1, 2, 3}, true, most) // the leader held them all again
+		if w.mayAsk(now.Add(wait - time.Millisecond)) {
+			t.Fatalf("asked again before %v", wait)
+		}
+		if !w.mayAsk(now.Add(wait)) {
+			t.Fatalf("did not ask again after %v", wait)
+		}
+		now = now.Add(wait)
+	}
+	w.setWarm([]int32{1, 2}, true, most) // one moved here: progress
+	if !w.mayAsk(now.Add(time.Second)) {
+		t.Fatal("the wait was not reset by progress")
+	}
+	w.setWarm([]int32{1, 2}, false, most) // the group runs cooperative-sticky
+	if changed := w.setWarm(nil, false, most); !changed || w.mayAsk(now.Add(time.Hour)) {
+		t.Fatal("an empty warm-up set still asks")
+	}
+}
