@@ -455,12 +455,15 @@ func TestScaleOutOneToThree(t *testing.T) {
 	stop := make(chan struct{})
 	res := c.load(stop, 60)
 	time.Sleep(1500 * time.Millisecond)
+	stopWatch := make(chan struct{})
+	pauses := c.servePauses(stopWatch)
 	start := time.Now()
 	c.start("b")
 	c.start("c")
 	c.settled(60 * time.Second)
 	settle := time.Since(start)
 	time.Sleep(500 * time.Millisecond)
+	close(stopWatch)
 	close(stop)
 	want := <-res
 	c.waitCounts(want, 30*time.Second)
@@ -470,5 +473,51 @@ func TestScaleOutOneToThree(t *testing.T) {
 			name, len(c.nodes[name].Owned()), time.Duration(st.MaxPauseNanos.Load()).Round(time.Millisecond),
 			st.Restored.Load(), time.Duration(st.RestoreNanos.Load()).Round(time.Millisecond))
 	}
-	t.Logf("1 -> 3 nodes settled in %v under load", settle.Round(time.Millisecond))
+	pz := <-pauses
+	t.Logf("1 -> 3 nodes settled in %v under load; longest time a partition was served by no node %v, all partitions' unserved time %v",
+		settle.Round(time.Millisecond), pz[0].Round(time.Millisecond), pz[1].Round(time.Millisecond))
+}
+
+// servePauses samples, every few milliseconds until stop is closed, which
+// partitions a ready node serves, and returns the longest time any
+// partition went unserved (a node reopening its engine serves nothing)
+// and the sum over partitions of their unserved time.
+func (c *testCluster) servePauses(stop <-chan struct{}) <-chan [2]time.Duration {
+	out := make(chan [2]time.Duration, 1)
+	go func() {
+		since := make([]time.Time, c.parts) // zero: served at the last sample
+		var longest, total time.Duration
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				out <- [2]time.Duration{longest, total}
+				return
+			case <-tick.C:
+			}
+			served := make([]bool, c.parts)
+			c.mu.Lock()
+			for _, n := range c.nodes {
+				if n.Ready() && !n.changed.Load() {
+					for _, p := range n.Owned() {
+						served[p] = true
+					}
+				}
+			}
+			c.mu.Unlock()
+			now := time.Now()
+			for p, ok := range served {
+				switch {
+				case !ok && since[p].IsZero():
+					since[p] = now
+				case ok && !since[p].IsZero():
+					d := now.Sub(since[p])
+					longest, total = max(longest, d), total+d
+					since[p] = time.Time{}
+				}
+			}
+		}
+	}()
+	return out
 }

@@ -307,6 +307,7 @@ func (s *shipper) changelogDone(r *kgo.Record, err error) {
 	if r.Offset+1 > s.positions[r.Partition] {
 		s.positions[r.Partition] = r.Offset + 1
 	}
+	s.n.warm.notePosition(r.Partition, r.Offset+1) // advertised to the warm-up balancer (warmup.go)
 }
 
 func (s *shipper) done(r *kgo.Record, err error) {

@@ -40,10 +40,15 @@ func (n *Node) Collectors() []prometheus.Collector {
 		}),
 		counter("restored_records_total", "Changelog records restored into the store.", func() float64 { return float64(st.Restored.Load()) }),
 		counter("restore_seconds_total", "Time spent restoring changelogs.", func() float64 { return time.Duration(st.RestoreNanos.Load()).Seconds() }),
-		gauge("standby_partitions", "Partitions of which this node keeps a standby copy.", func() float64 { return float64(st.StandbyPartitions.Load()) }),
+		gauge("standby_partitions", "Partitions of which this node keeps a standby copy (the next node's, and its warm-up copies).", func() float64 { return float64(st.StandbyPartitions.Load()) }),
 		gauge("standby_lag_records", "Changelog records the standby copies lack (at the last pass).", func() float64 { return float64(st.StandbyLag.Load()) }),
 		counter("standby_applied_records_total", "Changelog records applied to standby copies.", func() float64 { return float64(st.StandbyApplied.Load()) }),
 		counter("replayed_input_total", "Input records skipped because the state had applied them (an offset that went back).", func() float64 { return float64(st.Replayed.Load()) }),
+		gauge("warmup_partitions", "Partitions this node warms up (reads their changelog) before the group moves them here.", func() float64 { return float64(st.WarmingPartitions.Load()) }),
+		gauge("warmup_lag_records", "Changelog offsets this node's warm-up copies lack (at the last pass).", func() float64 { return float64(st.WarmupLag.Load()) }),
+		gauge("warmup_held_partitions", "As the group's leader: partitions kept on their owner (or a caught-up member) at the last balance while their target warms up.", func() float64 { return float64(st.WarmupHeld.Load()) }),
+		counter("warmup_probes_total", "Rebalances this node asked for: its warm-up copies caught up, or (leader) probing while partitions wait.", func() float64 { return float64(st.WarmupProbes.Load()) }),
+		gauge("takeover_lag_records", "Changelog offsets the store lacked, at the last takeover, of the partition it lacked most of (restored before serving).", func() float64 { return float64(st.TakeoverLag.Load()) }),
 		gauge("input_lag_records", "Input records of this node's partitions not yet committed (sampled).", func() float64 { return float64(st.InputLag.Load()) }),
 	}
 }

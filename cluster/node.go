@@ -65,6 +65,14 @@ type Config struct {
 	// offset the first time.
 	KafkaIngress []kafka.IngressSpec
 	KafkaEgress  []kafka.EgressSpec
+	// Warm-up balancer (warmup.go). WarmupLag: a partition moves to a
+	// node only when that node's copy of its changelog is at most this
+	// many offsets behind the best copy in the group (default
+	// DefaultWarmupLag; negative: no warm-up, plain cooperative-sticky).
+	// ProbingInterval: how often the group's leader asks for a rebalance
+	// while partitions wait for their targets to warm up (default 10s).
+	WarmupLag       int64
+	ProbingInterval time.Duration
 	// AdminURL is the base URL of this node's admin listener as the other
 	// nodes reach it (http://10.0.0.5:9090): they forward GET /state/...
 	// for this node's partitions there (forward.go). Empty: they cannot.
@@ -96,6 +104,12 @@ func (c *Config) defaults() error {
 	}
 	if c.StandbyInterval == 0 {
 		c.StandbyInterval = time.Second
+	}
+	if c.WarmupLag == 0 { // warm-up (warmup.go)
+		c.WarmupLag = DefaultWarmupLag
+	}
+	if c.ProbingInterval <= 0 {
+		c.ProbingInterval = 10 * time.Second
 	}
 	if c.MaxPollRecords <= 0 {
 		c.MaxPollRecords = 2000
@@ -169,6 +183,7 @@ type Node struct {
 	fwd         forwarder // state reads forwarded to the owner (forward.go)
 
 	marks replayMarks // replayed dead letters, from the meta topic (ops.go)
+	warm  warmup      // warm-up balancer (warmup.go): positions advertised, warm-up set
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -196,6 +211,11 @@ type Stats struct {
 	LastActive                            atomic.Int64  // unix ns of the last epoch that polled or collected anything
 	Sessions                              atomic.Uint64 // group sessions replaced after a producer failed for good
 	InputLag                              atomic.Int64  // sampled input lag of the owned partitions
+	// Warm-up (warmup.go).
+	WarmingPartitions, WarmupLag atomic.Int64  // partitions this node warms up, and the changelog offsets they lag (last pass)
+	WarmupHeld                   atomic.Int64  // as leader: partitions kept from their targets at the last balance
+	WarmupProbes                 atomic.Uint64 // rebalances this node asked for (caught up, or probing)
+	TakeoverLag, MaxTakeoverLag  atomic.Int64  // changelog offsets the store lacked of a partition taken over (last takeover's largest, and the largest)
 }
 
 // Start makes the node: creates or validates the topics, joins the group
@@ -228,6 +248,10 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.moduleKafka()
+	if err := n.warmupStart(); err != nil { // warm-up (warmup.go): positions before the first join
+		n.prod.Close()
+		return nil, err
+	}
 	none := make([]bool, n.parts)
 	n.owned.Store(&none)
 	n.adopted.Store(&none)
@@ -256,7 +280,7 @@ func Start(cfg Config) (*Node, error) {
 		kgo.SessionTimeout(cfg.SessionTimeout),
 		kgo.RebalanceTimeout(cfg.SessionTimeout*2),
 		kgo.HeartbeatInterval(cfg.SessionTimeout/6),
-		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.Balancers(n.warmupBalancers()...), // warm-up (warmup.go)
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.ProducerLinger(0),

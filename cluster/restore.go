@@ -33,6 +33,7 @@ func (n *Node) reopen() error {
 	n.changed.Store(false)
 	n.member, n.gen = n.sess.Client().GroupMetadata()
 	n.syncAssignment()
+	synced := time.Since(start)
 	owned := *n.owned.Load()
 	dir := n.cfg.Engine.DataDir
 	if err := n.restore(filepath.Join(dir, "store"), owned); err != nil {
@@ -68,7 +69,7 @@ func (n *Node) reopen() error {
 	if int64(d) > n.stats.MaxPauseNanos.Load() {
 		n.stats.MaxPauseNanos.Store(int64(d))
 	}
-	n.log.Info("engine open over the owned partitions", "owned", ranges(n.Owned()), "pause", d.String())
+	n.log.Info("engine open over the owned partitions", "owned", ranges(n.Owned()), "pause", d.String(), "of_which_group_sync", synced.String())
 	return nil
 }
 
@@ -126,6 +127,7 @@ func (n *Node) restore(dir string, owned []bool) (err error) {
 		}
 		b.Reset()
 	}
+	n.noteRestore(pos, ends) // warm-up (warmup.go)
 	if parts == 0 {
 		return nil
 	}

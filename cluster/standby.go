@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"time"
 
@@ -18,24 +19,50 @@ import (
 // lost it in a rebalance), the restore reads only the changelog written
 // since the last pass instead of the whole partition. Each partition so
 // has one standby (with two or more nodes). The standby is a copy, never
-// served: the engine reads only the partitions it owns.
+// served: the engine reads only the partitions it owns. The same pass
+// keeps the warm-up copies: the partitions the group's leader holds back
+// on their owner until this node's copy is caught up (warmup.go).
 
 // standbyBudget bounds the changelog records one pass applies, so that a
 // pass never holds up the node's commits for long.
 const standbyBudget = 20000
 
-// standbyPass brings the standby copies up to date (or as far as the
-// budget allows).
+// standbyPass brings the standby copies and the warm-up copies (the
+// partitions the group's leader asked this node to warm up, warmup.go)
+// up to date, or as far as the budget allows, warm-up copies first. While
+// it warms partitions up, a pass runs at least every warmupPassInterval,
+// and a node whose warm-up copies all come within the lag bound asks for
+// a rebalance (warmupProbe), so that they move here.
 func (n *Node) standbyPass(e *engine.Engine) {
-	if n.cfg.StandbyInterval < 0 || time.Since(n.lastStandby) < n.cfg.StandbyInterval {
+	warm := n.warm.warming()
+	every := n.cfg.StandbyInterval
+	if len(warm) > 0 && (every < 0 || every > warmupPassInterval) {
+		every = warmupPassInterval
+	}
+	if every < 0 || time.Since(n.lastStandby) < every {
+		n.warmupProbe(false)
 		return
 	}
 	n.lastStandby = time.Now()
 	ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
 	defer cancel()
-	set := n.standbySet(ctx)
+	var set []int32
+	if n.cfg.StandbyInterval >= 0 {
+		set = n.standbySet(ctx)
+	}
+	owned := *n.owned.Load()
+	isWarm := make(map[int32]bool, len(warm))
+	for _, p := range warm {
+		if int(p) < len(owned) && !owned[p] {
+			isWarm[p] = true
+		}
+	}
+	set = slices.DeleteFunc(set, func(p int32) bool { return isWarm[p] })
+	set = append(slices.Sorted(maps.Keys(isWarm)), set...)
 	n.stats.StandbyPartitions.Store(int64(len(set)))
 	if len(set) == 0 {
+		n.stats.WarmupLag.Store(0)
+		n.warmupProbe(false)
 		return
 	}
 	lso, err := n.adm.ListCommittedOffsets(ctx, n.topics.Changelog)
@@ -43,40 +70,61 @@ func (n *Node) standbyPass(e *engine.Engine) {
 		return
 	}
 	budget := standbyBudget
-	var lag int64
+	var lag, warmLag int64
+	caught := len(isWarm) > 0
 	for _, p := range set {
-		end := int64(0)
-		if o, ok := lso.Lookup(n.topics.Changelog, p); ok {
-			end = o.Offset
+		o, ok := lso.Lookup(n.topics.Changelog, p)
+		if !ok || o.Err != nil {
+			caught = false // its end is unknown
+			continue
 		}
+		end := o.Offset
 		from, err := e.ChangelogPosition(p)
-		if err != nil || end <= from {
-			continue
+		reached := from
+		if err == nil && end > from && budget > 0 {
+			reached = n.standbyRead(ctx, e, p, from, end, &budget)
 		}
-		if budget <= 0 {
-			lag += end - from
-			continue
-		}
-		var changes []engine.Change
-		reached, err := n.readChangelogUpTo(ctx, n.sess.Client(), p, from, end, budget, func(r *kgo.Record) error {
-			kind, k, v, err := decodeChange(r)
-			if err == nil {
-				changes = append(changes, engine.Change{Partition: p, Kind: kind, Key: slices.Clone(k), Value: slices.Clone(v)})
+		behind := max(end-reached, 0)
+		lag += behind
+		if isWarm[p] {
+			warmLag += behind
+			if err != nil || behind > n.cfg.WarmupLag {
+				caught = false
 			}
-			return err
-		})
-		if reached <= from || (err != nil && len(changes) == 0) {
-			continue
 		}
-		if err := e.ApplyStandby(changes, map[int32]int64{p: reached}); err != nil {
-			n.log.Warn("standby copy not applied", "partition", p, "err", err)
-			return
-		}
-		budget -= len(changes)
-		n.stats.StandbyApplied.Add(uint64(len(changes)))
-		lag += end - reached
 	}
 	n.stats.StandbyLag.Store(lag)
+	n.stats.WarmupLag.Store(warmLag)
+	n.warmupProbe(caught)
+}
+
+// warmupPassInterval is the longest time between two passes while the
+// node warms partitions up.
+const warmupPassInterval = 250 * time.Millisecond
+
+// standbyRead applies changelog partition p from offset from towards end
+// to the standby copy, spending budget, and returns where the copy is.
+func (n *Node) standbyRead(ctx context.Context, e *engine.Engine, p int32, from, end int64, budget *int) int64 {
+	var changes []engine.Change
+	reached, err := n.readChangelogUpTo(ctx, n.sess.Client(), p, from, end, *budget, func(r *kgo.Record) error {
+		kind, k, v, err := decodeChange(r)
+		if err == nil {
+			changes = append(changes, engine.Change{Partition: p, Kind: kind, Key: slices.Clone(k), Value: slices.Clone(v)})
+		}
+		return err
+	})
+	if reached <= from || (err != nil && len(changes) == 0) {
+		return from
+	}
+	if err := e.ApplyStandby(changes, map[int32]int64{p: reached}); err != nil {
+		n.log.Warn("standby copy not applied", "partition", p, "err", err)
+		*budget = 0
+		return from
+	}
+	*budget -= len(changes)
+	n.stats.StandbyApplied.Add(uint64(len(changes)))
+	n.warm.notePosition(p, reached)
+	return reached
 }
 
 // standbySet is the partitions of the member after this node in the ring

@@ -24,8 +24,8 @@ func (d *daemon) runCluster(stop <-chan os.Signal) int {
 		Topics: cluster.TopicOptions{Partitions: cc.partitions, ReplicationFactor: cc.replicationFactor,
 			MinInsyncReplicas: cc.minISR, Logger: log},
 		CommitInterval: cc.commitInterval, SessionTimeout: cc.sessionTimeout, TxnTimeout: cc.txnTimeout,
-		StandbyInterval: cc.standbyInterval,
-		Engine:          opts, Specs: d.specs, Logger: log,
+		StandbyInterval: cc.standbyInterval, WarmupLag: cc.warmupLag, ProbingInterval: cc.probingInterval,
+		Engine: opts, Specs: d.specs, Logger: log,
 		KafkaIngress: d.kcfg.Ingresses, KafkaEgress: d.kcfg.Egresses,
 		AdminURL: adminURL(cc.advertiseAdmin, d.admLn.Addr()),
 	})

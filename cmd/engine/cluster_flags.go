@@ -30,7 +30,9 @@ type clusterFlags struct {
 	sessionTimeout    time.Duration
 	txnTimeout        time.Duration
 	standbyInterval   time.Duration
-	advertiseAdmin    string // base URL of the admin listener for the other nodes; "" = from the listener's address
+	warmupLag         int64         // warm-up balancer's lag bound (changelog offsets); negative: off
+	probingInterval   time.Duration // how often the leader probes while partitions wait for warm-up
+	advertiseAdmin    string        // base URL of the admin listener for the other nodes; "" = from the listener's address
 
 	// Raw values, checked and converted by validate.
 	brokersRaw string
@@ -40,7 +42,8 @@ type clusterFlags struct {
 
 // clusterFlagNames are the flags that mean something only with --cluster.
 var clusterFlagNames = []string{"brokers", "cluster-name", "node", "partitions", "replication-factor",
-	"min-insync-replicas", "commit-interval", "session-timeout", "txn-timeout", "advertise-admin", "standby-interval"}
+	"min-insync-replicas", "commit-interval", "session-timeout", "txn-timeout", "advertise-admin", "standby-interval",
+	"warmup-lag-records", "probing-rebalance-interval"}
 
 func (cf *clusterFlags) register(fs *flag.FlagSet) {
 	host, _ := os.Hostname()
@@ -55,6 +58,8 @@ func (cf *clusterFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&cf.sessionTimeout, "session-timeout", 6*time.Second, "cluster mode: how long the group waits for a silent node before moving its partitions")
 	fs.StringVar(&cf.advertiseAdmin, "advertise-admin", "", "cluster mode: base URL of this node's admin listener as the other nodes reach it (e.g. http://10.0.0.5:9090), where they forward GET /state/... for its partitions; default http://<--admin-addr>, with the host name for an unspecified address")
 	fs.DurationVar(&cf.standbyInterval, "standby-interval", time.Second, "cluster mode: how often a node brings its standby copy of the next node's partitions up to date (a takeover then restores only what the copy lacks); negative: no standby copies")
+	fs.Int64Var(&cf.warmupLag, "warmup-lag-records", cluster.DefaultWarmupLag, "cluster mode: a partition moves to a node only once that node's copy of its changelog is at most this many offsets behind the best copy in the group (until then the partition stays where it is while the node warms its copy up); negative: no warm-up (plain cooperative-sticky balancing). The group's leader's value applies")
+	fs.DurationVar(&cf.probingInterval, "probing-rebalance-interval", 10*time.Second, "cluster mode: while partitions wait for a node to warm up its copy, how often the group's leader asks for a rebalance to check again (a warming node also asks as soon as its copies are caught up)")
 	fs.DurationVar(&cf.txnTimeout, "txn-timeout", 10*time.Second, "cluster mode: Kafka transaction timeout, after which a dead node's open transaction is aborted (readers wait for it until then); must exceed --commit-interval")
 }
 
@@ -119,6 +124,12 @@ func (cf *clusterFlags) validate(fs *flag.FlagSet) error {
 	}
 	if err := cluster.ValidateAdminURL(cf.advertiseAdmin); err != nil {
 		return fmt.Errorf("--advertise-admin: %w", err)
+	}
+	if cf.warmupLag == 0 {
+		return fmt.Errorf("--warmup-lag-records 0: pass a positive bound in changelog offsets (default %d), or a negative value to turn warm-up off", cluster.DefaultWarmupLag)
+	}
+	if cf.probingInterval <= 0 {
+		return fmt.Errorf("--probing-rebalance-interval %v: pass a positive duration (default 10s)", cf.probingInterval)
 	}
 	if cf.txnTimeout <= cf.commitInterval || cf.txnTimeout > 15*time.Minute {
 		return fmt.Errorf("--txn-timeout %v: pass a duration longer than --commit-interval %v and at most 15m (default 10s; the broker's transaction.max.timeout.ms bounds it too)", cf.txnTimeout, cf.commitInterval)

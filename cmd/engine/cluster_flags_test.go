@@ -23,21 +23,24 @@ func TestClusterFlags(t *testing.T) {
 	}
 	cf := c.cluster
 	if cf.enabled || cf.brokers != nil || cf.name != "shardfn" || cf.node != host || cf.partitions != 0 || cf.replicationFactor != 0 ||
-		cf.minISR != 0 || cf.commitInterval != 50*time.Millisecond || cf.sessionTimeout != 6*time.Second || cf.txnTimeout != 10*time.Second {
+		cf.minISR != 0 || cf.commitInterval != 50*time.Millisecond || cf.sessionTimeout != 6*time.Second || cf.txnTimeout != 10*time.Second ||
+		cf.warmupLag != 10000 || cf.probingInterval != 10*time.Second {
 		t.Errorf("defaults: %+v", cf)
 	}
 
 	// Every flag given.
 	c, err = parseFlags([]string{"--cluster", "--brokers", "k1:9092, k2:9093,,[::1]:9094,k3", "--cluster-name", "prod_eu-1.x",
 		"--node", "node-1.a", "--partitions", "64", "--replication-factor", "3", "--min-insync-replicas", "2",
-		"--commit-interval", "20ms", "--session-timeout", "10s", "--txn-timeout", "5s"}, io.Discard)
+		"--commit-interval", "20ms", "--session-timeout", "10s", "--txn-timeout", "5s",
+		"--warmup-lag-records", "-1", "--probing-rebalance-interval", "3s"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cf = c.cluster
 	if !cf.enabled || !slices.Equal(cf.brokers, []string{"k1:9092", "k2:9093", "[::1]:9094", "k3"}) || cf.name != "prod_eu-1.x" ||
 		cf.node != "node-1.a" || cf.partitions != 64 || cf.replicationFactor != 3 || cf.minISR != 2 ||
-		cf.commitInterval != 20*time.Millisecond || cf.sessionTimeout != 10*time.Second || cf.txnTimeout != 5*time.Second {
+		cf.commitInterval != 20*time.Millisecond || cf.sessionTimeout != 10*time.Second || cf.txnTimeout != 5*time.Second ||
+		cf.warmupLag != -1 || cf.probingInterval != 3*time.Second {
 		t.Errorf("all flags: %+v", cf)
 	}
 
@@ -98,6 +101,8 @@ func TestClusterFlags(t *testing.T) {
 		{append(on, "--txn-timeout", "50ms"), "--txn-timeout 50ms: pass a duration longer than --commit-interval 50ms"},
 		{append(on, "--commit-interval", "2s", "--txn-timeout", "1s"), "--txn-timeout 1s"},
 		{append(on, "--txn-timeout", "16m"), "--txn-timeout 16m0s"},
+		{append(on, "--warmup-lag-records", "0"), "--warmup-lag-records 0: pass a positive bound"},
+		{append(on, "--probing-rebalance-interval", "0s"), "--probing-rebalance-interval 0s: pass a positive duration"},
 	} {
 		_, err := parseFlags(bad.args, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), bad.want) {
