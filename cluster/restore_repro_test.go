@@ -2,12 +2,11 @@ package cluster
 
 import (
 	"context"
-	"io"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/shardfn/shardfn/internal/testdir"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -55,7 +54,7 @@ func TestRestoreChangelogEndingInUnmarkedAbort(t *testing.T) {
 	}
 
 	// The "crash": copy the data directory now, start a broker from it.
-	copyDir(t, filepath.Join(dir, "a"), filepath.Join(dir, "b"))
+	testdir.Copy(t, filepath.Join(dir, "a"), filepath.Join(dir, "b"))
 	kf2, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.DataDir(filepath.Join(dir, "b")),
 		kfake.BrokerConfigs(map[string]string{"group.min.session.timeout.ms": "500"}))
 	if err != nil {
@@ -71,36 +70,5 @@ func TestRestoreChangelogEndingInUnmarkedAbort(t *testing.T) {
 			t.Fatalf("node not ready 30s after a broker crash left an unmarked aborted transaction at the end of changelog partition 0 (offset %d)", r.Offset)
 		}
 		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func copyDir(t *testing.T, from, to string) {
-	t.Helper()
-	err := filepath.Walk(from, func(p string, info os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(from, p)
-		dst := filepath.Join(to, rel)
-		if info.IsDir() {
-			return os.MkdirAll(dst, 0o755)
-		}
-		src, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer src.Close()
-		out, err := os.Create(dst)
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(out, src); err != nil {
-			out.Close()
-			return err
-		}
-		return out.Close()
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 }

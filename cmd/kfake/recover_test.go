@@ -2,15 +2,14 @@ package main
 
 import (
 	"context"
-	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/shardfn/shardfn/internal/testdir"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -39,7 +38,7 @@ func TestRestartAfterKillWritesAbortMarkers(t *testing.T) {
 	commit(ctx, t, tx, "one")
 	begin(ctx, t, tx, "two") // open at the "kill"
 
-	copyDir(t, filepath.Join(dir, "a"), filepath.Join(dir, "b"))
+	testdir.Copy(t, filepath.Join(dir, "a"), filepath.Join(dir, "b"))
 	kf.Close()
 	kf = startKfake(t, filepath.Join(dir, "b"), addrs)
 	n, err := recoverLog(ctx, kf)
@@ -96,7 +95,7 @@ func TestRestartAfterKillDedupesRetriedBatch(t *testing.T) {
 		t.Fatal("the produce request was not seen")
 	}
 
-	copyDir(t, filepath.Join(dir, "a"), filepath.Join(dir, "b"))
+	testdir.Copy(t, filepath.Join(dir, "a"), filepath.Join(dir, "b"))
 	kf.Close()
 	kf = startKfake(t, filepath.Join(dir, "b"), addrs)
 	if _, err := recoverLog(ctx, kf); err != nil {
@@ -215,35 +214,4 @@ func readCommitted(ctx context.Context, t *testing.T, addrs []string) []string {
 		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { got = append(got, string(r.Value)) })
 	}
 	return got
-}
-
-func copyDir(t *testing.T, from, to string) {
-	t.Helper()
-	err := filepath.Walk(from, func(p string, info os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(from, p)
-		dst := filepath.Join(to, rel)
-		if info.IsDir() {
-			return os.MkdirAll(dst, 0o755)
-		}
-		src, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer src.Close()
-		out, err := os.Create(dst)
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(out, src); err != nil {
-			out.Close()
-			return err
-		}
-		return out.Close()
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
