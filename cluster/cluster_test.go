@@ -455,27 +455,36 @@ func TestScaleOutOneToThree(t *testing.T) {
 	stop := make(chan struct{})
 	res := c.load(stop, 60)
 	time.Sleep(1500 * time.Millisecond)
-	stopWatch := make(chan struct{})
-	pauses := c.servePauses(stopWatch)
-	start := time.Now()
-	c.start("b")
-	c.start("c")
-	c.settled(60 * time.Second)
-	settle := time.Since(start)
-	time.Sleep(500 * time.Millisecond)
-	close(stopWatch)
-	close(stop)
-	want := <-res
-	c.waitCounts(want, 30*time.Second)
+	settle, pz := c.joinTwoUnderLoad(stop, res, c.settled)
 	for _, name := range []string{"a", "b", "c"} {
 		st := c.nodes[name].Stats()
 		t.Logf("node %s: %d partitions, longest pause %v, %d changelog records restored in %v",
 			name, len(c.nodes[name].Owned()), time.Duration(st.MaxPauseNanos.Load()).Round(time.Millisecond),
 			st.Restored.Load(), time.Duration(st.RestoreNanos.Load()).Round(time.Millisecond))
 	}
-	pz := <-pauses
 	t.Logf("1 -> 3 nodes settled in %v under load; longest time a partition was served by no node %v, all partitions' unserved time %v",
 		settle.Round(time.Millisecond), pz[0].Round(time.Millisecond), pz[1].Round(time.Millisecond))
+}
+
+// joinTwoUnderLoad starts nodes b and c while the load runs, waits with
+// wait until they have their partitions, stops the load and waits until
+// every message was applied once. It returns how long the join took to
+// settle and servePauses' figures over it.
+func (c *testCluster) joinTwoUnderLoad(stop chan struct{}, res <-chan map[int]int, wait func(time.Duration)) (time.Duration, [2]time.Duration) {
+	c.t.Helper()
+	stopWatch := make(chan struct{})
+	pauses := c.servePauses(stopWatch)
+	start := time.Now()
+	c.start("b")
+	c.start("c")
+	wait(60 * time.Second)
+	settle := time.Since(start)
+	time.Sleep(500 * time.Millisecond)
+	close(stopWatch)
+	close(stop)
+	want := <-res
+	c.waitCounts(want, 30*time.Second)
+	return settle, <-pauses
 }
 
 // servePauses samples, every few milliseconds until stop is closed, which

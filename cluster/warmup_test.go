@@ -427,18 +427,7 @@ func TestScaleOutWarmup(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	stopWatch := make(chan struct{})
-	pauses := c.servePauses(stopWatch)
-	start := time.Now()
-	c.start("b")
-	c.start("c")
-	c.shares(60 * time.Second)
-	settle := time.Since(start)
-	time.Sleep(500 * time.Millisecond)
-	close(stopWatch)
-	close(stop)
-	want := <-res
-	c.waitCounts(want, 30*time.Second)
+	settle, pz := c.joinTwoUnderLoad(stop, res, c.shares)
 	c.shares(10 * time.Second)
 	mu.Lock()
 	defer mu.Unlock()
@@ -462,7 +451,6 @@ func TestScaleOutWarmup(t *testing.T) {
 			t.Errorf("node %s took a partition over whose copy lacked %d changelog offsets, more than the lag bound %d", name, l, lag)
 		}
 	}
-	pz := <-pauses
 	if off {
 		t.Logf("without warm-up: 1 -> 3 nodes settled in %v under load; longest time a partition was served by no node %v, all partitions' unserved time %v",
 			settle.Round(time.Millisecond), pz[0].Round(time.Millisecond), pz[1].Round(time.Millisecond))
